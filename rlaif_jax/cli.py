@@ -1,0 +1,132 @@
+"""`rlaif-jax STAGE --gin_file F [--gin_file G] [--gin_bindings 'X = 1'] [--gin.X=1] [--workdir D]`.
+
+Stages register in `STAGES` as 'module:function'. The function is gin-configurable
+and is called as `function(workdir=WORKDIR)` after gin is parsed; it may expose an
+`add_arguments(parser)` attribute for stage-specific flags (e.g. `bench --preset`),
+in which case it is called as `function(workdir=WORKDIR, args=NAMESPACE)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Callable, Sequence
+
+from rlaif_jax import gin_utils
+
+logger = logging.getLogger("rlaif_jax.cli")
+
+STAGES: dict[str, tuple[str, str]] = {
+    "sft": ("rlaif_jax.sft", "Supervised fine-tuning of the initial policy."),
+    "label": ("rlaif_jax.labeling.stage", "AI preference labeling of a pair dataset."),
+    "reward": ("rlaif_jax.reward", "Reward model on AI (RLAIF) or human (RLHF) preferences."),
+    "rl": ("rlaif_jax.rl.stage", "A2C policy training with KL to the SFT policy."),
+    "evaluate": ("rlaif_jax.evaluation.stage", "Win rates, alignment, RM accuracy, report."),
+    "pipeline": ("rlaif_jax.pipeline", "Every stage of an experiment, skipping finished ones."),
+    "bench": ("rlaif_jax.bench", "Throughput benchmark (train, score, sample)."),
+    "bootstrap_labeler": (
+        "rlaif_jax.labeling.bootstrap",
+        "Toy world only: train the stand-in off-the-shelf labeler.",
+    ),
+}
+
+STAGE_FUNCTION = "run_stage"
+
+
+def register_stage(name: str, module: str, help_text: str) -> None:
+    """Adds a stage: `module` must define a gin-configurable `run_stage(workdir, ...)`."""
+    STAGES[name] = (module, help_text)
+
+
+def _usage() -> str:
+    lines = ["usage: rlaif-jax STAGE [--gin_file F ...] [--gin_bindings B ...] [--gin.X=Y ...] [--workdir D]", "", "stages:"]
+    lines += [f"  {k:<18} {v[1]}" for k, v in STAGES.items()]
+    return "\n".join(lines)
+
+
+def _build_parser(stage: str, fn: Callable) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"rlaif-jax {stage}", description=STAGES[stage][1])
+    parser.add_argument("--gin_file", action="append", default=[], help="Gin file (repeatable).")
+    parser.add_argument("--gin_bindings", action="append", default=[], help="Gin binding (repeatable).")
+    parser.add_argument("--gin_search_paths", action="append", default=[], help="Extra gin search dir.")
+    parser.add_argument("--workdir", default=None, help="Work directory for stage artifacts.")
+    parser.add_argument("--coordinator_address", default=None, help="jax.distributed coordinator host:port.")
+    parser.add_argument("--num_processes", type=int, default=None)
+    parser.add_argument("--process_id", type=int, default=None)
+    parser.add_argument("--multihost", action="store_true", help="Call jax.distributed.initialize() (TPU pods).")
+    if hasattr(fn, "add_arguments"):
+        fn.add_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0 if argv else 2
+    stage, rest = argv[0], argv[1:]
+    if stage not in STAGES:
+        print(f"rlaif-jax: unknown stage {stage!r}.\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(STAGES[stage][0])
+    fn = getattr(module, STAGE_FUNCTION)
+    try:
+        rest, shorthand = gin_utils.rewrite_gin_shorthand(rest)
+    except gin_utils.GinUsageError as e:
+        print(f"rlaif-jax {stage}: {e}", file=sys.stderr)
+        return 2
+    parser = _build_parser(stage, fn)
+    args = parser.parse_args(rest)
+
+    from rlaif_jax import runtime
+
+    runtime.initialize(
+        runtime.DistributedConfig(
+            coordinator_address=args.coordinator_address,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+            auto=args.multihost,
+        )
+    )
+    try:
+        gin_utils.parse_gin(
+            args.gin_file, list(args.gin_bindings) + shorthand, args.gin_search_paths
+        )
+    except gin_utils.GinUsageError as e:
+        print(f"rlaif-jax {stage}: {e}", file=sys.stderr)
+        return 2
+    kwargs = {}
+    if args.workdir is not None:
+        kwargs["workdir"] = args.workdir
+    if hasattr(fn, "add_arguments"):
+        kwargs["args"] = args
+    try:
+        fn(**kwargs)
+    except gin_utils.GinUsageError as e:
+        print(f"rlaif-jax {stage}: {e}", file=sys.stderr)
+        return 2
+    workdir = args.workdir or _gin_workdir()
+    if workdir:
+        gin_utils.write_operative_config(workdir, stage)
+    return 0
+
+
+def _gin_workdir() -> str | None:
+    """The WORKDIR gin macro, when the config defines one."""
+    import gin
+
+    try:
+        value = gin.query_parameter("%WORKDIR")
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def entry_point() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()

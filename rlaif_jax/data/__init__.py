@@ -1,0 +1,1 @@
+"""Data: real file formats, seqio tasks, vocabularies, the toy world, batching."""

@@ -1,0 +1,188 @@
+"""Gin at the CLI boundary, in t5x conventions.
+
+- Search paths: the repo's `gin/` (or the installed copy, package `rlaif_jax.gin`)
+  plus `--gin_search_paths`, so `include 'runs/rl.gin'` works from any directory.
+- `--gin.NAME=VALUE` shorthand rewritten to the binding `NAME = VALUE`.
+- `NAME = %gin.REQUIRED` macros checked after parsing; a missing one is reported
+  with the file that declares it.
+- The operative config is written to `WORKDIR/config.gin` (host 0).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import gin
+
+
+class GinUsageError(ValueError):
+    """A misuse of gin files or bindings, with a message written for people."""
+
+
+_REQUIRED_RE = re.compile(r"^\s*([A-Za-z_][\w./]*)\s*=\s*%gin\.REQUIRED\s*(#.*)?$")
+_INCLUDE_RE = re.compile(r"""^\s*include\s+['"]([^'"]+)['"]""")
+
+
+def default_search_paths() -> list[str]:
+    """The repo's gin/ directory (editable installs) and the installed package copy."""
+    paths = []
+    repo_gin = Path(__file__).resolve().parent.parent / "gin"
+    if repo_gin.is_dir():
+        paths.append(str(repo_gin))
+    try:
+        import rlaif_jax.gin as installed  # gin/ installed as package data
+
+        for p in installed.__path__:
+            if p not in paths and str(Path(p).resolve()) not in map(
+                lambda q: str(Path(q).resolve()), paths
+            ):
+                paths.append(p)
+    except ImportError:
+        pass
+    return paths
+
+
+def rewrite_gin_shorthand(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Splits `--gin.NAME=VALUE` / `--gin.NAME VALUE` out of argv into bindings.
+
+    Returns (remaining argv, bindings like 'NAME = VALUE').
+    """
+    rest, bindings = [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--gin.") and not arg.startswith("--gin_"):
+            body = arg[len("--gin.") :]
+            if "=" in body:
+                name, value = body.split("=", 1)
+            elif i + 1 < len(argv):
+                name, value = body, argv[i + 1]
+                i += 1
+            else:
+                raise GinUsageError(f"Binding {arg!r} has no value; write --gin.{body}=VALUE.")
+            if not name:
+                raise GinUsageError(f"Binding {arg!r} names nothing; write --gin.NAME=VALUE.")
+            bindings.append(f"{name} = {value}")
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, bindings
+
+
+def resolve_gin_file(name: str, search_paths: Sequence[str]) -> str:
+    """Finds a gin file as given, relative to cwd, or under a search path."""
+    candidates = [name] if os.path.isabs(name) else [name] + [
+        os.path.join(p, name) for p in search_paths
+    ]
+    for c in candidates:
+        if os.path.isfile(c):
+            return os.path.abspath(c)
+    raise GinUsageError(
+        f"Gin file {name!r} not found. Looked in the current directory and the gin search "
+        f"path: {list(search_paths)}. Add a directory with --gin_search_paths."
+    )
+
+
+def _required_macros(path: str, search_paths: Sequence[str], seen: set[str]) -> dict[str, str]:
+    """Macros declared `NAME = %gin.REQUIRED` in `path` and its includes -> declaring file."""
+    if path in seen:
+        return {}
+    seen.add(path)
+    found: dict[str, str] = {}
+    with open(path) as f:
+        for line in f:
+            m = _REQUIRED_RE.match(line)
+            if m:
+                found.setdefault(m.group(1), path)
+            inc = _INCLUDE_RE.match(line)
+            if inc:
+                try:
+                    sub = resolve_gin_file(inc.group(1), [os.path.dirname(path), *search_paths])
+                except GinUsageError:
+                    continue  # gin itself reports the missing include with its own message
+                for k, v in _required_macros(sub, search_paths, seen).items():
+                    found.setdefault(k, v)
+    return found
+
+
+@dataclass(frozen=True)
+class ParsedGin:
+    files: tuple[str, ...]
+    bindings: tuple[str, ...]
+    search_paths: tuple[str, ...]
+
+
+def parse_gin(
+    gin_files: Sequence[str],
+    bindings: Sequence[str] = (),
+    search_paths: Sequence[str] = (),
+    finalize: bool = True,
+) -> ParsedGin:
+    """Parses gin files and bindings with clear errors; checks REQUIRED macros.
+
+    Every configurable that the files name must already be imported.
+    """
+    paths = list(search_paths) + [p for p in default_search_paths() if p not in search_paths]
+    for p in paths:
+        gin.add_config_file_search_path(p)
+    resolved = [resolve_gin_file(f, paths) for f in gin_files]
+    gin.clear_config()
+    for f in resolved:
+        try:
+            gin.parse_config_file(f)
+        except IOError as e:
+            raise GinUsageError(f"In gin file {f}: {e}. Gin search path: {paths}.") from e
+        except (ValueError, SyntaxError, NameError, TypeError) as e:
+            raise GinUsageError(f"In gin file {f}: {e}") from e
+    for b in bindings:
+        try:
+            gin.parse_config(b)
+        except Exception as e:  # gin raises several types for bad bindings
+            raise GinUsageError(f"Bad gin binding {b!r}: {e}") from e
+    required: dict[str, str] = {}
+    for f in resolved:
+        for k, v in _required_macros(f, paths, set()).items():
+            required.setdefault(k, v)
+    for macro, declared_in in required.items():
+        try:
+            value = gin.query_parameter(f"%{macro}")
+        except ValueError:
+            continue
+        if str(value) == "%gin.REQUIRED":
+            raise GinUsageError(
+                f"Gin macro {macro} is required by {declared_in} but was not set. "
+                f"Set it with --gin.{macro}=VALUE or --gin_bindings='{macro} = VALUE'."
+            )
+    if finalize:
+        gin.finalize()
+    return ParsedGin(tuple(resolved), tuple(bindings), tuple(paths))
+
+
+def write_operative_config(workdir: str, stage: str) -> str | None:
+    """Writes gin's operative config to WORKDIR/config.gin (and a per-stage copy); host 0."""
+    import jax
+
+    if jax.process_index() != 0:
+        return None
+    os.makedirs(workdir, exist_ok=True)
+    text = gin.operative_config_str()
+    for name in ("config.gin", f"config_{stage}.gin"):
+        path = os.path.join(workdir, name)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(f"# Operative gin config of `rlaif-jax {stage}`.\n{text}")
+        os.replace(tmp, path)
+    return os.path.join(workdir, "config.gin")
+
+
+def all_gin_files(roots: Iterable[str] | None = None) -> list[str]:
+    """Every .gin file under the search roots (used by tests that parse them all)."""
+    out = []
+    for root in roots or default_search_paths():
+        for dirpath, _, files in os.walk(root):
+            out += [os.path.join(dirpath, f) for f in files if f.endswith(".gin")]
+    return sorted(set(out))

@@ -1,0 +1,58 @@
+"""Device mesh construction with axes ('data', 'fsdp', 'tensor')."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import gin
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from rlaif_jax.sharding import axes as ax
+
+
+def resolve_degrees(num_devices: int, data: int, fsdp: int, tensor: int) -> tuple[int, int, int]:
+    """Fills in one -1 degree with the devices that remain; checks the product."""
+    degrees = [data, fsdp, tensor]
+    unknown = [i for i, d in enumerate(degrees) if d == -1]
+    if len(unknown) > 1:
+        raise ValueError(f"At most one mesh degree may be -1, got data={data} fsdp={fsdp} tensor={tensor}.")
+    known = math.prod(d for d in degrees if d != -1)
+    if any(d == 0 or d < -1 for d in degrees):
+        raise ValueError(f"Mesh degrees must be positive or -1, got {degrees}.")
+    if unknown:
+        if num_devices % known:
+            raise ValueError(
+                f"{num_devices} devices cannot be split with fixed degrees {degrees} (product {known})."
+            )
+        degrees[unknown[0]] = num_devices // known
+    if math.prod(degrees) != num_devices:
+        raise ValueError(
+            f"Mesh degrees data={degrees[0]} fsdp={degrees[1]} tensor={degrees[2]} multiply to "
+            f"{math.prod(degrees)}, but there are {num_devices} devices (gin: make_mesh)."
+        )
+    return tuple(degrees)  # type: ignore[return-value]
+
+
+@gin.configurable
+def make_mesh(
+    data: int = -1,
+    fsdp: int = 1,
+    tensor: int = 1,
+    devices: Sequence[jax.Device] | None = None,
+) -> Mesh:
+    """Builds a Mesh of shape (data, fsdp, tensor); -1 takes all remaining devices.
+
+    Uses `jax.make_mesh` (topology-aware device order on TPU) when all devices are
+    used, a plain reshape for an explicit device list (tests).
+    """
+    devs = list(jax.devices()) if devices is None else list(devices)
+    shape = resolve_degrees(len(devs), data, fsdp, tensor)
+    if devices is None:
+        try:
+            return jax.make_mesh(shape, ax.MESH_AXES, devices=devs)
+        except Exception:  # older jax or unusual topologies: fall back to plain order
+            pass
+    return Mesh(np.asarray(devs).reshape(shape), ax.MESH_AXES)
