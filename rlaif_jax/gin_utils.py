@@ -28,22 +28,10 @@ _INCLUDE_RE = re.compile(r"""^\s*include\s+['"]([^'"]+)['"]""")
 
 
 def default_search_paths() -> list[str]:
-    """The repo's gin/ directory (editable installs) and the installed package copy."""
-    paths = []
-    repo_gin = Path(__file__).resolve().parent.parent / "gin"
-    if repo_gin.is_dir():
-        paths.append(str(repo_gin))
-    try:
-        import rlaif_jax.gin as installed  # gin/ installed as package data
-
-        for p in installed.__path__:
-            if p not in paths and str(Path(p).resolve()) not in map(
-                lambda q: str(Path(q).resolve()), paths
-            ):
-                paths.append(p)
-    except ImportError:
-        pass
-    return paths
+    """The repo's gin/ directory (editable installs) and the installed copy (rlaif_jax/gin)."""
+    package_dir = Path(__file__).resolve().parent
+    candidates = [package_dir.parent / "gin", package_dir / "gin"]
+    return [str(p) for p in candidates if p.is_dir()]
 
 
 def rewrite_gin_shorthand(argv: Sequence[str]) -> tuple[list[str], list[str]]:

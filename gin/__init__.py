@@ -1,1 +1,0 @@
-"""Gin configs shipped with rlaif_jax (installed as package `rlaif_jax.gin`)."""

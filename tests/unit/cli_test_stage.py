@@ -1,0 +1,16 @@
+"""A stage used only by the CLI tests: records what gin passed it."""
+
+import json
+import os
+
+import gin
+
+CALLS = []
+
+
+@gin.configurable("cli_test_stage")
+def run_stage(workdir: str = "/tmp/unused", value=None, scale: int = 1):
+    CALLS.append({"workdir": workdir, "value": value, "scale": scale})
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "out.json"), "w") as f:
+        json.dump({"value": value, "scale": scale}, f)
