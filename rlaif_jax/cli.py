@@ -12,7 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from rlaif_jax import gin_utils
 
@@ -41,7 +41,11 @@ def register_stage(name: str, module: str, help_text: str) -> None:
 
 
 def _usage() -> str:
-    lines = ["usage: rlaif-jax STAGE [--gin_file F ...] [--gin_bindings B ...] [--gin.X=Y ...] [--workdir D]", "", "stages:"]
+    lines = [
+        "usage: rlaif-jax STAGE [--gin_file F ...] [--gin_bindings B ...] [--gin.X=Y ...] [--workdir D]",
+        "",
+        "stages:",
+    ]
     lines += [f"  {k:<18} {v[1]}" for k, v in STAGES.items()]
     return "\n".join(lines)
 
@@ -49,13 +53,21 @@ def _usage() -> str:
 def _build_parser(stage: str, fn: Callable) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"rlaif-jax {stage}", description=STAGES[stage][1])
     parser.add_argument("--gin_file", action="append", default=[], help="Gin file (repeatable).")
-    parser.add_argument("--gin_bindings", action="append", default=[], help="Gin binding (repeatable).")
-    parser.add_argument("--gin_search_paths", action="append", default=[], help="Extra gin search dir.")
+    parser.add_argument(
+        "--gin_bindings", action="append", default=[], help="Gin binding (repeatable)."
+    )
+    parser.add_argument(
+        "--gin_search_paths", action="append", default=[], help="Extra gin search dir."
+    )
     parser.add_argument("--workdir", default=None, help="Work directory for stage artifacts.")
-    parser.add_argument("--coordinator_address", default=None, help="jax.distributed coordinator host:port.")
+    parser.add_argument(
+        "--coordinator_address", default=None, help="jax.distributed coordinator host:port."
+    )
     parser.add_argument("--num_processes", type=int, default=None)
     parser.add_argument("--process_id", type=int, default=None)
-    parser.add_argument("--multihost", action="store_true", help="Call jax.distributed.initialize() (TPU pods).")
+    parser.add_argument(
+        "--multihost", action="store_true", help="Call jax.distributed.initialize() (TPU pods)."
+    )
     if hasattr(fn, "add_arguments"):
         fn.add_arguments(parser)
     return parser

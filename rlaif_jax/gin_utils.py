@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import gin
 
@@ -63,9 +63,9 @@ def rewrite_gin_shorthand(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def resolve_gin_file(name: str, search_paths: Sequence[str]) -> str:
     """Finds a gin file as given, relative to cwd, or under a search path."""
-    candidates = [name] if os.path.isabs(name) else [name] + [
-        os.path.join(p, name) for p in search_paths
-    ]
+    candidates = (
+        [name] if os.path.isabs(name) else [name] + [os.path.join(p, name) for p in search_paths]
+    )
     for c in candidates:
         if os.path.isfile(c):
             return os.path.abspath(c)
@@ -122,7 +122,7 @@ def parse_gin(
     for f in resolved:
         try:
             gin.parse_config_file(f)
-        except IOError as e:
+        except OSError as e:
             raise GinUsageError(f"In gin file {f}: {e}. Gin search path: {paths}.") from e
         except (ValueError, SyntaxError, NameError, TypeError) as e:
             raise GinUsageError(f"In gin file {f}: {e}") from e

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
-import gin
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
+import gin
 from rlaif_jax.sharding import axes as ax
 
 
@@ -18,7 +18,9 @@ def resolve_degrees(num_devices: int, data: int, fsdp: int, tensor: int) -> tupl
     degrees = [data, fsdp, tensor]
     unknown = [i for i, d in enumerate(degrees) if d == -1]
     if len(unknown) > 1:
-        raise ValueError(f"At most one mesh degree may be -1, got data={data} fsdp={fsdp} tensor={tensor}.")
+        raise ValueError(
+            f"At most one mesh degree may be -1, got data={data} fsdp={fsdp} tensor={tensor}."
+        )
     known = math.prod(d for d in degrees if d != -1)
     if any(d == 0 or d < -1 for d in degrees):
         raise ValueError(f"Mesh degrees must be positive or -1, got {degrees}.")

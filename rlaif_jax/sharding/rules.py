@@ -14,10 +14,9 @@ A rule maps a logical name to a mesh axis, a tuple of mesh axes or None
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import gin
-
 from rlaif_jax.sharding import axes as ax
 
 Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]

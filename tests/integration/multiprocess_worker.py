@@ -27,7 +27,9 @@ from rlaif_jax.sharding.rules import get_rules  # noqa: E402
 class Linear(nn.Module):
     @nn.compact
     def __call__(self, x):  # [B, 8] -> [B, 4]
-        w = self.param("w", nn.with_logical_partitioning(nn.initializers.normal(0.5), ("embed", "mlp")), (8, 4))
+        w = self.param(
+            "w", nn.with_logical_partitioning(nn.initializers.normal(0.5), ("embed", "mlp")), (8, 4)
+        )
         return jnp.tanh(x @ w)
 
 
@@ -45,7 +47,10 @@ def main():
         lambda r: Linear().init(r, jnp.zeros((1, 8)))["params"], mesh, rules, jax.random.key(0)
     )
     rng = np.random.default_rng(0)
-    full = {"x": rng.normal(size=(16, 8)).astype(np.float32), "y": rng.normal(size=(16, 4)).astype(np.float32)}
+    full = {
+        "x": rng.normal(size=(16, 8)).astype(np.float32),
+        "y": rng.normal(size=(16, 4)).astype(np.float32),
+    }
     local = {k: v[partition.process_slice(16)] for k, v in full.items()}
     batch = partition.global_batch(local, mesh)
 
@@ -57,7 +62,9 @@ def main():
         return jax.tree.map(lambda a, d: a - 0.5 * d, p, g), loss
 
     bs = {k: partition.batch_sharding(mesh, v.ndim) for k, v in batch.items()}
-    jitted = partition.jit_sharded(step, (shardings, bs), (partition.replicated(mesh), partition.replicated(mesh)))
+    jitted = partition.jit_sharded(
+        step, (shardings, bs), (partition.replicated(mesh), partition.replicated(mesh))
+    )
     with partition.sharding_context(mesh, rules):
         new, loss = jitted(params, batch)
     if jax.process_index() == 0:

@@ -22,12 +22,18 @@ class TwoLayer(nn.Module):
     @nn.compact
     def __call__(self, x):  # x: [B, D]
         w1 = self.param(
-            "w1", nn.with_logical_partitioning(nn.initializers.normal(0.2), (ax.EMBED, ax.MLP)), (16, 32)
+            "w1",
+            nn.with_logical_partitioning(nn.initializers.normal(0.2), (ax.EMBED, ax.MLP)),
+            (16, 32),
         )
         w2 = self.param(
-            "w2", nn.with_logical_partitioning(nn.initializers.normal(0.2), (ax.MLP, ax.VOCAB)), (32, 24)
+            "w2",
+            nn.with_logical_partitioning(nn.initializers.normal(0.2), (ax.MLP, ax.VOCAB)),
+            (32, 24),
         )
-        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, (ax.NORM,)), (16,))
+        scale = self.param(
+            "scale", nn.with_logical_partitioning(nn.initializers.ones, (ax.NORM,)), (16,)
+        )
         x = nn.with_logical_constraint(x * scale, (ax.ACT_BATCH, ax.ACT_EMBED))
         h = nn.with_logical_constraint(jnp.tanh(x @ w1), (ax.ACT_BATCH, ax.ACT_MLP))
         return nn.with_logical_constraint(h @ w2, (ax.ACT_BATCH, ax.ACT_VOCAB))
@@ -108,7 +114,9 @@ def test_sharded_step_matches_single_device(shape, rules_name):
     ref_loss, ref_params = _single_device_reference()
     np.testing.assert_allclose(float(loss), ref_loss, rtol=1e-5)
     for name in ref_params:
-        np.testing.assert_allclose(np.asarray(new_params[name]), np.asarray(ref_params[name]), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(new_params[name]), np.asarray(ref_params[name]), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_global_batch_is_batch_sharded():

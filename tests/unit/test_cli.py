@@ -1,7 +1,6 @@
 """The t5x-style gin CLI: search paths, --gin.X shorthand, REQUIRED macros, errors."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -35,7 +34,14 @@ def test_shorthand_without_value_is_an_error():
 def test_include_from_any_directory_and_operative_config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rc = cli.main(
-        ["cli_test", "--gin_file", "test/cli_include.gin", "--gin.CLI_TEST_VALUE=7", "--workdir", str(tmp_path / "w")]
+        [
+            "cli_test",
+            "--gin_file",
+            "test/cli_include.gin",
+            "--gin.CLI_TEST_VALUE=7",
+            "--workdir",
+            str(tmp_path / "w"),
+        ]
     )
     assert rc == 0
     assert cli_test_stage.CALLS[-1] == {"workdir": str(tmp_path / "w"), "value": 7, "scale": 2}
@@ -84,7 +90,15 @@ def test_bad_binding_is_quoted(tmp_path, capsys):
 
 
 def test_unknown_configurable_in_binding(tmp_path, capsys):
-    rc = cli.main(["cli_test", "--gin_file", "test/cli_include.gin", "--gin.CLI_TEST_VALUE=1", "--gin.no_such_fn.x=1"])
+    rc = cli.main(
+        [
+            "cli_test",
+            "--gin_file",
+            "test/cli_include.gin",
+            "--gin.CLI_TEST_VALUE=1",
+            "--gin.no_such_fn.x=1",
+        ]
+    )
     assert rc == 2
     assert "no_such_fn.x = 1" in capsys.readouterr().err
 
@@ -104,5 +118,14 @@ def test_console_script_help():
 
 
 def test_out_json_written(tmp_path):
-    cli.main(["cli_test", "--gin_file", "test/cli_include.gin", "--gin.CLI_TEST_VALUE=3", "--workdir", str(tmp_path)])
+    cli.main(
+        [
+            "cli_test",
+            "--gin_file",
+            "test/cli_include.gin",
+            "--gin.CLI_TEST_VALUE=3",
+            "--workdir",
+            str(tmp_path),
+        ]
+    )
     assert json.loads((tmp_path / "out.json").read_text()) == {"value": 3, "scale": 2}

@@ -3,9 +3,9 @@
 import importlib
 import os
 
-import gin
 import pytest
 
+import gin
 from rlaif_jax import cli, gin_utils
 
 GIN_ROOT = gin_utils.default_search_paths()[0]

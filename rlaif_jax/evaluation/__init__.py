@@ -1,0 +1,1 @@
+"""Evaluation: win rates (AI judge, toy oracle), length control, alignment, report."""

@@ -1,0 +1,34 @@
+"""AI labeler alignment and position bias (paper §5, §2.4)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rlaif_jax.evaluation.statistics import Rate, mean_rate
+
+
+def labeler_alignment(p_ai, human_label) -> Rate:
+    """Share of pairs where argmax of the AI distribution matches the human label.
+
+    p_ai: [N] AI P(response1 ≻ response2); human_label: [N] 1.0 if response1 was
+    human-preferred, 0.0 otherwise. An AI tie (p == 0.5) counts as half agreement.
+    """
+    p_ai = np.asarray(p_ai, dtype=np.float64)
+    human = np.asarray(human_label, dtype=np.float64) > 0.5
+    agree = np.where(p_ai == 0.5, 0.5, ((p_ai > 0.5) == human).astype(np.float64))
+    return mean_rate(agree)
+
+
+def same_position_rate(p_order1, p_order2) -> tuple[Rate, float]:
+    """ "% Same Position Preferred" and the share of those that favour the first position.
+
+    p_order1: [N] P(resp1 ≻ resp2) with resp1 shown first; p_order2: [N] the same
+    preference read from the swapped order (resp1 shown second). The labeler prefers the
+    same *position* both times when it picks resp1 in one order and resp2 in the other.
+    Returns (rate of same-position pairs, fraction of those favouring the first shown).
+    """
+    first_in_order1 = np.asarray(p_order1) > 0.5  # picked position 1 in the original order
+    first_in_order2 = np.asarray(p_order2) <= 0.5  # picked position 1 in the swapped order
+    same = first_in_order1 == first_in_order2
+    favour_first = float(np.mean(first_in_order1[same])) if same.any() else float("nan")
+    return mean_rate(same.astype(np.float64)), favour_first
