@@ -1,0 +1,53 @@
+"""Stage artifacts in a work directory: completion markers and their metrics.
+
+Every stage writes `WORKDIR/<stage dir>/COMPLETE` (JSON: metrics, wall_seconds,
+finished_at) atomically as its very last act, on host 0. The pipeline skips a stage
+whose marker exists; a stage that dies before it leaves no marker and resumes from
+its own checkpoints / shards on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Mapping
+
+import jax
+
+MARKER = "COMPLETE"
+
+
+def marker_path(stage_dir: str) -> str:
+    return os.path.join(stage_dir, MARKER)
+
+
+def is_complete(stage_dir: str) -> bool:
+    return os.path.isfile(marker_path(stage_dir))
+
+
+def write_complete(stage_dir: str, metrics: Mapping[str, Any], wall_seconds: float) -> None:
+    """Atomically writes the completion marker (host 0 only)."""
+    if jax.process_index() != 0:
+        return
+    os.makedirs(stage_dir, exist_ok=True)
+    payload = {
+        "metrics": {k: (v.item() if hasattr(v, "item") else v) for k, v in metrics.items()},
+        "wall_seconds": float(wall_seconds),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    tmp = marker_path(stage_dir) + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+    os.replace(tmp, marker_path(stage_dir))
+
+
+def read_complete(stage_dir: str) -> dict[str, Any]:
+    """The marker's payload; a clear error naming the path when the stage has not finished."""
+    path = marker_path(stage_dir)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"Stage output {stage_dir} is not complete (no {MARKER} file): run that stage first."
+        )
+    with open(path) as f:
+        return json.load(f)
