@@ -12,7 +12,7 @@ import importlib
 import logging
 import os
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import gin
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import gin
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
-import gin
 from rlaif_jax.sharding import axes as ax
 
 

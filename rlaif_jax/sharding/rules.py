@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import gin
+
 from rlaif_jax.sharding import axes as ax
 
 Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]

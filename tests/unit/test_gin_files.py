@@ -3,9 +3,9 @@
 import importlib
 import os
 
+import gin
 import pytest
 
-import gin
 from rlaif_jax import cli, gin_utils
 
 GIN_ROOT = gin_utils.default_search_paths()[0]
@@ -19,7 +19,12 @@ def _import_all_stages():
         except ModuleNotFoundError as e:  # a stage not written yet is not a gin-file failure
             if not e.name or not e.name.startswith("rlaif_jax"):
                 raise
-    importlib.import_module("tests.unit.cli_test_stage")
+    for module in (
+        "rlaif_jax.sharding.rules",
+        "rlaif_jax.sharding.mesh",
+        "tests.unit.cli_test_stage",
+    ):
+        importlib.import_module(module)
 
 
 def test_there_are_gin_files():
