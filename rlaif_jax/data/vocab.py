@@ -1,0 +1,91 @@
+"""Vocabularies: SentencePiece models (seqio interface) and training small ones.
+
+Stages use seqio vocabularies; the `Vocab` protocol names the part of that interface
+the batching code relies on, so a test can pass any object with the same members.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable, Sequence
+from typing import Protocol, runtime_checkable
+
+# Rating scores ("Preferred Summary=1", "Score: 10") must be single pieces so the
+# labeler reads one token per candidate; user-defined symbols are never split.
+SCORE_SYMBOLS = tuple(str(i) for i in range(1, 11))
+
+
+@runtime_checkable
+class Vocab(Protocol):
+    """What batching needs from a vocabulary (seqio.Vocabulary provides all of it)."""
+
+    def encode(self, s: str) -> Sequence[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    @property
+    def eos_id(self) -> int | None: ...
+
+    @property
+    def pad_id(self) -> int: ...
+
+    @property
+    def bos_id(self) -> int | None: ...
+
+
+def sentencepiece_vocabulary(path: str, extra_ids: int = 0):
+    """A seqio.SentencePieceVocabulary over the model file at `path`."""
+    import seqio
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"SentencePiece model not found: {path}")
+    return seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
+
+
+def train_sentencepiece(
+    texts: Iterable[str],
+    model_prefix: str,
+    vocab_size: int,
+    user_defined_symbols: Sequence[str] = SCORE_SYMBOLS,
+    model_type: str = "unigram",
+    character_coverage: float = 1.0,
+) -> str:
+    """Trains a SentencePiece model on `texts`; returns the `.model` path. Deterministic.
+
+    Ids follow the T5/seqio convention: pad=0, eos=1, unk=2, bos=-1 (none).
+    `user_defined_symbols` (default "1".."10") are atomic pieces, so "=1", " 2" and
+    " 10" each end in exactly one score piece.
+    """
+    import sentencepiece as spm
+
+    texts = [t for t in texts if t]
+    if not texts:
+        raise ValueError("train_sentencepiece needs at least one non-empty text")
+    os.makedirs(os.path.dirname(os.path.abspath(model_prefix)), exist_ok=True)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        character_coverage=character_coverage,
+        user_defined_symbols=list(user_defined_symbols),
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        # Determinism: one thread, no sampling of the input, fixed seed sentencepieces.
+        num_threads=1,
+        input_sentence_size=0,
+        shuffle_input_sentence=False,
+        hard_vocab_limit=False,
+        max_sentence_length=1 << 16,
+        minloglevel=2,
+    )
+    path = model_prefix + ".model"
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(model.getvalue())
+    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a model
+    return path
