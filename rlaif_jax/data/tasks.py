@@ -213,24 +213,64 @@ def _dataset_fn(role: str, by_split: Mapping[str, RecordSource]):
     return dataset_fn
 
 
+@dataclasses.dataclass(frozen=True)
+class TaskSources:
+    """The sources of one task (summarize / helpful / harmless), by role and split."""
+
+    task: str
+    sources: Sources
+
+    def __post_init__(self):
+        if self.task not in records.TASKS:
+            raise ValueError(f"Unknown task {self.task!r}; expected one of {records.TASKS}")
+
+    def source(self, role: str, split: str) -> RecordSource:
+        by_split = self.sources.get(role) or {}
+        if split not in by_split:
+            raise KeyError(
+                f"Task {self.task!r} has no {role!r} data for split {split!r}; it has "
+                f"{sorted(by_split) or 'none'} (roles with data: "
+                f"{sorted(r for r, v in self.sources.items() if v)})."
+            )
+        return by_split[split]
+
+    def with_ai_labels(self, label_dir: str, skip_bad_records: bool = False) -> TaskSources:
+        """A copy whose ai_prefs/train reads the label stage's shards in `label_dir`."""
+        sources = {r: dict(v) for r, v in self.sources.items()}
+        kw = {"skip_bad_records": skip_bad_records}
+        sources["ai_prefs"] = {
+            "train": RecordSource(
+                f"{self.task}/ai_prefs/train",
+                "ai_prefs",
+                _Lazy(formats.read_ai_preferences, label_dir, **kw),
+            )
+        }
+        return TaskSources(self.task, sources)
+
+
 @gin.configurable
-def register_tasks(task: str, sources: Sources) -> list[str]:
+def task_sources(task: str = gin.REQUIRED, sources: Sources = gin.REQUIRED) -> TaskSources:
+    """The configured task's sources (gin/tasks/{summarize,helpful,harmless}.gin bind this)."""
+    return TaskSources(task, sources)
+
+
+def register_tasks(data: TaskSources | None = None) -> list[str]:
     """Registers (replacing any earlier registration) one seqio Task per role with data.
 
-    Returns the task names `rlaif_{task}_{role}`. Features are untokenized strings and
-    numbers named as in records.py; each stage tokenizes with its own vocabulary. Pass
+    `data` defaults to the gin-configured `task_sources()`. Returns the task names
+    `rlaif_{task}_{role}`. Features are untokenized strings and numbers named as in
+    records.py; each stage tokenizes with its own vocabulary. Pass
     `shard_info=seqio.ShardInfo(jax.process_index(), jax.process_count())` to
     `get_dataset` for per-host sharding (record i goes to host i % count).
     """
     import seqio
 
-    if task not in records.TASKS:
-        raise ValueError(f"Unknown task {task!r}; expected one of {records.TASKS}")
+    data = data if data is not None else task_sources()
     names = []
-    for role, by_split in sources.items():
+    for role, by_split in data.sources.items():
         if not by_split:
             continue
-        name = task_name(task, role)
+        name = task_name(data.task, role)
         if name in seqio.TaskRegistry.names():
             seqio.TaskRegistry.remove(name)
         seqio.TaskRegistry.add(

@@ -1,0 +1,127 @@
+"""Tokenize/truncate/pad batches and the resumable, sharded epoch iterator."""
+
+import numpy as np
+import pytest
+
+from rlaif_jax.data import batching
+
+
+class WordVocab:
+    """One id per whitespace-separated word (ids from 3); pad 0, eos 1, no bos."""
+
+    pad_id, eos_id, bos_id = 0, 1, None
+
+    def __init__(self):
+        self.ids: dict[str, int] = {}
+
+    def encode(self, s):
+        return [self.ids.setdefault(w, 3 + len(self.ids)) for w in s.split()]
+
+    def decode(self, ids):
+        inv = {v: k for k, v in self.ids.items()}
+        return " ".join(inv[i] for i in ids if i in inv)
+
+
+def test_sft_batch_layout_masks_and_truncation():
+    v = WordVocab()
+    recs = [
+        {"id": "a", "context": "c1 c2 c3", "target": "t1 t2"},
+        {"id": "b", "context": " ".join(f"w{i}" for i in range(12)), "target": "u1 u2 u3 u4 u5"},
+    ]
+    stats = batching.TruncationStats()
+    b = batching.sft_batch(recs, v, max_context=8, max_target=4, suffix="TLDR:", stats=stats)
+    assert b["tokens"].shape == b["loss_mask"].shape == b["attention_mask"].shape == (2, 12)
+    assert b["tokens"].dtype == np.int32
+    row0 = v.decode(b["tokens"][0][b["attention_mask"][0] == 1])
+    assert row0 == "c1 c2 c3 TLDR: t1 t2"
+    assert b["tokens"][0, 6] == v.eos_id and (b["tokens"][0, 7:] == v.pad_id).all()
+    np.testing.assert_array_equal(b["loss_mask"][0], [0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0])
+    # Row 1: context cut in the middle to 7 tokens (1 head + 6 tail) + suffix; the
+    # target cut to 3 tokens + EOS; everything is real (no padding).
+    toks = v.decode(b["tokens"][1][:11])
+    assert toks == "w0 w6 w7 w8 w9 w10 w11 TLDR: u1 u2 u3"
+    assert b["tokens"][1, 11] == v.eos_id and b["attention_mask"][1].sum() == 12
+    assert b["loss_mask"][1].sum() == 4
+    assert (stats.examples, stats.truncated_context, stats.truncated_target) == (2, 1, 1)
+    left = batching.sft_batch(recs[1:], v, 8, 4, suffix="TLDR:", context_truncation="left")
+    assert v.decode(left["tokens"][0][:7]) == "w5 w6 w7 w8 w9 w10 w11"
+
+
+def test_prompt_batch_keeps_suffix():
+    v = WordVocab()
+    recs = [{"id": "a", "context": "x y"}, {"id": "b", "context": "a b c d e f g h"}]
+    stats = batching.TruncationStats()
+    tokens, lengths = batching.prompt_batch(recs, v, max_len=6, suffix="TL;DR:", stats=stats)
+    assert tokens.shape == (2, 6) and lengths.tolist() == [3, 6]
+    assert v.decode(tokens[0][:3]) == "x y TL;DR:" and tokens[0, 3:].tolist() == [0, 0, 0]
+    assert v.decode(tokens[1]) == "a e f g h TL;DR:"
+    assert stats.truncated_context == 1
+    with pytest.raises(ValueError, match="no room"):
+        batching.prompt_batch(recs, v, max_len=1, suffix="TL;DR:")
+
+
+def test_pair_batch():
+    v = WordVocab()
+    recs = [
+        {
+            "id": "p",
+            "context": "q1 q2",
+            "response1": "r1",
+            "response2": "s1 s2 s3 s4",
+            "label": 0.25,
+        }
+    ]
+    stats = batching.TruncationStats()
+    b = batching.pair_batch(recs, v, max_context=3, max_response=3, stats=stats)
+    assert b["tokens1"].shape == b["tokens2"].shape == (1, 6)
+    assert b["lengths1"].tolist() == [4] and b["lengths2"].tolist() == [5]
+    assert v.decode(b["tokens1"][0][:3]) == "q1 q2 r1" and b["tokens1"][0, 3] == v.eos_id
+    assert v.decode(b["tokens2"][0][:4]) == "q1 q2 s1 s2" and b["tokens2"][0, 4] == v.eos_id
+    assert b["label"].dtype == np.float32 and b["label"].tolist() == [0.25]
+    assert stats.truncated_target == 1 and stats.truncated_context == 0
+
+
+def _records(n):
+    return [{"id": f"r{i}"} for i in range(n)]
+
+
+def test_epoch_iterator_deterministic_resumable_and_covering():
+    shards = batching.read_local_shards(_records(50), num_data_shards=4)
+    assert sorted(len(s) for s in shards.values()) == [12, 12, 13, 13]
+    it = batching.EpochIterator(shards, num_data_shards=4, global_batch_size=8, seed=1)
+    assert it.steps_per_epoch == 6  # smallest shard 12 // (8 / 4)
+    ids = [[r["id"] for r in next(it)] for _ in range(14)]
+    assert it.state == batching.DataState(epoch=2, step=2)
+    epoch0 = [i for b in ids[:6] for i in b]
+    assert len(set(epoch0)) == 48  # no repeats within an epoch
+    assert ids[:6] != ids[6:12]  # reshuffled each epoch
+    # Same seed -> same stream; restore from a stored state -> the exact continuation.
+    again = batching.EpochIterator(shards, 4, 8, seed=1)
+    assert [[r["id"] for r in next(again)] for _ in range(14)] == ids
+    state = batching.DataState.from_dict(
+        batching.EpochIterator(shards, 4, 8, seed=1, state=batching.DataState(1, 3)).state.to_dict()
+    )
+    resumed = batching.EpochIterator(shards, 4, 8, seed=1, state=state)
+    assert [[r["id"] for r in next(resumed)] for _ in range(5)] == ids[9:14]
+    other = batching.EpochIterator(shards, 4, 8, seed=2)
+    assert [r["id"] for r in next(other)] != ids[0]
+
+
+def test_epoch_iterator_batch_fn_and_limits():
+    shards = batching.read_local_shards(_records(16), num_data_shards=2)
+    it = batching.EpochIterator(
+        shards,
+        2,
+        4,
+        seed=0,
+        num_epochs=1,
+        batch_fn=lambda rs: np.array([int(r["id"][1:]) for r in rs]),
+    )
+    batches = list(it)
+    assert len(batches) == 4 and all(b.shape == (4,) for b in batches)
+    # rows [0:2] come from shard 0 (even ids), rows [2:4] from shard 1 (odd ids)
+    assert all((b[:2] % 2 == 0).all() and (b[2:] % 2 == 1).all() for b in batches)
+    with pytest.raises(ValueError, match="not divisible"):
+        batching.EpochIterator(shards, 2, 5, seed=0)
+    with pytest.raises(ValueError, match="Too little data"):
+        batching.EpochIterator(shards, 2, 40, seed=0)
