@@ -1,0 +1,227 @@
+"""The AI labeler procedure (paper §1.3, §2.3–§2.5): both shown orders, optional
+two-step chain of thought, self-consistency, soft labels.
+
+For a batch of pairs the labeler
+1. renders each pair in both orders (`render.render_preference`) and tokenizes it as
+   shared prefix + per-pair suffix (`tokens.tokenize_prompt`);
+2. CoT only: samples S rationales per order after the CoT ending (greedy when S = 1 and
+   temperature = 0, up to `cot_max_tokens`), then appends each rationale and the
+   standard ending;
+3. scores the tokens "1"/"2" after the ending for both orders IN THE SAME CALL, so both
+   orders of a pair share a device batch (pairs are sorted by length first);
+4. renormalises, maps the swapped order back (`debias.debias`), averages over the S
+   rationales (`debias.self_consistency`), inverts 'more harmful' prompts
+   (`debias.invert_harmful`), and emits AI-preference records (`data/records.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import gin
+import numpy as np
+
+from rlaif_jax.labeling import debias, render, tokens
+from rlaif_jax.labeling import prompts as P
+from rlaif_jax.labeling.scoring import PromptScorer
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class LabelerSettings:
+    """How to run the labeler (gin: LabelerSettings.*).
+
+    pairs_per_call: pairs scored per scorer call (2x prompts: both orders together).
+    max_len: prompt tokens at most (the paper's labeler context was 4096).
+    cot_max_tokens: greedy rationale budget (512 in the paper).
+    num_samples: self-consistency rationales per order (1 = the paper's default).
+    temperature: rationale sampling temperature (0 = greedy; > 0 needs num_samples >= 1).
+    top_k: top-k for sampled rationales (40 in the paper).
+    """
+
+    pairs_per_call: int = 16
+    max_len: int = 1024
+    cot_max_tokens: int = P.COT_MAX_RATIONALE_TOKENS
+    num_samples: int = 1
+    temperature: float = 0.0
+    top_k: int = P.SELF_CONSISTENCY_TOP_K
+
+    def __post_init__(self):
+        if self.num_samples < 1:
+            raise ValueError(f"LabelerSettings.num_samples must be >= 1, got {self.num_samples}")
+        if self.num_samples > 1 and self.temperature <= 0:
+            raise ValueError(
+                "Self-consistency with num_samples > 1 needs temperature > 0 "
+                "(gin: LabelerSettings.temperature); greedy samples would all be equal."
+            )
+
+
+def clean_rationale(text: str, ending: str) -> str:
+    """A decoded rationale cut before any answer the model wrote itself (the ending is
+    appended again in step 2), stripped."""
+    cut = text.find(ending)
+    return (text[:cut] if cut >= 0 else text).strip()
+
+
+def human_label(pair: Mapping[str, Any]) -> float:
+    """The pair's human label in [0, 1], or −1 when it has none."""
+    value = pair.get("human_label", pair.get("label", -1.0))
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return -1.0
+    return value if 0.0 <= value <= 1.0 else -1.0
+
+
+class Labeler:
+    """Labels preference pairs with a `PromptScorer` and a `PromptVariant`."""
+
+    def __init__(
+        self,
+        scorer: PromptScorer,
+        vocab: Any,
+        variant: render.PromptVariant,
+        settings: LabelerSettings | None = None,
+    ):
+        self.scorer = scorer
+        self.vocab = vocab
+        self.variant = variant
+        self.settings = settings or LabelerSettings()
+        self.candidates = tokens.resolve_candidates(
+            vocab, variant.ending_string, P.PREFERENCE_CANDIDATES
+        )
+        self.truncated = 0  # prompts whose start was cut to fit max_len
+
+    # -- prompts --------------------------------------------------------------------
+
+    def _tokenize(
+        self, rendered: render.RenderedPrompt, lead: Sequence[int]
+    ) -> tokens.TokenizedPrompt:
+        t = tokens.tokenize_prompt(
+            self.vocab, rendered.prefix, rendered.suffix, lead, self.settings.max_len
+        )
+        self.truncated += int(t.truncated)
+        return t
+
+    def _orders(self, pair: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+        return pair, render.swap(pair)
+
+    # -- scoring --------------------------------------------------------------------
+
+    def _score_orders(self, suffixes_o1, suffixes_o2, prefix) -> tuple[np.ndarray, np.ndarray]:
+        """Both orders in one scorer call: [n, 2] log-probs for each order."""
+        n = len(suffixes_o1)
+        lp = np.asarray(
+            self.scorer.score(prefix, list(suffixes_o1) + list(suffixes_o2), self.candidates.ids)
+        )
+        return lp[:n], lp[n:]
+
+    def _rationales(self, prefix, suffixes: list[tuple[int, ...]], seed: int) -> list[list[str]]:
+        """[M][S] cleaned rationale texts for M CoT step-1 prompts."""
+        s = self.settings
+        greedy = s.num_samples == 1 and s.temperature <= 0
+        out = self.scorer.generate(
+            prefix,
+            suffixes,
+            max_new_tokens=s.cot_max_tokens,
+            temperature=0.0 if greedy else s.temperature,
+            top_k=0 if greedy else s.top_k,
+            num_samples=s.num_samples,
+            seed=seed,
+        )
+        ending = self.variant.ending_string
+        return [[clean_rationale(self.vocab.decode(list(t)), ending) for t in row] for row in out]
+
+    def _label_group(self, pairs: Sequence[Mapping[str, Any]], seed: int):
+        v = self.variant
+        orders = [self._orders(p) for p in pairs]
+        if not v.cot:
+            t1 = [
+                self._tokenize(
+                    render.render_preference(v, a["context"], a["response1"], a["response2"]),
+                    self.candidates.lead,
+                )
+                for a, _ in orders
+            ]
+            t2 = [
+                self._tokenize(
+                    render.render_preference(v, b["context"], b["response1"], b["response2"]),
+                    self.candidates.lead,
+                )
+                for _, b in orders
+            ]
+            lp1, lp2 = self._score_orders(
+                [t.suffix for t in t1], [t.suffix for t in t2], t1[0].prefix
+            )
+            return debias.debias(lp1, lp2), [""] * len(pairs)
+        # Step 1: rationales after the CoT ending, both orders in one generate call.
+        shown = [a for a, _ in orders] + [b for _, b in orders]
+        step1 = [
+            self._tokenize(
+                render.render_preference(v, x["context"], x["response1"], x["response2"]), ()
+            )
+            for x in shown
+        ]
+        rats = self._rationales(step1[0].prefix, [t.suffix for t in step1], seed)
+        n, S = len(pairs), self.settings.num_samples
+        # Step 2: prompt + rationale + ending, every (order, sample) scored in one call.
+        step2 = []
+        for j, x in enumerate(shown):
+            for r in rats[j]:
+                rp = render.render_preference(
+                    v, x["context"], x["response1"], x["response2"], rationale=r
+                )
+                step2.append(self._tokenize(rp, self.candidates.lead))
+        lp = np.asarray(
+            self.scorer.score(step2[0].prefix, [t.suffix for t in step2], self.candidates.ids)
+        )
+        lp = lp.reshape(2, n, S, -1)
+        per_sample = [debias.debias(lp[0, :, k], lp[1, :, k]) for k in range(S)]
+        return debias.self_consistency(per_sample), [rats[i][0] for i in range(n)]
+
+    # -- public ---------------------------------------------------------------------
+
+    def label(self, pairs: Sequence[Mapping[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
+        """AI-preference records (records.py) for `pairs`, in the input order.
+
+        Pairs are sorted by prompt length and scored `pairs_per_call` at a time;
+        `seed` fixes the self-consistency samples (the stage derives it per shard).
+        """
+        if not pairs:
+            return []
+        v = self.variant
+        lengths = [
+            len(render.render_sample(v, p["context"], p["response1"], p["response2"]))
+            for p in pairs
+        ]
+        order = np.argsort(lengths, kind="stable")
+        k = max(1, self.settings.pairs_per_call)
+        p = np.zeros(len(pairs))
+        p1 = np.zeros(len(pairs))
+        p2 = np.zeros(len(pairs))
+        rationale = [""] * len(pairs)
+        for g, lo in enumerate(range(0, len(pairs), k)):
+            idx = order[lo : lo + k]
+            soft, rats = self._label_group([pairs[i] for i in idx], seed * 100_003 + g)
+            if v.inverts_labels:
+                soft = debias.invert_harmful(soft)
+            p[idx], p1[idx], p2[idx] = soft.p, soft.p_order1, soft.p_order2
+            for i, r in zip(idx, rats):
+                rationale[i] = r
+        return [
+            {
+                "id": str(pair["id"]),
+                "context": pair["context"],
+                "response1": pair["response1"],
+                "response2": pair["response2"],
+                "label": float(p[i]),
+                "confidence": int(pair.get("confidence", 0) or 0),
+                "p_order1": float(p1[i]),
+                "p_order2": float(p2[i]),
+                "human_label": human_label(pair),
+                "rationale": rationale[i],
+            }
+            for i, pair in enumerate(pairs)
+        ]

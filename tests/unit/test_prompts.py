@@ -1,0 +1,241 @@
+"""Prompt data and rendering: exact structure of every variant, gin variants, candidate
+token resolution."""
+
+from __future__ import annotations
+
+import gin
+import pytest
+
+from rlaif_jax.labeling import prompts as P
+from rlaif_jax.labeling import render, tokens
+
+CTX, R1, R2 = "CONTEXT TEXT", "FIRST RESPONSE", "SECOND RESPONSE"
+
+
+def test_summarize_base_zero_shot_exact():
+    r = render.render_preference(render.PromptVariant("summarize", "base"), CTX, R1, R2)
+    assert r.prefix == (
+        "You are an expert summary rater. Given a piece of text and two of its possible "
+        "summaries, output 1 or 2 to indicate which summary is better.\n"
+    )
+    assert r.suffix == f"Text - {CTX}\nSummary 1 - {R1}\nSummary 2 - {R2}\nPreferred Summary="
+    assert r.text == r.prefix + r.suffix
+
+
+def test_harmless_two_shot_exact_and_inverted():
+    v = render.PromptVariant("harmless", "base", num_shots=2)
+    ex = render.load_exemplars(P.EXEMPLAR_FILES["harmless"])
+    r = render.render_preference(v, CTX, R1, R2)
+    blocks = [
+        f"»»»» Example »»»»\nContext - {e.context}\nResponse 1 - {e.response1}\n"
+        f"Response 2 - {e.response2}\nPreferred Response={e.label}"
+        for e in ex[:2]
+    ]
+    assert (
+        r.prefix
+        == "\n".join(
+            [P.HARMLESS_BASE, *blocks, "»»»» Follow the instructions and the example(s) above »»»»"]
+        )
+        + "\n"
+    )
+    assert r.suffix == f"Context - {CTX}\nResponse 1 - {R1}\nResponse 2 - {R2}\nPreferred Response="
+    # The paper's harmless exemplars answer "which is MORE harmful": =2 then =1.
+    assert [e.label for e in ex[:2]] == [2, 1]
+    assert "most harmful" in P.HARMLESS_BASE and v.inverts_labels
+    assert not render.PromptVariant("helpful").inverts_labels
+
+
+def test_detailed_cot_zero_shot_two_steps():
+    v = render.PromptVariant("summarize", "detailed", cot=True)
+    step1 = render.render_preference(v, CTX, R1, R2)
+    assert step1.prefix == P.SUMMARIZE_DETAILED_COT + "\n"
+    assert "explain which summary best adheres" in step1.prefix
+    assert step1.suffix.endswith(
+        "Consider the coherence, accuracy, coverage, and overall quality of each summary and "
+        "explain which one is better.\nRationale:"
+    )
+    step2 = render.render_preference(v, CTX, R1, R2, rationale="  Summary 1 is better. ")
+    assert step2.suffix == step1.suffix + " Summary 1 is better.\nPreferred Summary="
+    plain = render.render_preference(render.PromptVariant("summarize", "detailed"), CTX, R1, R2)
+    assert plain.prefix == P.SUMMARIZE_DETAILED + "\n"
+    for axis in ("Coherence:", "Accuracy:", "Coverage:", "Overall quality:"):
+        assert axis in plain.prefix
+    assert plain.prefix.rstrip().endswith(
+        "output 1 or 2 to indicate which summary best adheres "
+        "to coherence, accuracy, coverage, and overall quality "
+        "as defined above."
+    )
+
+
+@pytest.mark.parametrize("task", P.TASKS)
+def test_every_variant_structure(task):
+    sample_head = "Text - " if task == "summarize" else "Context - "
+    name = "Summary" if task == "summarize" else "Response"
+    variants = render.variants_for_task(task, shots=(0, 1, 2))
+    assert len(variants) >= 6
+    for v in variants:
+        r = render.render_preference(v, CTX, R1, R2)
+        # Prefix: preamble first; one header per shot; each exemplar ends with its label;
+        # footer closes the block iff there are shots; the prefix ends at the separator.
+        assert r.prefix.startswith(v.preamble_string + "\n"), v
+        assert r.prefix.endswith("\n")
+        assert r.prefix.count(P.EXAMPLE_HEADER) == v.num_shots
+        assert (P.EXAMPLES_FOOTER in r.prefix) == (v.num_shots > 0)
+        if v.num_shots:
+            assert r.prefix.endswith(P.EXAMPLES_FOOTER + "\n")
+            for block in r.prefix.split(P.EXAMPLE_HEADER)[1:]:
+                lines = block.strip("\n").split("\n")
+                assert any(x.startswith(sample_head) for x in lines)
+                label_line = [x for x in lines if x.startswith(v.ending_string)]
+                assert len(label_line) == 1 and label_line[0][-1] in "12"
+                if v.cot:
+                    assert any(x.startswith("Rationale: ") for x in lines)
+        # Suffix: sample in order, then the ending (or the CoT cue).
+        lines = r.suffix.split("\n")
+        assert lines[0] == sample_head + CTX
+        i1 = lines.index(f"{name} 1 - {R1}")
+        i2 = lines.index(f"{name} 2 - {R2}")
+        assert 0 < i1 < i2
+        assert lines[-1] == ("Rationale:" if v.cot else f"Preferred {name}=")
+        # Swapping the pair swaps only the shown responses.
+        s = render.render_preference(v, CTX, R2, R1)
+        assert s.prefix == r.prefix and f"{name} 1 - {R2}" in s.suffix
+
+
+def test_eight_shot_and_too_many_shots():
+    v = render.PromptVariant("summarize", "detailed", num_shots=8)
+    assert render.shared_prefix(v).count(P.EXAMPLE_HEADER) == 8
+    with pytest.raises(ValueError, match="holds only 2 exemplars"):
+        render.shared_prefix(render.PromptVariant("helpful", num_shots=3))
+
+
+def test_unknown_preamble_and_task_errors():
+    with pytest.raises(ValueError, match="preamble_text"):
+        render.PromptVariant("helpful", "detailed")
+    with pytest.raises(ValueError, match="custom task"):
+        render.PromptVariant("poetry")
+
+
+def test_direct_prompt_verbatim():
+    r = render.render_direct(render.DirectPrompt(), "SUBREDDIT: r/x\nPOST: y", "short")
+    assert r.prefix == (
+        "You are an expert summary rater. Given a TEXT (completed with a SUBREDDIT and a "
+        "TITLE) and a SUMMARY, your role is to provide a SCORE from 1 to 10 that rates the "
+        "quality of the SUMMARY given the TEXT, with 1 being awful and 10 being a perfect "
+        "SUMMARY.\n"
+    )
+    assert r.suffix == "SUBREDDIT: r/x\nPOST: y\nSUMMARY: short\nSCORE: "
+
+
+def test_custom_variant_from_gin(tmp_path):
+    ex = tmp_path / "ex.json"
+    ex.write_text(
+        '{"exemplars": [{"context": "c", "response1": "a", "response2": "b", "label": 2}]}'
+    )
+    gin.parse_config(
+        f"""
+        prompt_variant.task = 'poems'
+        prompt_variant.preamble_text = 'Pick the better poem.'
+        prompt_variant.sample_format = 'Theme - {{context}}\\nPoem 1 - {{response1}}\\nPoem 2 - {{response2}}'
+        prompt_variant.ending = 'Better Poem='
+        prompt_variant.exemplar_file = '{ex}'
+        prompt_variant.num_shots = 1
+        """
+    )
+    v = render.prompt_variant()
+    r = render.render_preference(v, "sea", "x", "y")
+    assert r.text == (
+        "Pick the better poem.\n»»»» Example »»»»\nTheme - c\nPoem 1 - a\nPoem 2 - b\n"
+        "Better Poem=2\n»»»» Follow the instructions and the example(s) above »»»»\n"
+        "Theme - sea\nPoem 1 - x\nPoem 2 - y\nBetter Poem="
+    )
+
+
+def test_bad_exemplar_file_names_entry(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        '{"exemplars": [{"context": "c", "response1": "a", "response2": "b", "label": 3}]}'
+    )
+    with pytest.raises(ValueError, match=r"bad.json: exemplars\[0\].label"):
+        render.load_exemplars(str(bad))
+
+
+class GreedyVocab:
+    """Longest-match tokenizer over a fixed piece list (test-only stand-in)."""
+
+    def __init__(self, pieces):
+        self.pieces = sorted(set(pieces), key=len, reverse=True)
+        self.ids = {p: i + 3 for i, p in enumerate(sorted(set(pieces)))}
+        self.inv = {i: p for p, i in self.ids.items()}
+        self.eos_id, self.pad_id, self.bos_id = 1, 0, None
+
+    def encode(self, s):
+        out, i = [], 0
+        while i < len(s):
+            p = next(p for p in self.pieces if s.startswith(p, i))
+            out.append(self.ids[p])
+            i += len(p)
+        return out
+
+    def decode(self, ids):
+        return "".join(self.inv.get(i, "") for i in ids)
+
+
+CHARS = list("abcdefghijklmnopqrstuvwxyzPSRC:= 0123456789EO")
+
+
+def test_resolve_candidates_single_lead_and_errors():
+    v = GreedyVocab(CHARS + ["Preferred", " Summary", "10"])
+    c = tokens.resolve_candidates(v, "Preferred Summary=", ("1", "2"))
+    assert c.lead == () and c.ids == (v.ids["1"], v.ids["2"])
+    # "SCORE: " then "10": the vocabulary puts a shared lead? Here ' ' is in the ending.
+    d = tokens.resolve_candidates(v, "SCORE: ", P.SCORE_CANDIDATES)
+    assert d.ids[-1] == v.ids["10"] and not d.multi
+    # A vocabulary that merges "=1" into one piece cannot be read token by token.
+    merged = GreedyVocab(CHARS + ["Preferred", " Summary", "=1"])
+    with pytest.raises(tokens.CandidateTokenError, match="merges with the end of the ending"):
+        tokens.resolve_candidates(merged, "Preferred Summary=", ("1", "2"))
+    # "10" as two pieces: an error unless two-piece scoring is allowed.
+    with pytest.raises(tokens.CandidateTokenError, match="'10'.*not a single token"):
+        tokens.resolve_candidates(GreedyVocab(CHARS), "SCORE: ", P.SCORE_CANDIDATES)
+    g = GreedyVocab(CHARS)
+    t = tokens.resolve_candidates(g, "SCORE: ", P.SCORE_CANDIDATES, ("10",))
+    assert dict(t.multi) == {9: (g.ids["1"], g.ids["0"])} and t.ids[9] == g.ids["1"]
+
+
+@pytest.fixture(scope="module")
+def sp_vocab(tmp_path_factory):
+    from rlaif_jax.data import vocab as V
+
+    texts = []
+    for task in P.TASKS:
+        for v in render.variants_for_task(task):
+            r = render.render_preference(
+                v, "the cat sat on the mat", "a cat", "the mat", rationale="fine" if v.cot else None
+            )
+            texts.append(r.text)
+    texts.append(render.render_direct(render.DirectPrompt(), "post", "sum").text)
+    path = V.train_sentencepiece(texts * 2, str(tmp_path_factory.mktemp("sp") / "sp"), 300)
+    return V.sentencepiece_vocabulary(path)
+
+
+def test_resolve_candidates_sentencepiece(sp_vocab):
+    c = tokens.resolve_candidates(sp_vocab, P.SUMMARY_ENDING, P.PREFERENCE_CANDIDATES)
+    assert [sp_vocab.decode([i]) for i in c.ids] == ["1", "2"] and c.lead == ()
+    # `SCORE: ` ends in a space that SentencePiece folds into the next piece: a shared
+    # lead "▁" sits between the ending and every score piece, "10" included.
+    d = tokens.resolve_candidates(sp_vocab, P.DIRECT_ENDING, P.SCORE_CANDIDATES)
+    assert len(d.lead) == 1 and [sp_vocab.decode([i]) for i in d.ids] == list(P.SCORE_CANDIDATES)
+    # In context, the prompt + lead + candidate is exactly how "... SCORE: 7" encodes.
+    r = render.render_direct(render.DirectPrompt(), "post", "sum")
+    t = tokens.tokenize_prompt(sp_vocab, r.prefix, r.suffix, d.lead)
+    assert list(t.suffix) + [d.ids[6]] == list(sp_vocab.encode(r.suffix + "7"))
+
+
+def test_tokenize_truncates_start_of_suffix(sp_vocab):
+    t = tokens.tokenize_prompt(
+        sp_vocab, "short prefix\n", "the cat " * 50 + "Preferred Summary=", max_len=40
+    )
+    assert t.truncated and t.length == 40
+    assert sp_vocab.decode(list(t.suffix)).endswith("Preferred Summary=")
+    assert tokens.length_bucket(17, 512) == 32 and tokens.length_bucket(600, 512) == 600
