@@ -1,0 +1,232 @@
+"""`rlaif-jax label`: AI preference labeling of a pair dataset (paper §2), resumable.
+
+Outputs (WORKDIR/labels/):
+  shard-KKKKK-of-NNNNN.jsonl   AI-preference records (data/records.py), one per line
+  manifest.json                {"shards": [{"file", "num_records"}...], "num_shards", ...}
+                               finished shards; rewritten atomically after each shard
+  alignment/                   the same layout for the alignment subset (if the data has one)
+  metrics.json                 labeler_alignment, labeler_alignment_single_order,
+                               position_bias_same_position_rate, ... (paper §5)
+  COMPLETE                     marker; the pipeline skips the stage when it exists
+
+Resume: pairs are cut into fixed shards by position in the (deterministic) source; a
+shard file appears only by atomic rename once fully labeled, so a killed run redoes
+only unfinished shards and never loses or duplicates a pair. Multi-host: shard k is
+labeled by host k % process_count on its own devices (the labeler must fit on one
+host); only host 0 writes manifests, metrics and the marker, after a barrier.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import gin
+import jax
+import numpy as np
+
+from rlaif_jax import artifacts
+from rlaif_jax.evaluation import alignment as align
+from rlaif_jax.labeling import render
+from rlaif_jax.labeling.labeler import Labeler, LabelerSettings
+
+logger = logging.getLogger("rlaif_jax.labeling")
+
+LABEL_DIR = "labels"
+ALIGNMENT_SUBDIR = "alignment"
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def shard_name(k: int, n: int) -> str:
+    return f"shard-{k:05d}-of-{n:05d}.jsonl"
+
+
+def finished_shards(out_dir: str, num_shards: int) -> list[int]:
+    """Shard indices whose file exists (files appear only when complete)."""
+    return [
+        k
+        for k in range(num_shards)
+        if os.path.isfile(os.path.join(out_dir, shard_name(k, num_shards)))
+    ]
+
+
+def write_manifest(out_dir: str, num_shards: int, num_pairs: int, info: Mapping[str, Any]) -> None:
+    """Lists finished shards (host 0); readable by `data.formats.read_manifest`."""
+    if jax.process_index() != 0:
+        return
+    shards = []
+    for k in finished_shards(out_dir, num_shards):
+        name = shard_name(k, num_shards)
+        with open(os.path.join(out_dir, name), encoding="utf-8") as f:
+            shards.append({"file": name, "num_records": sum(1 for _ in f)})
+    payload = {
+        "shards": shards,
+        "num_shards": num_shards,
+        "num_pairs": num_pairs,
+        "complete": len(shards) == num_shards,
+        **info,
+    }
+    _atomic_write(os.path.join(out_dir, "manifest.json"), json.dumps(payload, indent=1))
+
+
+def read_records(out_dir: str) -> list[dict[str, Any]]:
+    """Every record of the finished shards listed in `out_dir/manifest.json`."""
+    from rlaif_jax.data import formats
+
+    return list(formats.read_ai_preferences(out_dir))
+
+
+def label_dataset(
+    labeler: Labeler,
+    pairs: Sequence[Mapping[str, Any]],
+    out_dir: str,
+    shard_size: int,
+    seed: int,
+    info: Mapping[str, Any],
+    on_shard: Callable[[int], None] | None = None,
+) -> int:
+    """Labels `pairs` into shards under `out_dir`, skipping finished shards.
+
+    Returns how many shards this call labeled. `on_shard(k)` runs after shard k is
+    written (tests use it to interrupt a run).
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    n = max(1, -(-len(pairs) // shard_size))
+    done = set(finished_shards(out_dir, n))
+    if done:
+        logger.info("label: %s: %d/%d shards already finished; resuming", out_dir, len(done), n)
+    write_manifest(out_dir, n, len(pairs), info)
+    labeled = 0
+    for k in range(n):
+        if k in done or k % jax.process_count() != jax.process_index():
+            continue
+        t0 = time.time()
+        chunk = pairs[k * shard_size : (k + 1) * shard_size]
+        recs = labeler.label(chunk, seed=seed * 1_000_003 + k)
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs)
+        _atomic_write(os.path.join(out_dir, shard_name(k, n)), text)
+        write_manifest(out_dir, n, len(pairs), info)
+        labeled += 1
+        logger.info(
+            "label: shard %d/%d (%d pairs) in %.1f s", k + 1, n, len(chunk), time.time() - t0
+        )
+        if on_shard is not None:
+            on_shard(k)
+    _barrier(f"label:{out_dir}")
+    write_manifest(out_dir, n, len(pairs), info)
+    return labeled
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def labeling_metrics(recs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Alignment (debiased and single order) and position bias over records with a
+    human label (paper §5; `evaluation.alignment`)."""
+    rows = [r for r in recs if float(r["human_label"]) >= 0]
+    out: dict[str, float] = {"num_alignment_pairs": float(len(rows))}
+    if not rows:
+        return out
+    human = np.array([r["human_label"] for r in rows])
+    p = np.array([r["label"] for r in rows])
+    p1 = np.array([r["p_order1"] for r in rows])
+    p2 = np.array([r["p_order2"] for r in rows])
+    out["labeler_alignment"] = align.labeler_alignment(p, human).value
+    out["labeler_alignment_single_order"] = align.labeler_alignment(p1, human).value
+    out["labeler_alignment_swapped_order"] = align.labeler_alignment(p2, human).value
+    same, favour_first = align.same_position_rate(p1, p2)
+    out["position_bias_same_position_rate"] = same.value
+    out["position_bias_favour_first"] = favour_first
+    out["mean_abs_soft_label_margin"] = float(np.mean(np.abs(p - 0.5)))
+    return out
+
+
+def _load_pairs(source: Any) -> list[dict[str, Any]]:
+    rows = list(source() if callable(source) and not hasattr(source, "__iter__") else source)
+    ids = [str(r["id"]) for r in rows]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"Pair ids must be unique for resumable labeling; {dup!r} repeats.")
+    return rows
+
+
+@gin.configurable("label")
+def run_stage(
+    workdir: str = gin.REQUIRED,
+    variant: render.PromptVariant | None = None,
+    labeler_fn: Callable[[str], tuple[Any, Any]] | None = None,
+    pairs: Any = None,
+    alignment_pairs: Any = None,
+    split: str = "train",
+    settings: LabelerSettings | None = None,
+    shard_size: int = 512,
+    seed: int = 0,
+    max_pairs: int | None = None,
+    on_shard: Callable[[int], None] | None = None,
+) -> dict[str, float]:
+    """Labels the task's unlabeled pairs (and its alignment subset) with an AI labeler.
+
+    variant: the prompt (gin: `label.variant = @prompt_variant()`; default Base 0-shot of
+      the data's task).
+    labeler_fn(workdir) -> (PromptScorer, vocab): the labeler (default
+      `scoring.labeler_from_checkpoint`, i.e. WORKDIR/labeler/ckpt and its vocab).
+    pairs / alignment_pairs: iterables (or callables) of pair records; default the
+      gin-configured `data.tasks.task_sources()` roles 'unlabeled' and 'alignment'.
+    Returns the metrics written to WORKDIR/labels/metrics.json.
+    """
+    start = time.time()
+    out_dir = os.path.join(workdir, LABEL_DIR)
+    if pairs is None:
+        from rlaif_jax.data import tasks
+
+        data = tasks.task_sources()
+        pairs = data.source("unlabeled", split)
+        if alignment_pairs is None and split in (data.sources.get("alignment") or {}):
+            alignment_pairs = data.source("alignment", split)
+        task = data.task
+    else:
+        task = variant.task if variant is not None else "summarize"
+    variant = variant or render.PromptVariant(task=task)
+    if labeler_fn is None:
+        from rlaif_jax.labeling.scoring import labeler_from_checkpoint
+
+        labeler_fn = labeler_from_checkpoint
+    scorer, vocab = labeler_fn(workdir)
+    labeler = Labeler(scorer, vocab, variant, settings)
+    info = {"variant": variant.display_name, "seed": seed, "shard_size": shard_size}
+
+    rows = _load_pairs(pairs)[:max_pairs]
+    logger.info("label: %d pairs with prompt %r", len(rows), variant.display_name)
+    label_dataset(labeler, rows, out_dir, shard_size, seed, info, on_shard)
+    metric_dir = out_dir
+    if alignment_pairs is not None:
+        metric_dir = os.path.join(out_dir, ALIGNMENT_SUBDIR)
+        arows = _load_pairs(alignment_pairs)[:max_pairs]
+        label_dataset(labeler, arows, metric_dir, shard_size, seed + 1, info, on_shard)
+    if jax.process_index() != 0:
+        return {}
+    metrics = labeling_metrics(read_records(metric_dir))
+    metrics["num_labeled_pairs"] = float(len(rows))
+    metrics["truncated_prompts"] = float(labeler.truncated)
+    metrics["wall_seconds"] = time.time() - start
+    metrics_out = {**metrics, "variant": variant.display_name}
+    _atomic_write(os.path.join(out_dir, "metrics.json"), json.dumps(metrics_out, indent=1))
+    artifacts.write_complete(out_dir, metrics, time.time() - start)
+    logger.info("label: %s", json.dumps(metrics_out))
+    return metrics
