@@ -9,6 +9,7 @@ alike, so the shared-prefix and naive paths see identical token sequences.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -26,7 +27,8 @@ SEP = "\n"
 class PromptVariant:
     """One labeling prompt configuration (paper Table 2 rows), all text overridable.
 
-    task: 'summarize' | 'helpful' | 'harmless' (picks default texts).
+    task: 'summarize' | 'helpful' | 'harmless' (picks default texts); None = the task of
+      the data being labeled (the label stage fills it in with `with_task`).
     preamble: a name in `prompts.PREAMBLES[task]` ('base', 'detailed').
     num_shots: exemplars taken from the start of the exemplar file (0, 1, 2, 8 ...).
     cot: two-step chain of thought (rationale, then score).
@@ -37,7 +39,7 @@ class PromptVariant:
     name: label for logs and metrics.
     """
 
-    task: str = "summarize"
+    task: str | None = "summarize"
     preamble: str = "base"
     num_shots: int = 0
     cot: bool = False
@@ -51,6 +53,8 @@ class PromptVariant:
     name: str = ""
 
     def __post_init__(self):
+        if self.task is None:
+            return  # resolved later by `with_task`
         if self.task not in P.TASKS and (
             self.preamble_text is None or self.sample_format is None or self.ending is None
         ):
@@ -66,6 +70,10 @@ class PromptVariant:
             )
         if self.num_shots < 0:
             raise ValueError(f"PromptVariant.num_shots must be >= 0, got {self.num_shots}.")
+
+    def with_task(self, task: str) -> PromptVariant:
+        """This variant for `task` when its task was left to the data (None)."""
+        return self if self.task is not None else dataclasses.replace(self, task=task)
 
     # Resolved texts -------------------------------------------------------------------
 
@@ -122,7 +130,7 @@ class PromptVariant:
 
 @gin.configurable
 def prompt_variant(
-    task: str = "summarize",
+    task: str | None = None,
     preamble: str = "base",
     num_shots: int = 0,
     cot: bool = False,
@@ -135,7 +143,8 @@ def prompt_variant(
     asks_more_harmful: bool | None = None,
     name: str = "",
 ) -> PromptVariant:
-    """Gin entry point: `label.run_stage.variant = @prompt_variant()` plus bindings."""
+    """Gin entry point: `label.variant = @prompt_variant()` plus bindings; task None =
+    the labeled data's task."""
     return PromptVariant(**locals())
 
 

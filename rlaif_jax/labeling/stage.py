@@ -201,8 +201,10 @@ def run_stage(
             alignment_pairs = data.source("alignment", split)
         task = data.task
     else:
-        task = variant.task if variant is not None else "summarize"
-    variant = variant or render.PromptVariant(task=task)
+        task = (variant.task if variant is not None else None) or "summarize"
+    variant = (variant or render.PromptVariant(task=None)).with_task(task)
+    if variant.task != task:
+        logger.warning("label: prompt task %r differs from the data's task %r", variant.task, task)
     if labeler_fn is None:
         from rlaif_jax.labeling.scoring import labeler_from_checkpoint
 
