@@ -16,7 +16,7 @@ logits, fixed batch shapes (padded) so each length bucket compiles once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -38,3 +38,172 @@ class PromptScorer(Protocol):
         num_samples: int,
         seed: int,
     ) -> list[list[list[int]]]: ...
+
+
+def _pad_rows(rows: list[Sequence[int]], n: int) -> list[Sequence[int]]:
+    """Pads a short final chunk with copies of its first row (their results are dropped)."""
+    return list(rows) + [rows[0]] * (n - len(rows))
+
+
+def _right_pad(rows: Sequence[Sequence[int]], length: int, pad_id: int) -> np.ndarray:
+    out = np.full((len(rows), length), pad_id, dtype=np.int32)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+class ModelScorer:
+    """`PromptScorer` over a Flax LM (`models.model`, head 'lm') via `rlaif_jax.decoding`.
+
+    config/params: the labeler model; params already placed with the mesh's shardings.
+    mesh/rules: where it runs (the label stage uses this host's devices).
+    batch_size: prompts per device call (a multiple of the mesh's batch divisor); both
+      orders of a pair share a call because `Labeler` passes them together and prompts
+      are sorted by length before chunking.
+    shared_prefix: encode the shared prefix once per call
+      (`score.candidate_distribution_shared_prefix`) instead of once per prompt.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        params: Any,
+        mesh: Any,
+        rules: Any,
+        *,
+        batch_size: int = 32,
+        max_len: int = 1024,
+        shared_prefix: bool = True,
+        pad_id: int = 0,
+        eos_id: int | None = 1,
+    ):
+        import jax
+
+        from rlaif_jax.decoding import score
+        from rlaif_jax.sharding import partition
+
+        div = partition.batch_size_divisor(mesh)
+        if batch_size % div:
+            raise ValueError(
+                f"ModelScorer.batch_size={batch_size} must be a multiple of the mesh's batch "
+                f"divisor {div} (gin: labeler_from_checkpoint.batch_size)."
+            )
+        self.config, self.params, self.mesh, self.rules = config, params, mesh, rules
+        self.batch_size, self.max_len = batch_size, max_len
+        self.shared_prefix, self.pad_id, self.eos_id = shared_prefix, pad_id, eos_id
+        self._rows = partition.batch_sharding(mesh, 2)
+        self._vec = partition.batch_sharding(mesh, 1)
+        self._rep = partition.replicated(mesh)
+
+        def naive(params, tokens, lengths, cands):
+            return score.candidate_distribution(config, params, tokens, lengths, cands)[1]
+
+        def shared(params, prefix, tokens, lengths, cands):
+            return score.candidate_distribution_shared_prefix(
+                config, params, prefix, tokens, lengths, cands
+            )[1]
+
+        self._naive = jax.jit(naive)
+        self._shared = jax.jit(shared)
+
+    def _put(self, x: np.ndarray, sharding) -> Any:
+        import jax
+
+        return jax.device_put(x, sharding)
+
+    def score(
+        self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]], candidate_ids: Sequence[int]
+    ) -> np.ndarray:
+        from rlaif_jax.labeling.tokens import length_bucket
+        from rlaif_jax.sharding import partition
+
+        n, k = len(suffixes), len(candidate_ids)
+        out = np.zeros((n, k), np.float32)
+        if n == 0:
+            return out
+        order = np.argsort([len(s) for s in suffixes], kind="stable")
+        cands = self._put(np.asarray(candidate_ids, np.int32), self._rep)
+        prefix = list(prefix)
+        with partition.sharding_context(self.mesh, self.rules):
+            for lo in range(0, n, self.batch_size):
+                idx = order[lo : lo + self.batch_size]
+                rows = _pad_rows([suffixes[i] for i in idx], self.batch_size)
+                if self.shared_prefix:
+                    longest = max(len(r) for r in rows)
+                    L = length_bucket(longest, max(longest, self.max_len - len(prefix)))
+                    toks = _right_pad(rows, L, self.pad_id)
+                    lens = np.array([len(r) for r in rows], np.int32)
+                    lp = self._shared(
+                        self.params,
+                        self._put(np.asarray(prefix, np.int32), self._rep),
+                        self._put(toks, self._rows),
+                        self._put(lens, self._vec),
+                        cands,
+                    )
+                else:
+                    full = [prefix + list(r) for r in rows]
+                    longest = max(len(r) for r in full)
+                    L = length_bucket(longest, max(longest, self.max_len))
+                    toks = _right_pad(full, L, self.pad_id)
+                    lens = np.array([len(r) for r in full], np.int32)
+                    lp = self._naive(
+                        self.params, self._put(toks, self._rows), self._put(lens, self._vec), cands
+                    )
+                out[idx] = np.asarray(lp)[: len(idx)]
+        return out
+
+    def generate(
+        self,
+        prefix: Sequence[int],
+        suffixes: Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_k: int,
+        num_samples: int,
+        seed: int,
+    ) -> list[list[list[int]]]:
+        import jax
+
+        from rlaif_jax.decoding import sample as sampler
+        from rlaif_jax.labeling.tokens import length_bucket
+        from rlaif_jax.sharding import partition
+
+        n = len(suffixes)
+        out: list[list[list[int]]] = [[] for _ in range(n)]
+        order = np.argsort([len(s) for s in suffixes], kind="stable")
+        per_call = max(1, self.batch_size // num_samples)
+        rng = jax.random.PRNGKey(seed)
+        with partition.sharding_context(self.mesh, self.rules):
+            for c, lo in enumerate(range(0, n, per_call)):
+                idx = order[lo : lo + per_call]
+                full = [list(prefix) + list(suffixes[i]) for i in idx]
+                full = _pad_rows(full, per_call)
+                longest = max(len(r) for r in full)
+                L = length_bucket(longest, max(longest, self.max_len))
+                res = sampler.sample(
+                    self.config,
+                    self.params,
+                    _right_pad(full, L, self.pad_id),
+                    np.array([len(r) for r in full], np.int32),
+                    jax.random.fold_in(rng, c),
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    top_k=top_k,
+                    top_p=1.0,
+                    eos_id=self.eos_id,
+                    pad_id=self.pad_id,
+                    num_samples=num_samples,
+                )
+                toks = np.asarray(res.tokens)
+                lengths = np.asarray(res.lengths)
+                which = np.asarray(res.prompt_index)
+                for row in range(toks.shape[0]):
+                    j = int(which[row])
+                    if j >= len(idx):
+                        continue  # padding prompt
+                    seq = [int(t) for t in toks[row, : int(lengths[row])]]
+                    if self.eos_id is not None and self.eos_id in seq:
+                        seq = seq[: seq.index(self.eos_id)]
+                    out[idx[j]].append(seq)
+        return out
