@@ -27,7 +27,10 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["rlaif_jax", "rlaif_jax.*"]) + ["rlaif_jax.gin"],
     package_dir={"rlaif_jax.gin": "gin"},
-    package_data={"rlaif_jax.gin": _gin_package_data(), "rlaif_jax": ["data/assets/*"]},
+    package_data={
+        "rlaif_jax.gin": _gin_package_data(),
+        "rlaif_jax": ["data/assets/*", "labeling/exemplars/*.json"],
+    },
     install_requires=[
         "jax>=0.6",
         "flax>=0.10",

@@ -231,3 +231,24 @@ def test_direct_scorer_expected_score(ten):
         else contextlib.nullcontext()
     ):
         direct.DirectScorer(RiggedScorer(vocab), vocab, ten_mode="error")
+
+
+def test_bootstrap_examples_match_inference_layout():
+    from rlaif_jax.labeling import bootstrap_data, tokens
+
+    vocab = CharVocab(ten=True)
+    v = render.PromptVariant("summarize", "base")
+    corpus = [
+        {"context": "c", "response1": "a", "response2": "b", "label": 0.0},
+        {"context": "c", "response1": "a", "response2": "b", "label": 0.5},  # tie: skipped
+    ]
+    (ex,) = bootstrap_data.preference_examples(corpus, vocab, [v], max_len=4096)
+    r = render.render_preference(v, "c", "a", "b")
+    t = tokens.tokenize_prompt(vocab, r.prefix, r.suffix)
+    # What the labeler reads at inference is exactly the training prompt; target "2".
+    assert ex.ids[: ex.target_start] == t.prefix + t.suffix
+    assert vocab.decode(ex.ids[ex.target_start :]) == "2"
+    (d,) = bootstrap_data.direct_examples([("c", "a", 10)], vocab, render.DirectPrompt(), 4096)
+    assert vocab.decode(d.ids).endswith("SCORE: 10") and d.ids[-1] == CharVocab.TEN
+    batch = bootstrap_data.to_batch([ex, d], 2048, vocab.pad_id)
+    assert batch["loss_mask"].sum() == 2 and batch["loss_mask"][0, ex.target_start] == 1
