@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
+import gin
 import numpy as np
 
 
@@ -207,3 +208,85 @@ class ModelScorer:
                         seq = seq[: seq.index(self.eos_id)]
                     out[idx[j]].append(seq)
         return out
+
+
+PARAMS_ITEM = "params"
+
+
+def restore_labeler_params(ckpt_dir: str, like: Any) -> Any:
+    """Restores a params tree saved by `save_labeler_params` (orbax, no pickle) onto the
+    shardings of `like` (a params tree or ShapeDtypeStructs with shardings)."""
+    import os
+
+    import orbax.checkpoint as ocp
+
+    path = os.path.join(os.path.abspath(ckpt_dir), PARAMS_ITEM)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"No labeler params at {path}. Run `rlaif-jax bootstrap_labeler` (toy world) or set "
+            "labeler_from_checkpoint.ckpt_dir to a directory holding an orbax 'params' item."
+        )
+    return ocp.StandardCheckpointer().restore(path, like)
+
+
+def save_labeler_params(ckpt_dir: str, params: Any) -> str:
+    """Saves a params tree as `ckpt_dir/params` (orbax StandardCheckpointer; atomic)."""
+    import os
+
+    import orbax.checkpoint as ocp
+
+    path = os.path.join(os.path.abspath(ckpt_dir), PARAMS_ITEM)
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(path, params, force=True)
+    ckptr.wait_until_finished()
+    return path
+
+
+@gin.configurable
+def labeler_from_checkpoint(
+    workdir: str,
+    ckpt_dir: str | None = None,
+    vocab_path: str | None = None,
+    model_preset: str = "toy_labeler",
+    model_overrides: dict | None = None,
+    batch_size: int = 32,
+    max_len: int = 1024,
+    shared_prefix: bool = True,
+) -> tuple[ModelScorer, Any]:
+    """The label stage's default labeler: (ModelScorer, vocab) from a checkpoint.
+
+    ckpt_dir defaults to WORKDIR/labeler/ckpt and vocab_path to WORKDIR/labeler/spm.model
+    (what `bootstrap_labeler` writes). The model runs on THIS host's devices (each host
+    labels its own shards), params laid out by the gin-selected rules table.
+    """
+    import os
+
+    import jax
+
+    from rlaif_jax.data import vocab as vocab_lib
+    from rlaif_jax.models import config as model_config
+    from rlaif_jax.models import model as model_lib
+    from rlaif_jax.sharding import mesh as mesh_lib
+    from rlaif_jax.sharding import rules as rules_lib
+
+    ckpt_dir = ckpt_dir or os.path.join(workdir, "labeler", "ckpt")
+    vocab_path = vocab_path or os.path.join(workdir, "labeler", "spm.model")
+    vocab = vocab_lib.sentencepiece_vocabulary(vocab_path)
+    config = model_config.get_config(model_preset, **(model_overrides or {}))
+    mesh = mesh_lib.make_mesh(data=-1, fsdp=1, tensor=1, devices=jax.local_devices())
+    rules = rules_lib.get_rules()
+    # Random init gives the restore target its shapes and shardings; restore replaces it.
+    init = model_lib.init_params(config, jax.random.PRNGKey(0), mesh, rules, head="lm")
+    params = restore_labeler_params(ckpt_dir, init[0] if isinstance(init, tuple) else init)
+    scorer = ModelScorer(
+        config,
+        params,
+        mesh,
+        rules,
+        batch_size=batch_size,
+        max_len=max_len,
+        shared_prefix=shared_prefix,
+        pad_id=vocab.pad_id,
+        eos_id=vocab.eos_id,
+    )
+    return scorer, vocab
