@@ -106,16 +106,47 @@ class ModelScorer:
 
         self._naive = jax.jit(naive)
         self._shared = jax.jit(shared)
+        # A mesh over several processes (d-RLAIF inside a multi-host RL job): every process
+        # passes its own rows and all call in lockstep; a host-local mesh (label stage)
+        # takes the whole batch from this process.
+        local = {d.id for d in jax.local_devices()}
+        self.spans_processes = any(d.id not in local for d in mesh.devices.flat)
+        procs = jax.process_count() if self.spans_processes else 1
+        if batch_size % procs:
+            raise ValueError(
+                f"ModelScorer.batch_size={batch_size} is not divisible by {procs} processes."
+            )
+        self.local_batch = batch_size // procs
+
+    def _bucket(self, longest: int, cap: int) -> int:
+        """Padded length: power-of-two buckets on one host; a fixed cap when processes
+        call in lockstep (every process must compile and run the same shapes)."""
+        from rlaif_jax.labeling.tokens import length_bucket
+
+        if self.spans_processes:
+            if longest > cap:
+                raise ValueError(f"Prompt of {longest} tokens exceeds ModelScorer.max_len.")
+            return cap
+        return length_bucket(longest, max(longest, cap))
 
     def _put(self, x: np.ndarray, sharding) -> Any:
         import jax
 
-        return jax.device_put(x, sharding)
+        return jax.make_array_from_process_local_data(sharding, x)
+
+    @staticmethod
+    def _local_rows(x: Any) -> np.ndarray:
+        """This process's rows of a batch-sharded result, in order."""
+        if x.is_fully_addressable:
+            return np.asarray(x)
+        parts = {}
+        for shard in x.addressable_shards:
+            parts.setdefault(shard.index[0].start or 0, np.asarray(shard.data))
+        return np.concatenate([parts[k] for k in sorted(parts)], axis=0)
 
     def score(
         self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]], candidate_ids: Sequence[int]
     ) -> np.ndarray:
-        from rlaif_jax.labeling.tokens import length_bucket
         from rlaif_jax.sharding import partition
 
         n, k = len(suffixes), len(candidate_ids)
@@ -126,12 +157,12 @@ class ModelScorer:
         cands = self._put(np.asarray(candidate_ids, np.int32), self._rep)
         prefix = list(prefix)
         with partition.sharding_context(self.mesh, self.rules):
-            for lo in range(0, n, self.batch_size):
-                idx = order[lo : lo + self.batch_size]
-                rows = _pad_rows([suffixes[i] for i in idx], self.batch_size)
+            for lo in range(0, n, self.local_batch):
+                idx = order[lo : lo + self.local_batch]
+                rows = _pad_rows([suffixes[i] for i in idx], self.local_batch)
                 if self.shared_prefix:
                     longest = max(len(r) for r in rows)
-                    L = length_bucket(longest, max(longest, self.max_len - len(prefix)))
+                    L = self._bucket(longest, self.max_len - len(prefix))
                     toks = _right_pad(rows, L, self.pad_id)
                     lens = np.array([len(r) for r in rows], np.int32)
                     lp = self._shared(
@@ -144,13 +175,13 @@ class ModelScorer:
                 else:
                     full = [prefix + list(r) for r in rows]
                     longest = max(len(r) for r in full)
-                    L = length_bucket(longest, max(longest, self.max_len))
+                    L = self._bucket(longest, self.max_len)
                     toks = _right_pad(full, L, self.pad_id)
                     lens = np.array([len(r) for r in full], np.int32)
                     lp = self._naive(
                         self.params, self._put(toks, self._rows), self._put(lens, self._vec), cands
                     )
-                out[idx] = np.asarray(lp)[: len(idx)]
+                out[idx] = self._local_rows(lp)[: len(idx)]
         return out
 
     def generate(
@@ -167,13 +198,12 @@ class ModelScorer:
         import jax
 
         from rlaif_jax.decoding import sample as sampler
-        from rlaif_jax.labeling.tokens import length_bucket
         from rlaif_jax.sharding import partition
 
         n = len(suffixes)
         out: list[list[list[int]]] = [[] for _ in range(n)]
         order = np.argsort([len(s) for s in suffixes], kind="stable")
-        per_call = max(1, self.batch_size // num_samples)
+        per_call = max(1, self.local_batch // num_samples)
         rng = jax.random.PRNGKey(seed)
         with partition.sharding_context(self.mesh, self.rules):
             for c, lo in enumerate(range(0, n, per_call)):
@@ -181,7 +211,7 @@ class ModelScorer:
                 full = [list(prefix) + list(suffixes[i]) for i in idx]
                 full = _pad_rows(full, per_call)
                 longest = max(len(r) for r in full)
-                L = length_bucket(longest, max(longest, self.max_len))
+                L = self._bucket(longest, self.max_len)
                 res = sampler.sample(
                     self.config,
                     self.params,
