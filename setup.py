@@ -50,6 +50,7 @@ setup(
         "matplotlib>=3.8",
         "scipy>=1.11",
         "tqdm>=4.66",
+        "pyyaml>=6",
     ],
     extras_require={
         "test": [
