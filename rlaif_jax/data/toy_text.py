@@ -1,0 +1,310 @@
+"""The toy world's text: its words, posts, summaries, and the parsers that read them back.
+
+A toy *fact* is a (subject, verb, object) triple of single words, e.g. ("landlord",
+"raised", "rent"). A *post* has a main subject (named in its title), 2–3 KEY facts about
+that subject and 1–3 SIDE facts about other people, each rendered as a chatty sentence
+with filler words::
+
+    SUBREDDIT: r/legaladvice
+    TITLE: my landlord and the rent
+    POST: last week my landlord raised the rent again . my sister borrowed our car .
+    my landlord ignored my mail . then my landlord sold the fence behind my back .
+
+A *summary* is a sequence of compressed fact sentences "{subject} {verb} {object} ."
+(e.g. "landlord raised rent . landlord ignored mail ."). The ideal summary states exactly
+the key facts; the summary *generators* below (profiles) make the mistakes Reddit TL;DRs
+make: missing key facts, side facts, invented facts (an object that is not in the post, or
+a fact pinned on the wrong person), repeated facts and truncated sentences.
+
+Subject, verb, object and filler vocabularies are disjoint, so any text can be parsed
+back into facts (`parse_context`, `parse_summary`) — the oracle relies on this to judge
+arbitrary policy output. Everything is plain Python and deterministic given a
+`random.Random`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from rlaif_jax.data.formats import format_tldr_context
+
+# -- Vocabulary ---------------------------------------------------------------------------
+
+# subject -> category (the category picks the usual subreddit).
+_SUBJECT_CATEGORY = {
+    **dict.fromkeys(("landlord", "roommate", "neighbor", "tenant"), "legal"),
+    **dict.fromkeys(
+        ("sister", "brother", "mom", "dad", "cousin", "uncle", "aunt", "grandma", "son"),
+        "family",
+    ),
+    **dict.fromkeys(("girlfriend", "boyfriend", "wife", "husband", "ex"), "romance"),
+    **dict.fromkeys(("boss", "coworker", "manager", "teacher", "professor", "coach"), "work"),
+    **dict.fromkeys(("friend", "daughter"), "family"),
+    **dict.fromkeys(("cat", "dog", "parrot"), "pets"),
+}
+SUBJECTS: tuple[str, ...] = tuple(_SUBJECT_CATEGORY)
+VERBS: tuple[str, ...] = (
+    "raised", "broke", "sold", "borrowed", "stole", "lost", "cancelled", "ignored", "fixed",
+    "hid", "ruined", "bought", "returned", "painted", "cleaned", "forgot", "took", "moved",
+    "crashed", "burned",
+)  # fmt: skip
+OBJECTS: tuple[str, ...] = (
+    "rent", "car", "phone", "laptop", "keys", "wallet", "couch", "fence", "garden", "dinner",
+    "party", "wedding", "vacation", "lease", "deposit", "bike", "tv", "fridge", "door",
+    "window", "ring", "necklace", "jacket", "shoes", "money", "check", "contract", "camera",
+    "guitar", "piano", "boat", "truck", "stove", "bed", "desk", "lamp", "plants", "mail",
+    "cake", "ticket",
+)  # fmt: skip
+_CATEGORY_SUBREDDIT = {
+    "legal": "legaladvice",
+    "family": "relationships",
+    "romance": "dating_advice",
+    "work": "careerguidance",
+    "pets": "pets",
+}
+_GENERIC_SUBREDDITS = ("tifu", "offmychest", "askreddit")
+SUBREDDITS: tuple[str, ...] = tuple(_CATEGORY_SUBREDDIT.values()) + _GENERIC_SUBREDDITS
+
+# Filler words in posts (never in summaries); disjoint from subjects/verbs/objects.
+_LEADS = ("", "", "", "yesterday", "today", "last week", "last night", "this morning",
+          "on friday", "over the weekend", "a month ago", "then", "so", "and", "also")  # fmt: skip
+_DETS = ("the", "the", "my", "our", "their")
+_TAILS = ("", "", "", "", "again", "twice", "without asking", "for no reason", "on purpose",
+          "somehow", "behind my back")  # fmt: skip
+_TITLES = ("my {s} and the {o}", "need advice about my {s}", "my {s} is driving me crazy",
+           "what do i do about my {s} ?", "update on my {s}", "help with my {s} and the {o}")  # fmt: skip
+
+_FILLER_WORDS = {w for p in _LEADS + _DETS + _TAILS + _TITLES for w in p.split()} | {"my"}
+assert not (set(SUBJECTS) & set(VERBS) or set(SUBJECTS) & set(OBJECTS) or set(VERBS) & set(OBJECTS))
+assert not (_FILLER_WORDS & (set(SUBJECTS) | set(VERBS) | set(OBJECTS)))
+ALL_WORDS: tuple[str, ...] = tuple(
+    sorted(set(SUBJECTS) | set(VERBS) | set(OBJECTS) | _FILLER_WORDS | {".", "?"})
+)
+_S, _V, _O = frozenset(SUBJECTS), frozenset(VERBS), frozenset(OBJECTS)
+
+Fact = tuple[str, str, str]  # (subject, verb, object)
+
+
+@dataclass(frozen=True)
+class Post:
+    """A toy post. `facts` are in post order; key facts are those about `main_subject`."""
+
+    subreddit: str
+    title: str
+    main_subject: str
+    facts: tuple[Fact, ...]
+    sentences: tuple[str, ...]  # rendered post sentences, one per fact
+
+    @property
+    def key_facts(self) -> tuple[Fact, ...]:
+        return tuple(f for f in self.facts if f[0] == self.main_subject)
+
+    @property
+    def side_facts(self) -> tuple[Fact, ...]:
+        return tuple(f for f in self.facts if f[0] != self.main_subject)
+
+    @property
+    def context(self) -> str:
+        """The model-facing text: 'SUBREDDIT: r/…\\nTITLE: …\\nPOST: …' (real TL;DR layout)."""
+        return format_tldr_context(self.subreddit, self.title, " ".join(self.sentences))
+
+
+def _post_sentence(fact: Fact, rng: random.Random) -> str:
+    s, v, o = fact
+    words = [rng.choice(_LEADS), "my", s, v, rng.choice(_DETS), o, rng.choice(_TAILS), "."]
+    return " ".join(w for w in words if w)
+
+
+def make_post(rng: random.Random) -> Post:
+    """A random post: 2–3 key facts (distinct verbs and objects) and 1–3 side facts, 4–6
+    sentences in random order (~30–50 words with the title)."""
+    main = rng.choice(SUBJECTS)
+    n_key = rng.choice((2, 3, 3))
+    n_side = rng.randint(max(1, 4 - n_key), 6 - n_key)
+    verbs = rng.sample(VERBS, n_key)
+    objects = rng.sample(OBJECTS, n_key)
+    facts = [(main, v, o) for v, o in zip(verbs, objects)]
+    others = [s for s in SUBJECTS if s != main]
+    while len(facts) < n_key + n_side:
+        side = (rng.choice(others), rng.choice(VERBS), rng.choice(OBJECTS))
+        if side not in facts:
+            facts.append(side)
+    rng.shuffle(facts)
+    category = _SUBJECT_CATEGORY[main]
+    if rng.random() < 0.75:
+        subreddit = _CATEGORY_SUBREDDIT[category]
+    else:
+        subreddit = rng.choice(_GENERIC_SUBREDDITS)
+    title_obj = next(f[2] for f in facts if f[0] == main)
+    title = rng.choice(_TITLES).format(s=main, o=title_obj)
+    sentences = tuple(_post_sentence(f, rng) for f in facts)
+    return Post(subreddit, title, main, tuple(facts), sentences)
+
+
+# -- Parsing ------------------------------------------------------------------------------
+
+
+class ContextError(ValueError):
+    """A context that is not a toy-world post (no title subject or no parseable facts)."""
+
+
+def _field(context: str, name: str) -> str:
+    for line in context.split("\n"):
+        if line.startswith(name + ":"):
+            return line[len(name) + 1 :].strip()
+    raise ContextError(f"toy context has no '{name}:' line: {context[:80]!r}")
+
+
+def parse_context(context: str) -> tuple[str, tuple[Fact, ...]]:
+    """(main subject, facts in post order) read back from a rendered toy context.
+
+    The main subject is the first subject word of the TITLE line; each POST sentence
+    gives the first subject, first verb and first object word it contains.
+    Raises ContextError for text that is not a toy post.
+    """
+    title_subjects = [w for w in _field(context, "TITLE").split() if w in _S]
+    if not title_subjects:
+        raise ContextError(f"toy context TITLE names no subject: {context[:80]!r}")
+    facts = []
+    for sentence in _field(context, "POST").split(" ."):
+        words = sentence.split()
+        s = next((w for w in words if w in _S), None)
+        v = next((w for w in words if w in _V), None)
+        o = next((w for w in words if w in _O), None)
+        if s and v and o:
+            facts.append((s, v, o))
+    if not facts:
+        raise ContextError(f"toy context POST has no parseable fact: {context[:80]!r}")
+    return title_subjects[0], tuple(facts)
+
+
+@dataclass(frozen=True)
+class ParsedSummary:
+    """A summary read as fact sentences. `num_tokens` counts whitespace tokens after
+    splitting off periods (the oracle's length unit; a clean fact sentence is 4)."""
+
+    facts: tuple[Fact, ...]  # well-formed "{s} {v} {o} ." sentences, in order, repeats kept
+    num_broken: int  # non-empty chunks that are not a well-formed, terminated fact
+    num_tokens: int
+
+
+def parse_summary(text: str) -> ParsedSummary:
+    """Parses any string (policy output included) into fact sentences; never raises.
+
+    Text is lower-cased and split on whitespace with "." as its own token. A chunk ending
+    in "." is a fact iff it is exactly [subject, verb, object]; every other non-empty chunk
+    (wrong words, wrong order, missing period at the end) is broken. Stray extra periods
+    form empty chunks, which are ignored apart from their length.
+    """
+    tokens = str(text).lower().replace(".", " . ").split()
+    facts: list[Fact] = []
+    broken = 0
+    chunk: list[str] = []
+    for tok in tokens:
+        if tok != ".":
+            chunk.append(tok)
+            continue
+        if len(chunk) == 3 and chunk[0] in _S and chunk[1] in _V and chunk[2] in _O:
+            facts.append((chunk[0], chunk[1], chunk[2]))
+        elif chunk:
+            broken += 1
+        chunk = []
+    if chunk:  # unterminated tail, e.g. a truncated sentence
+        broken += 1
+    return ParsedSummary(tuple(facts), broken, len(tokens))
+
+
+def render_summary(facts: list[Fact] | tuple[Fact, ...]) -> str:
+    """Fact triples -> 'landlord raised rent . landlord ignored mail .'"""
+    return " ".join(f"{s} {v} {o} ." for s, v, o in facts)
+
+
+# -- Summary generators -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SummaryProfile:
+    """Error profile of a summary writer. Probabilities are per fact or per summary.
+
+    p_key: each key fact is stated; p_side: each side fact is stated; p_invent: an
+    invented fact (per summary; a second one with p_invent/3) — either a key fact with its
+    object swapped for one not in the post (replacing the true fact when stated) or a fact
+    pinned on the wrong person; p_repeat: one sentence is repeated; p_broken: the last
+    sentence is truncated; max_sentences: longer summaries are cut to this many.
+    """
+
+    p_key: float
+    p_side: float
+    p_invent: float
+    p_repeat: float
+    p_broken: float
+    max_sentences: int = 4
+
+
+PROFILES: dict[str, SummaryProfile] = {
+    # The noiseless summary: exactly the key facts (oracle score 1.0).
+    "perfect": SummaryProfile(1.0, 0.0, 0.0, 0.0, 0.0),
+    # Reddit-like TL;DR references: the SFT targets.
+    "reference": SummaryProfile(0.75, 0.2, 0.15, 0.04, 0.06),
+    # The unlabeled-pair generators (several policies with different error profiles).
+    "good": SummaryProfile(0.9, 0.08, 0.05, 0.02, 0.03),
+    "lazy": SummaryProfile(0.45, 0.05, 0.05, 0.02, 0.05, max_sentences=2),
+    "chatty": SummaryProfile(0.85, 0.7, 0.1, 0.15, 0.05),
+    "hallucinating": SummaryProfile(0.7, 0.15, 0.7, 0.04, 0.05),
+    "sloppy": SummaryProfile(0.75, 0.2, 0.1, 0.3, 0.35),
+}
+PAIR_GENERATORS: tuple[str, ...] = ("good", "lazy", "chatty", "hallucinating", "sloppy")
+
+
+def _invented_fact(post: Post, rng: random.Random) -> tuple[Fact, Fact | None]:
+    """(invented fact, the true key fact it replaces or None)."""
+    key = post.key_facts
+    if rng.random() < 0.6:  # object swapped for one that is not in the post
+        true = rng.choice(key)
+        in_post = {f[2] for f in post.facts}
+        obj = rng.choice([o for o in OBJECTS if o not in in_post])
+        return (true[0], true[1], obj), true
+    side = post.side_facts
+    src = rng.choice(side)  # mixed-up people: a side fact pinned on the main subject
+    fact = (post.main_subject, src[1], src[2])
+    if fact in post.facts:  # by chance true; pin a key fact on a side subject instead
+        k = rng.choice(key)
+        fact = (src[0], k[1], k[2])
+    return fact, None  # the caller drops it in the rare case it is still a true fact
+
+
+def summary_facts(post: Post, profile: SummaryProfile, rng: random.Random) -> list[Fact]:
+    """The fact sentences a writer with `profile` states for `post` (post order)."""
+    key = set(post.key_facts)
+    out = [f for f in post.facts if rng.random() < (profile.p_key if f in key else profile.p_side)]
+    n_invent = int(rng.random() < profile.p_invent) + int(rng.random() < profile.p_invent / 3)
+    for _ in range(n_invent):
+        fact, replaces = _invented_fact(post, rng)
+        if fact in post.facts:
+            continue
+        if replaces in out:
+            out[out.index(replaces)] = fact
+        else:
+            out.insert(rng.randint(0, len(out)), fact)
+    if not out:  # nobody writes an empty TL;DR
+        out.append(rng.choice(post.key_facts))
+    out = out[: profile.max_sentences]
+    if rng.random() < profile.p_repeat:
+        i = rng.randrange(len(out))
+        out.insert(rng.randint(i + 1, len(out)), out[i])
+    return out
+
+
+def generate_summary(post: Post, profile: SummaryProfile | str, rng: random.Random) -> str:
+    """A summary text for `post` written with `profile` (a SummaryProfile or PROFILES key)."""
+    if isinstance(profile, str):
+        if profile not in PROFILES:
+            raise KeyError(f"unknown toy summary profile {profile!r}; known: {sorted(PROFILES)}")
+        profile = PROFILES[profile]
+    text = render_summary(summary_facts(post, profile, rng))
+    if rng.random() < profile.p_broken:
+        words = text.split()
+        # Truncate the last sentence: drop its period (and maybe its object).
+        text = " ".join(words[: -rng.choice((1, 2))])
+    return text

@@ -1,0 +1,402 @@
+"""The toy world: a small synthetic TL;DR summarization task with a known ground truth.
+
+It is the project's embedded default (DESIGN §4): the demo runs SFT → AI labeling → RM →
+RL → evaluation on it end to end on a CPU. Its pieces have the same roles as the paper's
+data, and the numbers it produces mean this:
+
+- **Posts** (`toy_text`): a title naming a main subject, 2–3 KEY facts about that subject
+  and 1–3 SIDE facts about others, as chatty sentences ("last week my landlord raised the
+  rent again ."). Summaries are compressed fact sentences ("landlord raised rent .").
+- **SFT examples** pair a post with a noisy "reference TL;DR" (misses key facts, adds side
+  facts, sometimes invents one or is truncated — the `reference` profile). A policy that
+  imitates them inherits their mistakes, which is the headroom RL has.
+- **Oracle quality** (`toy_oracle.oracle_score`): coverage of the key facts minus
+  penalties; 1.0 = the perfect summary. It plays the role of "what humans actually want".
+- **Human preferences**: pairs of summaries from several generators (good, lazy, chatty,
+  hallucinating, sloppy) labeled by a noisy Bradley–Terry rater over the oracle that agrees
+  with itself ~75% of the time, with a 9-point confidence. The train split is the RLHF
+  RM's data and (order randomised) the label stage's unlabeled pairs; the validation split
+  measures RM pairwise accuracy; the alignment subset (15% of train, confidence 1/2/8/9)
+  measures AI labeler alignment, as in paper §3.5.
+- **Rating corpus**: pairs on disjoint posts labeled by a *different* rater with blind
+  spots (cannot see invented facts, length or repetition) and a first-position bias. The
+  toy "off-the-shelf" labeler is bootstrapped on it, so its alignment with the human is
+  above chance but imperfect, and position debiasing (both orders) matters.
+- **Win rates** are judged by `oracle_prefers` (the toy "human evaluation").
+
+Every set uses its own posts (disjoint index namespaces); record i of a set depends only on
+(seed, set, i), so the same seed gives identical records in any process and any order.
+Run `python -m rlaif_jax.data.toy_world` to print the world's statistics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import random
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import gin
+import numpy as np
+
+from rlaif_jax.data import splits
+from rlaif_jax.data.toy_oracle import (
+    DEFAULT_HUMAN_TAU,
+    BootstrapRater,
+    HumanRater,
+    judge_facts,
+    oracle_score,
+    self_agreement,
+)
+from rlaif_jax.data.toy_text import (
+    ALL_WORDS,
+    PAIR_GENERATORS,
+    Post,
+    generate_summary,
+    make_post,
+    parse_context,
+)
+
+Record = dict[str, Any]
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class ToyWorldConfig:
+    """Sizes and raters of the toy world. Every number of posts is a disjoint post set.
+
+    num_sft / num_sft_validation: SFT (post -> reference) train / validation examples.
+    num_pairs / num_heldout_pairs: human-labeled pairs, train (RLHF RM, unlabeled pairs,
+      alignment subset) / validation (RM accuracy on held-out human preferences).
+    num_rl_prompts / num_eval_prompts: RL prompts / evaluation prompts (= SFT 'test').
+    num_rating_corpus: bootstrap-rater pairs for the toy labeler bootstrap.
+    num_alignment: cap on the alignment subset; alignment_fraction: its share of the
+      high-confidence train pairs (paper §3.5: 15%).
+    human_tau: Bradley–Terry temperature of the human (≈75% self-agreement by default).
+    bootstrap_tau / bootstrap_position_bias: the rating-corpus rater's temperature and
+      logit bonus for the first-shown summary.
+    """
+
+    seed: int = 0
+    num_sft: int = 4000
+    num_sft_validation: int = 200
+    num_pairs: int = 4000
+    num_heldout_pairs: int = 1000
+    num_rl_prompts: int = 2000
+    num_eval_prompts: int = 500
+    num_rating_corpus: int = 4000
+    num_alignment: int = 1000
+    alignment_fraction: float = 0.15
+    human_tau: float = DEFAULT_HUMAN_TAU
+    bootstrap_tau: float = 0.2
+    bootstrap_position_bias: float = 2.0
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name.startswith("num_") and (not isinstance(v, int) or v < 0):
+                raise ValueError(f"ToyWorldConfig.{f.name} must be an int >= 0, got {v!r}")
+        for name in ("human_tau", "bootstrap_tau"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ToyWorldConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if not 0.0 < self.alignment_fraction <= 1.0:
+            raise ValueError(
+                f"ToyWorldConfig.alignment_fraction must be in (0, 1], got {self.alignment_fraction!r}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class PairInfo:
+    """What the world knows about a generated pair (for statistics, not for models)."""
+
+    post: Post
+    generators: tuple[str, str]
+    oracle: tuple[float, float]  # oracle quality of response1, response2
+    rater: tuple[float, float]  # bootstrap rater quality of response1, response2
+
+
+_SPLITS = {"sft": ("train", "validation", "test"), "pairs": ("train", "validation")}
+
+
+class ToyWorld:
+    """Record sets of the toy world (records.py dicts), generated lazily and cached."""
+
+    def __init__(self, config: ToyWorldConfig | None = None):
+        self.config = config or ToyWorldConfig()
+        self.human = HumanRater(tau=self.config.human_tau)
+        self.rater = BootstrapRater(
+            tau=self.config.bootstrap_tau, position_bias=self.config.bootstrap_position_bias
+        )
+        self._cache: dict[str, Any] = {}
+
+    # -- generation -------------------------------------------------------------------
+
+    def _rng(self, kind: str, i: int, part: str) -> random.Random:
+        # String seeds are hashed with SHA-512 by `random`: stable across processes.
+        return random.Random(f"toy:{self.config.seed}:{kind}:{i}:{part}")
+
+    def post(self, kind: str, i: int) -> Post:
+        """Post i of the set `kind` ('sft-train', 'pairs-validation', 'rl', 'rating', ...)."""
+        return make_post(self._rng(kind, i, "post"))
+
+    def _posts(self, kind: str, n: int) -> list[Post]:
+        key = f"posts:{kind}"
+        if key not in self._cache:
+            self._cache[key] = [self.post(kind, i) for i in range(n)]
+        return self._cache[key]
+
+    def _pair_texts(self, post: Post, rng: random.Random) -> tuple[str, str, str, str]:
+        """Two different summaries of `post` from randomly drawn generators."""
+        g1 = rng.choice(PAIR_GENERATORS)
+        a = generate_summary(post, g1, rng)
+        for _ in range(20):
+            g2 = rng.choice(PAIR_GENERATORS)
+            b = generate_summary(post, g2, rng)
+            if b != a:
+                return a, b, g1, g2
+        return a, generate_summary(post, "perfect", rng), g1, "perfect"  # a was perfect-like
+
+    def _pairs(self, kind: str, n: int) -> tuple[list[Record], list[PairInfo]]:
+        """Pairs on posts of `kind`: human-labeled ('pairs-*') or rater-labeled ('rating')."""
+        key = f"pairs:{kind}"
+        if key in self._cache:
+            return self._cache[key]
+        recs, infos = [], []
+        for i, post in enumerate(self._posts(kind, n)):
+            rng = self._rng(kind, i, "pair")
+            a, b, g1, g2 = self._pair_texts(post, rng)
+            q = tuple(judge_facts(post.main_subject, post.facts, t).score for t in (a, b))
+            qb = tuple(self.rater.quality(post.main_subject, post.facts, t) for t in (a, b))
+            if kind == "rating":
+                label, confidence = self.rater.sample(qb[0], qb[1], rng)
+            else:
+                label, confidence = self.human.sample(q[0], q[1], rng)
+            recs.append(
+                {
+                    "id": f"toy-{kind}-{i}",
+                    "context": post.context,
+                    "response1": a,
+                    "response2": b,
+                    "label": label,
+                    "confidence": confidence,
+                }
+            )
+            infos.append(PairInfo(post, (g1, g2), q, qb))
+        self._cache[key] = (recs, infos)
+        return recs, infos
+
+    # -- record sets ------------------------------------------------------------------
+
+    def _check_split(self, what: str, split: str) -> None:
+        if split not in _SPLITS[what]:
+            raise ValueError(
+                f"toy world {what} split must be one of {_SPLITS[what]}, got {split!r}"
+            )
+
+    def sft_examples(self, split: str = "train") -> list[Record]:
+        """{id, context, target}: post -> noisy reference TL;DR. 'test' are the eval posts
+        (same ids as `eval_prompts`), so references can be scored there too."""
+        self._check_split("sft", split)
+        c = self.config
+        kind, n = {
+            "train": ("sft-train", c.num_sft),
+            "validation": ("sft-validation", c.num_sft_validation),
+            "test": ("eval", c.num_eval_prompts),
+        }[split]
+        out = []
+        for i, post in enumerate(self._posts(kind, n)):
+            target = generate_summary(post, "reference", self._rng(kind, i, "reference"))
+            out.append({"id": f"toy-{kind}-{i}", "context": post.context, "target": target})
+        return out
+
+    def rl_prompts(self) -> list[Record]:
+        """{id, context}: RL prompts (their own posts)."""
+        return self._prompts("rl", self.config.num_rl_prompts)
+
+    def eval_prompts(self) -> list[Record]:
+        """{id, context}: held-out evaluation prompts (their own posts)."""
+        return self._prompts("eval", self.config.num_eval_prompts)
+
+    def _prompts(self, kind: str, n: int) -> list[Record]:
+        return [
+            {"id": f"toy-{kind}-{i}", "context": p.context}
+            for i, p in enumerate(self._posts(kind, n))
+        ]
+
+    def human_preferences(self, split: str = "train") -> list[Record]:
+        """Human-labeled pairs: label = 1.0 if the human chose response1 else 0.0;
+        confidence 1..9 (1 = definitely response1, 9 = definitely response2)."""
+        self._check_split("pairs", split)
+        n = self.config.num_pairs if split == "train" else self.config.num_heldout_pairs
+        return [dict(r) for r in self._pairs(f"pairs-{split}", n)[0]]
+
+    def pair_infos(self, split: str = "train") -> list[PairInfo]:
+        """Generators and oracle / rater qualities of `human_preferences(split)`, same order."""
+        self._check_split("pairs", split)
+        n = self.config.num_pairs if split == "train" else self.config.num_heldout_pairs
+        return list(self._pairs(f"pairs-{split}", n)[1])
+
+    def unlabeled_pairs(self, split: str = "train") -> list[Record]:
+        """The label stage's input: the human pairs with the order swapped for half of them
+        (decided by (seed, id), as `splits.randomize_order`); the human label is kept in
+        `label` (flipped with the swap) for alignment and RLHF, confidence mirrored."""
+        out = []
+        for rec in self.human_preferences(split):
+            if splits.uniform(self.config.seed, rec["id"], "order") < 0.5:
+                rec = splits.swap_pair(rec)
+                rec["confidence"] = 10 - rec["confidence"] if rec["confidence"] else 0
+            out.append(rec)
+        return out
+
+    def alignment_subset(self) -> list[Record]:
+        """Labeler-alignment pairs (paper §3.5): `alignment_fraction` of the unlabeled train
+        pairs with high-confidence human labels (1, 2, 8, 9), at most `num_alignment`."""
+        c = self.config
+        subset = splits.alignment_subset(
+            self.unlabeled_pairs("train"), "summarize", c.seed, c.alignment_fraction
+        )
+        return list(itertools.islice(subset, c.num_alignment))
+
+    def rating_corpus(self) -> list[Record]:
+        """Generic rating corpus (disjoint posts): pairs in shown order, label = 1.0 if the
+        bootstrap rater chose response1 (shown first) else 0.0, its confidence 1..9."""
+        return [dict(r) for r in self._pairs("rating", self.config.num_rating_corpus)[0]]
+
+    def rating_scores(self) -> list[tuple[str, str, int]]:
+        """(context, summary, 1..10 rating by the bootstrap rater) for each corpus summary:
+        the d-RLAIF bootstrap rows (`labeling.bootstrap_data.direct_examples`)."""
+        recs, infos = self._pairs("rating", self.config.num_rating_corpus)
+        out = []
+        for i, (rec, info) in enumerate(zip(recs, infos)):
+            rng = self._rng("rating", i, "scores")
+            for text, qb in ((rec["response1"], info.rater[0]), (rec["response2"], info.rater[1])):
+                out.append((rec["context"], text, self.rater.score_1_to_10(qb, rng)))
+        return out
+
+    def rating_rationale(self, row: Record, choice: int) -> str:
+        """CoT rationale for a corpus `row` concluding `choice` (1 or 2), in the bootstrap
+        rater's (blind) words; the `rationale_fn` of the labeler bootstrap."""
+        main, facts = parse_context(row["context"])
+        return self.rater.rationale(main, facts, row["response1"], row["response2"], choice)
+
+    def corpus_texts(self, extra: Iterable[str] = ()) -> Iterator[str]:
+        """Texts for training the toy SentencePiece vocabulary: every word once, all
+        contexts and summaries, a few rationales, then `extra` (e.g. prompt preambles)."""
+        yield " ".join(ALL_WORDS)
+        for split in _SPLITS["sft"]:
+            for r in self.sft_examples(split):
+                yield r["context"]
+                yield r["target"]
+        for r in self.rl_prompts():
+            yield r["context"]
+        for corpus in (self.human_preferences("train"), self.human_preferences("validation")):
+            for r in corpus:
+                yield r["context"]
+                yield r["response1"]
+                yield r["response2"]
+        for i, r in enumerate(self.rating_corpus()):
+            yield r["context"]
+            yield r["response1"]
+            yield r["response2"]
+            if i < 200:
+                yield self.rating_rationale(r, 1 if r["label"] > 0.5 else 2)
+        yield from extra
+
+    def sources(self, ai_labels_dir: str | None = None) -> dict[str, dict[str, Any]]:
+        """The world as `data.tasks` Sources (role -> split -> RecordSource), the same shape
+        `summarize_sources` gives for real files."""
+        from rlaif_jax.data import formats, tasks
+
+        def src(role: str, split: str, fn) -> tasks.RecordSource:
+            return tasks.RecordSource(f"toy/{role}/{split}", role, fn)
+
+        out: dict[str, dict[str, Any]] = {r: {} for r in tasks.ROLE_FEATURES}
+        for split in _SPLITS["sft"]:
+            out["sft"][split] = src("sft", split, lambda s=split: self.sft_examples(s))
+        out["prompts"]["train"] = src("prompts", "train", self.rl_prompts)
+        out["prompts"]["test"] = src("prompts", "test", self.eval_prompts)
+        for split in _SPLITS["pairs"]:
+            out["human_prefs"][split] = src(
+                "human_prefs", split, lambda s=split: self.human_preferences(s)
+            )
+            out["unlabeled"][split] = src(
+                "unlabeled", split, lambda s=split: self.unlabeled_pairs(s)
+            )
+        out["alignment"]["train"] = src("alignment", "train", self.alignment_subset)
+        if ai_labels_dir:
+            out["ai_prefs"]["train"] = src(
+                "ai_prefs", "train", lambda: formats.read_ai_preferences(ai_labels_dir)
+            )
+        return out
+
+
+@gin.configurable
+def toy_sources(
+    config: ToyWorldConfig | None = None, ai_labels_dir: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Gin entry point: the toy world's Sources (see `ToyWorld.sources`)."""
+    return ToyWorld(config).sources(ai_labels_dir)
+
+
+def _agreement(p: np.ndarray, h: np.ndarray) -> float:
+    """Share of pairs where argmax of P(response1) p matches h (p == 0.5 counts half)."""
+    return float(np.mean(np.where(p == 0.5, 0.5, (p > 0.5) == (h > 0.5))))
+
+
+def world_statistics(world: ToyWorld, seed: int = 1) -> dict[str, Any]:
+    """The numbers that say what the toy world's results mean, on the train pairs.
+
+    human_*: the human's agreement with a re-query of itself (sampled with RNG `seed`, and
+    its expectation), with the oracle, and its share of confidence 1/2/8/9 labels.
+    bootstrap_*: the rating-corpus rater used as a labeler of the unlabeled pairs (argmax
+    of its P(response1)), with one order (as shown) or both orders averaged, against the
+    human labels, on all pairs and on the high-confidence pairs (where alignment is
+    measured); same_position_rate is the paper's "% same position preferred".
+    oracle_score_mean: mean oracle quality of each summary source (reference = the SFT
+    targets; the others are the pair generators), i.e. RL's headroom over SFT.
+    """
+    recs, infos = world.human_preferences("train"), world.pair_infos("train")
+    q1, q2 = (np.array([i.oracle[k] for i in infos]) for k in (0, 1))
+    b1, b2 = (np.array([i.rater[k] for i in infos]) for k in (0, 1))
+    label = np.array([r["label"] for r in recs])
+    high = np.isin([r["confidence"] for r in recs], sorted(splits.HIGH_CONFIDENCE))
+    rng = random.Random(seed)
+    again = np.array([world.human.sample(a, b, rng)[0] for a, b in zip(q1, q2)])
+    oracle_pref = np.where(q1 > q2, 1.0, np.where(q1 < q2, 0.0, 0.5))
+    r = world.rater
+    p1 = np.array([r.prob_first(a, b) for a, b in zip(b1, b2)])
+    p2 = np.array([1.0 - r.prob_first(b, a) for a, b in zip(b1, b2)])
+    both = np.round(0.5 * (p1 + p2), 12)  # exactly 0.5 on rater ties
+    by_gen: dict[str, list[float]] = {}
+    for info in infos:
+        for g, q in zip(info.generators, info.oracle):
+            by_gen.setdefault(g, []).append(q)
+    refs = world.sft_examples("validation")
+    return {
+        "num_pairs": len(recs),
+        "human_tau": world.human.tau,
+        "human_self_agreement_requeried": float(np.mean(again == label)),
+        "human_self_agreement_expected": self_agreement(q1, q2, world.human.tau),
+        "human_oracle_agreement": _agreement(oracle_pref, label),
+        "human_oracle_agreement_high_confidence": _agreement(oracle_pref[high], label[high]),
+        "human_high_confidence_fraction": float(np.mean(high)),
+        "bootstrap_human_agreement_single_order": _agreement(p1, label),
+        "bootstrap_human_agreement_both_orders": _agreement(both, label),
+        "bootstrap_human_agreement_high_confidence_single_order": _agreement(p1[high], label[high]),
+        "bootstrap_human_agreement_high_confidence_both_orders": _agreement(
+            both[high], label[high]
+        ),
+        "bootstrap_oracle_agreement_both_orders": _agreement(both, oracle_pref),
+        "bootstrap_same_position_rate": float(np.mean((p1 > 0.5) == (p2 <= 0.5))),
+        "oracle_score_mean": {
+            "perfect": 1.0,
+            "reference": float(np.mean([oracle_score(x["context"], x["target"]) for x in refs])),
+            **{g: float(np.mean(v)) for g, v in sorted(by_gen.items())},
+        },
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(world_statistics(ToyWorld()), indent=2))
