@@ -36,9 +36,11 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from rlaif_jax.data import splits
 from rlaif_jax.data.toy_text import Fact, parse_context, parse_summary
 
 # Calibrated by `calibrate_tau` on the default unlabeled-pair distribution (75% target).
@@ -257,3 +259,61 @@ def calibrate_tau(
         else:
             hi = mid
     return math.sqrt(lo * hi)
+
+
+def _agreement(p: np.ndarray, h: np.ndarray) -> float:
+    """Share of pairs where argmax of P(response1) p matches h (p == 0.5 counts half)."""
+    return float(np.mean(np.where(p == 0.5, 0.5, (p > 0.5) == (h > 0.5))))
+
+
+def world_statistics(world: Any, seed: int = 1) -> dict[str, Any]:
+    """The numbers that say what a `toy_world.ToyWorld`'s results mean, on its train pairs.
+
+    human_*: the human's agreement with a re-query of itself (sampled with RNG `seed`, and
+    its expectation), with the oracle, and its share of confidence 1/2/8/9 labels.
+    bootstrap_*: the rating-corpus rater used as a labeler of the unlabeled pairs (argmax
+    of its P(response1)), with one order (as shown) or both orders averaged, against the
+    human labels, on all pairs and on the high-confidence pairs (where alignment is
+    measured); same_position_rate is the paper's "% same position preferred".
+    oracle_score_mean: mean oracle quality of each summary source (reference = the SFT
+    targets; the others are the pair generators), i.e. RL's headroom over SFT.
+    """
+    recs, infos = world.human_preferences("train"), world.pair_infos("train")
+    q1, q2 = (np.array([i.oracle[k] for i in infos]) for k in (0, 1))
+    b1, b2 = (np.array([i.rater[k] for i in infos]) for k in (0, 1))
+    label = np.array([r["label"] for r in recs])
+    high = np.isin([r["confidence"] for r in recs], sorted(splits.HIGH_CONFIDENCE))
+    rng = random.Random(seed)
+    again = np.array([world.human.sample(a, b, rng)[0] for a, b in zip(q1, q2)])
+    oracle_pref = np.where(q1 > q2, 1.0, np.where(q1 < q2, 0.0, 0.5))
+    r = world.rater
+    p1 = np.array([r.prob_first(a, b) for a, b in zip(b1, b2)])
+    p2 = np.array([1.0 - r.prob_first(b, a) for a, b in zip(b1, b2)])
+    both = np.round(0.5 * (p1 + p2), 12)  # exactly 0.5 on rater ties
+    by_gen: dict[str, list[float]] = {}
+    for info in infos:
+        for g, q in zip(info.generators, info.oracle):
+            by_gen.setdefault(g, []).append(q)
+    refs = world.sft_examples("validation")
+    return {
+        "num_pairs": len(recs),
+        "human_tau": world.human.tau,
+        "human_self_agreement_requeried": float(np.mean(again == label)),
+        "human_self_agreement_expected": self_agreement(q1, q2, world.human.tau),
+        "human_oracle_agreement": _agreement(oracle_pref, label),
+        "human_oracle_agreement_high_confidence": _agreement(oracle_pref[high], label[high]),
+        "human_high_confidence_fraction": float(np.mean(high)),
+        "bootstrap_human_agreement_single_order": _agreement(p1, label),
+        "bootstrap_human_agreement_both_orders": _agreement(both, label),
+        "bootstrap_human_agreement_high_confidence_single_order": _agreement(p1[high], label[high]),
+        "bootstrap_human_agreement_high_confidence_both_orders": _agreement(
+            both[high], label[high]
+        ),
+        "bootstrap_oracle_agreement_both_orders": _agreement(both, oracle_pref),
+        "bootstrap_same_position_rate": float(np.mean((p1 > 0.5) == (p2 <= 0.5))),
+        "oracle_score_mean": {
+            "perfect": 1.0,
+            "reference": float(np.mean([oracle_score(x["context"], x["target"]) for x in refs])),
+            **{g: float(np.mean(v)) for g, v in sorted(by_gen.items())},
+        },
+    }
