@@ -276,7 +276,7 @@ def world_statistics(world: Any, seed: int = 1) -> dict[str, Any]:
     human labels, on all pairs and on the high-confidence pairs (where alignment is
     measured); same_position_rate is the paper's "% same position preferred".
     oracle_score_mean: mean oracle quality of each summary source (reference = the SFT
-    targets; the others are the pair generators), i.e. RL's headroom over SFT.
+    train targets; the others are the pair generators), i.e. RL's headroom over SFT.
     """
     recs, infos = world.human_preferences("train"), world.pair_infos("train")
     q1, q2 = (np.array([i.oracle[k] for i in infos]) for k in (0, 1))
@@ -294,7 +294,7 @@ def world_statistics(world: Any, seed: int = 1) -> dict[str, Any]:
     for info in infos:
         for g, q in zip(info.generators, info.oracle):
             by_gen.setdefault(g, []).append(q)
-    refs = world.sft_examples("validation")
+    refs = world.sft_examples("train")
     return {
         "num_pairs": len(recs),
         "human_tau": world.human.tau,

@@ -26,7 +26,15 @@ data, and the numbers it produces mean this:
 
 Every set uses its own posts (disjoint index namespaces); record i of a set depends only on
 (seed, set, i), so the same seed gives identical records in any process and any order.
-Run `python -m rlaif_jax.data.toy_world` to print the world's statistics.
+Run `python -m rlaif_jax.data.toy_world` to print the world's statistics
+(`toy_oracle.world_statistics`). With the defaults (seeds 0, 1, 2, 7 agree within ~1 point):
+
+    human self-agreement (re-queried)              0.74–0.76   (tau calibrated to 0.75)
+    human–oracle agreement, all / confidence 1,2,8,9   0.82 / 0.95   (alignment ceiling)
+    bootstrap rater vs human, one order / both orders  0.63 / 0.68; on confidence
+        1,2,8,9 pairs (where alignment is measured) 0.70 / 0.76; same position 0.58
+    mean oracle quality: perfect 1.0, good generator 0.76, references (SFT targets) ~0.45,
+        lazy 0.38, chatty 0.23, sloppy 0.24, hallucinating −0.05
 """
 
 from __future__ import annotations
