@@ -32,9 +32,13 @@ def swap_pair(rec: Record) -> Record:
     out = dict(rec)
     out["response1"], out["response2"] = rec["response2"], rec["response1"]
     out["label"] = 1.0 - float(rec["label"])
-    for a, b in (("p_order1", "p_order2"),):
-        if a in rec and b in rec:  # AI-labelled pair: both orders' P(resp1) flip too
-            out[a], out[b] = 1.0 - float(rec[a]), 1.0 - float(rec[b])
+    if "p_order1" in rec and "p_order2" in rec:
+        # AI-labelled pair: after the swap, the new response1 was shown first exactly
+        # where the old response2 was (the old swapped order), and vice versa.
+        out["p_order1"] = 1.0 - float(rec["p_order2"])
+        out["p_order2"] = 1.0 - float(rec["p_order1"])
+    if int(rec.get("confidence", 0) or 0) > 0:
+        out["confidence"] = 10 - int(rec["confidence"])  # 1 = surely response1 ... 9 = surely response2
     if "human_label" in rec and float(rec["human_label"]) >= 0:
         out["human_label"] = 1.0 - float(rec["human_label"])
     return out

@@ -253,8 +253,7 @@ class ToyWorld:
         out = []
         for rec in self.human_preferences(split):
             if splits.uniform(self.config.seed, rec["id"], "order") < 0.5:
-                rec = splits.swap_pair(rec)
-                rec["confidence"] = 10 - rec["confidence"] if rec["confidence"] else 0
+                rec = splits.swap_pair(rec)  # also mirrors the confidence scale
             out.append(rec)
         return out
 
