@@ -208,3 +208,27 @@ def test_ai_preferences_manifest(tmp_path):
 def test_missing_file_is_clear():
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         list(formats.read_tldr("/nonexistent/nope.jsonl"))
+
+
+def test_swap_pair_maps_ai_orders_crosswise_and_mirrors_confidence():
+    from rlaif_jax.data import splits
+
+    rec = {
+        "id": "x",
+        "context": "c",
+        "response1": "a",
+        "response2": "b",
+        "label": 0.7,
+        "confidence": 2,
+        "p_order1": 0.9,
+        "p_order2": 0.5,
+        "human_label": 1.0,
+        "rationale": "",
+    }
+    out = splits.swap_pair(rec)
+    assert (out["response1"], out["response2"]) == ("b", "a")
+    assert out["label"] == pytest.approx(0.3) and out["human_label"] == 0.0
+    # New response1 ("b") was shown first in the old swapped order: P(b ≻ a) = 1 - 0.5.
+    assert out["p_order1"] == pytest.approx(0.5) and out["p_order2"] == pytest.approx(0.1)
+    assert out["confidence"] == 8
+    assert splits.swap_pair(out) == rec
