@@ -1,11 +1,9 @@
 """`rlaif-jax rl`: A2C with KL to the SFT anchor (paper §1.5), reward from an RM or d-RLAIF.
 
-One RL step: B prompts (global `batch_size`) × S samples are rolled out with the very
-params being trained (T = 0.9), scored by the reward function on detokenized text,
-scored by anchor and value in batched forward passes, turned into returns/advantages,
-and `updates_per_batch` gradient steps are taken. Steps run for `num_epochs` over the
-prompts (or `max_steps`). Checkpoints hold the learner state (policy, value, optimizer,
-reward statistics), the data position and the step, so a restart resumes exactly.
+Steps (`runner.RLRunner.step`) run for `num_epochs` over the RL prompts (or `max_steps`).
+Checkpoints hold the learner state (policy, value, optimizer, reward statistics), the
+data position and the step, so a restart resumes exactly (the step RNG is
+fold_in(seed, step)).
 
 Outputs: WORKDIR/rl_<name>/ckpt (checkpoints), WORKDIR/rl_<name>/metrics.jsonl (one
 row per step: reward mean/std, KL, entropy, response length, value loss, explained
@@ -14,8 +12,9 @@ variance, EOS fraction, rollout and update tokens/s), WORKDIR/rl_<name>/COMPLETE
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,204 +22,242 @@ from typing import Any
 import gin
 import jax
 import numpy as np
-import optax
 
+from rlaif_jax import artifacts
 from rlaif_jax.data import batching
-from rlaif_jax.rl import a2c, rewards
-from rlaif_jax.rl import learner as learner_lib
-from rlaif_jax.rl.roles import PolicyRoles
-from rlaif_jax.sharding import partition
+from rlaif_jax.rl import rewards
+from rlaif_jax.rl.runner import RLRunner, RLSettings
 
 logger = logging.getLogger("rlaif_jax.rl")
 
 
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class RLSettings:
-    """RL hyperparameters (paper App. G defaults; toy gin files shrink them).
+# ----------------------------------------------------------------------------- checkpoints
+class _Checkpoints:
+    """Orbax checkpoints of WORKDIR/rl_<name>/ckpt: items `state` (LearnerState), `params`
+    (the policy alone, what evaluation restores) and `meta` (JSON: step, data position).
 
-    batch_size: prompts per rollout batch (global); samples_per_prompt: S.
-    num_epochs: passes over the RL prompts; max_steps: stop earlier (None = epochs).
-    updates_per_batch: gradient steps on each rollout batch (1 = on-policy A2C).
-    kl_coef (β), reward_weight ('one' | 'one_minus_beta'), normalize ('tokens' |
-    'sequences'), whiten_advantages, entropy_coef, value_coef: see `a2c`.
-    normalize_rewards: divide rewards by a running std after subtracting a running mean.
-    anchor_dtype: 'float32' | 'bfloat16' storage of the frozen SFT anchor.
+    Saves are atomic (orbax commits a step directory only when it is complete)."""
+
+    def __init__(self, directory: str, max_to_keep: int = 2):
+        import orbax.checkpoint as ocp
+
+        self.ocp = ocp
+        self.manager = ocp.CheckpointManager(
+            os.path.abspath(directory),
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: Any, meta: dict) -> None:
+        ocp = self.ocp
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                params=ocp.args.StandardSave(state.params["policy"]),
+                meta=ocp.args.JsonSave(meta),
+            ),
+            force=True,
+        )
+        self.manager.wait_until_finished()
+
+    def restore(self, step: int, state_target: Any) -> tuple[Any, dict]:
+        ocp = self.ocp
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_target)
+        out = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+            ),
+        )
+        return out["state"], dict(out["meta"])
+
+
+class _Preemption:
+    """SIGTERM sets a flag; the loop saves a checkpoint and returns at the next step."""
+
+    def __init__(self):
+        import signal
+        import threading
+
+        self.requested = False
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        else:
+            self._old = None
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.requested = True
+
+    def close(self):
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def _truncate_jsonl(path: str, max_step: int) -> None:
+    """Drops rows past `max_step` (written after the checkpoint we resume from)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        rows = [line for line in f if line.strip() and json.loads(line)["step"] <= max_step]
+    with open(path + ".tmp", "w") as f:
+        f.writelines(rows)
+    os.replace(path + ".tmp", path)
+
+
+def train(
+    runner: RLRunner,
+    prompts: Sequence[dict],
+    out_dir: str,
+    stop_after: int | None = None,
+) -> dict[str, float]:
+    """Runs (or resumes) RL over `prompts` with checkpoints in OUT_DIR/ckpt and one
+    metrics row per step in OUT_DIR/metrics.jsonl. `stop_after`: return after that many
+    steps in this call (tests simulate a kill). Returns the last step's metrics."""
+    s = runner.settings
+    shards = batching.read_local_shards(prompts, s.num_data_shards)
+    it = batching.EpochIterator(
+        shards, s.num_data_shards, s.batch_size, seed=s.seed, num_epochs=s.num_epochs
+    )
+    total = it.steps_per_epoch * s.num_epochs
+    if s.max_steps is not None:
+        total = min(total, s.max_steps)
+    ckpt = _Checkpoints(os.path.join(out_dir, "ckpt"))
+    metrics_path = os.path.join(out_dir, "metrics.jsonl")
+    step = 0
+    latest = ckpt.latest_step()
+    if latest is not None:
+        runner.state, meta = ckpt.restore(latest, runner.state)
+        it.state = batching.DataState.from_dict(meta["data"])
+        step = int(meta["step"])
+        logger.info("rl: resumed from step %d", step)
+    if jax.process_index() == 0:
+        os.makedirs(out_dir, exist_ok=True)
+        _truncate_jsonl(metrics_path, step)
+    base_rng = jax.random.PRNGKey(s.seed)
+    preempt = _Preemption()
+    last: dict[str, float] = {}
+    done_here = 0
+    try:
+        while step < total:
+            records = next(it)
+            t0 = time.time()
+            last = runner.step(records, jax.random.fold_in(base_rng, step))
+            step += 1
+            done_here += 1
+            last.update(step=step, step_seconds=time.time() - t0)
+            if jax.process_index() == 0:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(last) + "\n")
+            if step % 10 == 0 or step == 1:
+                logger.info(
+                    "rl step %d/%d reward %.4f kl %.4f len %.1f",
+                    step,
+                    total,
+                    last["reward_mean"],
+                    last["kl"],
+                    last["response_length"],
+                )
+            if not np.isfinite(last["loss"]):
+                raise FloatingPointError(
+                    f"RL loss is {last['loss']} at step {step}; the last good checkpoint is kept."
+                )
+            stopping = preempt.requested or (stop_after is not None and done_here >= stop_after)
+            if step % s.checkpoint_every == 0 or step == total or stopping:
+                ckpt.save(step, runner.state, {"step": step, "data": it.state.to_dict()})
+            if stopping:
+                break
+    finally:
+        preempt.close()
+    if latest is not None and latest == total and not last:
+        last = {"step": total}
+    return last
+
+
+# ----------------------------------------------------------------------------- stage
+def _load_prompts(prompts: Any) -> list[dict]:
+    if prompts is None:
+        from rlaif_jax.data import tasks
+
+        prompts = tasks.task_sources().source("prompts", "train")
+    return list(prompts() if callable(prompts) and not hasattr(prompts, "__iter__") else prompts)
+
+
+def _policy_vocab(workdir: str, policy_dir: str, vocab_path: str | None) -> Any:
+    from rlaif_jax.data import vocab as vocab_lib
+
+    return vocab_lib.sentencepiece_vocabulary(
+        vocab_path or os.path.join(workdir, policy_dir, "spm.model")
+    )
+
+
+def make_sample_fn(config: Any, mesh: Any, rules: Any, settings: RLSettings, vocab: Any):
+    """The decoding sampler at the RL temperature, samples_per_prompt rows per prompt."""
+    from rlaif_jax.decoding import sample
+
+    sampler = sample.make_sampler(
+        config,
+        mesh,
+        rules,
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        top_k=settings.top_k,
+        top_p=settings.top_p,
+        eos_id=vocab.eos_id,
+        pad_id=vocab.pad_id,
+        num_samples=settings.samples_per_prompt,
+    )
+    return sampler
+
+
+@gin.configurable("rl")
+def run_stage(
+    workdir: str = gin.REQUIRED,
+    name: str = "rlaif",
+    reward_builder: Callable[..., rewards.RewardFn] = gin.REQUIRED,
+    settings: RLSettings | None = None,
+    policy_dir: str = "sft",
+    model_preset: str = "toy_policy",
+    model_overrides: dict | None = None,
+    vocab_path: str | None = None,
+    prompts: Any = None,
+    stop_after: int | None = None,
+) -> dict[str, float]:
+    """RL from WORKDIR/<policy_dir>/ckpt into WORKDIR/rl_<name>/.
+
+    reward_builder(workdir, mesh, rules) -> RewardFn: `reward_model_from_checkpoint`
+    (RLAIF: rm_dir='rm_ai'; RLHF: rm_dir='rm_human') or `direct_labeler_from_checkpoint`
+    (d-RLAIF); gin/method/{rlaif,rlhf,d_rlaif}.gin pick one. prompts: records
+    {id, context} (default: the gin-configured task's 'prompts' role, split 'train').
     """
+    from rlaif_jax.models import config as model_config
+    from rlaif_jax.rl import roles as roles_lib
+    from rlaif_jax.sharding import mesh as mesh_lib
+    from rlaif_jax.sharding import rules as rules_lib
 
-    batch_size: int = 128
-    samples_per_prompt: int = 1
-    num_epochs: int = 8
-    max_steps: int | None = None
-    learning_rate: float = 1e-5
-    optimizer: str = "adam"
-    grad_clip: float | None = 1.0
-    updates_per_batch: int = 1
-    temperature: float = 0.9
-    top_k: int = 0
-    top_p: float = 1.0
-    max_prompt_len: int = 1024
-    max_new_tokens: int = 128
-    prompt_suffix: str = ""
-    kl_coef: float = 0.05
-    reward_weight: str = "one"
-    normalize: str = "tokens"
-    whiten_advantages: bool = False
-    entropy_coef: float = 0.0
-    value_coef: float = 1.0
-    normalize_rewards: bool = False
-    anchor_dtype: str = "float32"
-    checkpoint_every: int = 50
-    num_data_shards: int = 1
-    seed: int = 0
-
-    @property
-    def hyper(self) -> a2c.A2CHyper:
-        return a2c.A2CHyper(
-            kl_coef=self.kl_coef,
-            reward_weight=self.reward_weight,
-            normalize=self.normalize,
-            whiten_advantages=self.whiten_advantages,
-            entropy_coef=self.entropy_coef,
-            value_coef=self.value_coef,
-        )
-
-
-def make_optimizer(settings: RLSettings) -> optax.GradientTransformation:
-    """The RL optimizer (the paper does not state one; Adam at lr 1e-5 by default)."""
-    makers = {
-        "adam": optax.adam,
-        "adamw": optax.adamw,
-        "adafactor": optax.adafactor,
-        "sgd": optax.sgd,
-    }
-    if settings.optimizer not in makers:
-        raise ValueError(
-            f"RLSettings.optimizer={settings.optimizer!r} must be one of {sorted(makers)}."
-        )
-    tx = makers[settings.optimizer](settings.learning_rate)
-    if settings.grad_clip:
-        tx = optax.chain(optax.clip_by_global_norm(settings.grad_clip), tx)
-    return tx
-
-
-def decode_response(vocab: Any, ids: np.ndarray, length: int) -> str:
-    """Text of a response: tokens up to (not including) EOS."""
-    seq = [int(t) for t in ids[:length]]
-    if vocab.eos_id is not None and vocab.eos_id in seq:
-        seq = seq[: seq.index(vocab.eos_id)]
-    return vocab.decode(seq)
-
-
-class RLRunner:
-    """The RL loop without gin or files: `step(records) -> metrics` (usable from Colab).
-
-    sample_fn(policy_params, prompt_tokens [B, Lp], prompt_lengths [B], rng) ->
-    `decoding.sample.SampleOutput` (tokens / logprobs / mask [B·S, T], lengths,
-    prompt_index [B·S]); reward_fn: a `rewards.RewardFn`; vocab: the POLICY's.
-    """
-
-    def __init__(
-        self,
-        settings: RLSettings,
-        roles: PolicyRoles,
-        reward_fn: rewards.RewardFn,
-        vocab: Any,
-        mesh: Any,
-        rules: Any,
-        sample_fn: Callable[..., Any],
-    ):
-        self.settings, self.roles, self.reward_fn = settings, roles, reward_fn
-        self.vocab, self.mesh, self.sample_fn = vocab, mesh, sample_fn
-        build = learner_lib.make_learner(
-            roles.policy_model,
-            roles.value_model,
-            make_optimizer(settings),
-            settings.hyper,
-            mesh,
-            rules,
-            roles.param_shardings,
-            roles.anchor_shardings,
-            pad_id=vocab.pad_id,
-            normalize_rewards=settings.normalize_rewards,
-        )
-        self.learner = build(jax.eval_shape(lambda p: p, roles.params))
-        self.state = self.learner.init_state(roles.params)
-        roles.params = None  # the state owns (and donates) them from now on
-        self.truncation = batching.TruncationStats()
-
-    @property
-    def policy_params(self) -> Any:
-        return self.state.params["policy"]
-
-    def rollout(self, records: Sequence[dict], rng: jax.Array) -> tuple[dict, dict]:
-        """Samples, rewards and scores one batch. Returns (global batch dict, host info)."""
-        s = self.settings
-        tokens, lengths = batching.prompt_batch(
-            records, self.vocab, s.max_prompt_len, s.prompt_suffix, stats=self.truncation
-        )
-        prompts = partition.global_batch({"tokens": tokens, "lengths": lengths}, self.mesh)
-        t0 = time.time()
-        out = self.sample_fn(self.policy_params, prompts["tokens"], prompts["lengths"], rng)
-        resp = rewards.host_local_rows(out.tokens)
-        resp_len = rewards.host_local_rows(out.lengths)
-        which = rewards.host_local_rows(out.prompt_index)
-        rollout_s = time.time() - t0
-        local0 = partition.process_slice(len(records) * jax.process_count()).start
-        idx = which - local0
-        if idx.min() < 0 or idx.max() >= len(records):
-            raise RuntimeError("sampler rows are not laid out prompt-major per process")
-        contexts = [records[i]["context"] for i in idx]
-        texts = [decode_response(self.vocab, resp[j], int(resp_len[j])) for j in range(len(idx))]
-        t1 = time.time()
-        scores = np.asarray(self.reward_fn(contexts, texts), np.float32)
-        reward_s = time.time() - t1
-        batch = {
-            "prompt_tokens": tokens[idx],
-            "prompt_lengths": lengths[idx],
-            "scores": scores,
-        }
-        batch = partition.global_batch(batch, self.mesh)
-        batch.update(
-            response_tokens=out.tokens,
-            response_mask=out.mask,
-            logprobs=out.logprobs * out.mask,
-        )
-        anchor_lp, values = self.learner.score_fn(self.state.params, self.roles.anchor, batch)
-        batch.update(anchor_logprobs=anchor_lp, values=values)
-        mask = rewards.host_local_rows(out.mask).astype(np.float32)
-        info = {
-            "scores": scores,
-            "texts": texts,
-            "contexts": contexts,
-            "num_tokens": float(mask.sum()),
-            "resp_len": mask.sum(-1),
-            "eos": np.array([self.vocab.eos_id in r[: int(n)] for r, n in zip(resp, resp_len)]),
-            "rollout_s": rollout_s,
-            "reward_s": reward_s,
-        }
-        return batch, info
-
-    def step(self, records: Sequence[dict], rng: jax.Array) -> dict[str, float]:
-        """One RL step on this process's prompt records; returns host-side metrics."""
-        batch, info = self.rollout(records, rng)
-        self.state, returns, advs = self.learner.targets_fn(self.state, batch)
-        batch.update(returns=returns, advantages=advs)
-        t0 = time.time()
-        parts = {}
-        for _ in range(self.settings.updates_per_batch):
-            self.state, parts = self.learner.update_fn(self.state, batch)
-        parts = {k: float(v) for k, v in jax.device_get(parts).items()}
-        update_s = time.time() - t0
-        ntok = info["num_tokens"] * jax.process_count()
-        scores = info["scores"]
-        return {
-            "reward_mean": float(np.mean(scores)),
-            "reward_std": float(np.std(scores)),
-            "response_length": float(np.mean(info["resp_len"])),
-            "eos_fraction": float(np.mean(info["eos"])),
-            "rollout_tokens_per_s": ntok / max(info["rollout_s"], 1e-9),
-            "reward_seconds": info["reward_s"],
-            "update_tokens_per_s": ntok * self.settings.updates_per_batch / max(update_s, 1e-9),
-            **parts,
-        }
+    start = time.time()
+    settings = settings or RLSettings()
+    out_dir = os.path.join(workdir, f"rl_{name}")
+    mesh = mesh_lib.make_mesh()
+    rules = rules_lib.get_rules()
+    config = model_config.get_config(model_preset, **(model_overrides or {}))
+    vocab = _policy_vocab(workdir, policy_dir, vocab_path)
+    init, _ = roles_lib._init(config, mesh, rules, "lm")
+    sft = roles_lib._restore_params(os.path.join(workdir, policy_dir, "ckpt"), init)
+    del init
+    roles = roles_lib.build_roles(config, sft, mesh, rules, settings.anchor_dtype, settings.seed)
+    reward_fn = reward_builder(workdir, mesh, rules)
+    sample_fn = make_sample_fn(config, mesh, rules, settings, vocab)
+    runner = RLRunner(settings, roles, reward_fn, vocab, mesh, rules, sample_fn)
+    last = train(runner, _load_prompts(prompts), out_dir, stop_after=stop_after)
+    if stop_after is not None:
+        return last
+    summary = {k: float(v) for k, v in last.items() if isinstance(v, int | float)}
+    summary["truncated_prompts"] = float(runner.truncation.truncated_context)
+    artifacts.write_complete(out_dir, summary, time.time() - start)
+    return summary

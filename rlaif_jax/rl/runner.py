@@ -1,0 +1,220 @@
+"""The RL step without gin or files: settings, optimizer and `RLRunner` (usable from Colab).
+
+One step: B prompts (global `batch_size`) × S samples are rolled out with the very
+params being trained (T = 0.9), rewarded on detokenized text, scored by anchor and
+value in batched forward passes, turned into returns/advantages, and
+`updates_per_batch` gradient steps are taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gin
+import jax
+import numpy as np
+import optax
+
+from rlaif_jax.data import batching
+from rlaif_jax.rl import a2c, rewards
+from rlaif_jax.rl import learner as learner_lib
+from rlaif_jax.rl.roles import PolicyRoles
+from rlaif_jax.sharding import partition
+
+logger = logging.getLogger("rlaif_jax.rl")
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class RLSettings:
+    """RL hyperparameters (paper App. G defaults; toy gin files shrink them).
+
+    batch_size: prompts per rollout batch (global); samples_per_prompt: S.
+    num_epochs: passes over the RL prompts; max_steps: stop earlier (None = epochs).
+    updates_per_batch: gradient steps on each rollout batch (1 = on-policy A2C).
+    kl_coef (β), reward_weight ('one' | 'one_minus_beta'), normalize ('tokens' |
+    'sequences'), whiten_advantages, entropy_coef, value_coef: see `a2c`.
+    normalize_rewards: divide rewards by a running std after subtracting a running mean.
+    anchor_dtype: 'float32' | 'bfloat16' storage of the frozen SFT anchor.
+    """
+
+    batch_size: int = 128
+    samples_per_prompt: int = 1
+    num_epochs: int = 8
+    max_steps: int | None = None
+    learning_rate: float = 1e-5
+    optimizer: str = "adam"
+    grad_clip: float | None = 1.0
+    updates_per_batch: int = 1
+    temperature: float = 0.9
+    top_k: int = 0
+    top_p: float = 1.0
+    max_prompt_len: int = 1024
+    max_new_tokens: int = 128
+    prompt_suffix: str = ""
+    kl_coef: float = 0.05
+    reward_weight: str = "one"
+    normalize: str = "tokens"
+    whiten_advantages: bool = False
+    entropy_coef: float = 0.0
+    value_coef: float = 1.0
+    normalize_rewards: bool = False
+    anchor_dtype: str = "float32"
+    checkpoint_every: int = 50
+    num_data_shards: int = 1
+    seed: int = 0
+
+    @property
+    def hyper(self) -> a2c.A2CHyper:
+        return a2c.A2CHyper(
+            kl_coef=self.kl_coef,
+            reward_weight=self.reward_weight,
+            normalize=self.normalize,
+            whiten_advantages=self.whiten_advantages,
+            entropy_coef=self.entropy_coef,
+            value_coef=self.value_coef,
+        )
+
+
+def make_optimizer(settings: RLSettings) -> optax.GradientTransformation:
+    """The RL optimizer (the paper does not state one; Adam at lr 1e-5 by default)."""
+    makers = {
+        "adam": optax.adam,
+        "adamw": optax.adamw,
+        "adafactor": optax.adafactor,
+        "sgd": optax.sgd,
+    }
+    if settings.optimizer not in makers:
+        raise ValueError(
+            f"RLSettings.optimizer={settings.optimizer!r} must be one of {sorted(makers)}."
+        )
+    tx = makers[settings.optimizer](settings.learning_rate)
+    if settings.grad_clip:
+        tx = optax.chain(optax.clip_by_global_norm(settings.grad_clip), tx)
+    return tx
+
+
+def decode_response(vocab: Any, ids: np.ndarray, length: int) -> str:
+    """Text of a response: tokens up to (not including) EOS."""
+    seq = [int(t) for t in ids[:length]]
+    if vocab.eos_id is not None and vocab.eos_id in seq:
+        seq = seq[: seq.index(vocab.eos_id)]
+    return vocab.decode(seq)
+
+
+class RLRunner:
+    """The RL loop without gin or files: `step(records) -> metrics` (usable from Colab).
+
+    sample_fn(policy_params, prompt_tokens [B, Lp], prompt_lengths [B], rng) ->
+    `decoding.sample.SampleOutput` (tokens / logprobs / mask [B·S, T], lengths,
+    prompt_index [B·S]); reward_fn: a `rewards.RewardFn`; vocab: the POLICY's.
+    """
+
+    def __init__(
+        self,
+        settings: RLSettings,
+        roles: PolicyRoles,
+        reward_fn: rewards.RewardFn,
+        vocab: Any,
+        mesh: Any,
+        rules: Any,
+        sample_fn: Callable[..., Any],
+    ):
+        self.settings, self.roles, self.reward_fn = settings, roles, reward_fn
+        self.vocab, self.mesh, self.sample_fn = vocab, mesh, sample_fn
+        build = learner_lib.make_learner(
+            roles.policy_model,
+            roles.value_model,
+            make_optimizer(settings),
+            settings.hyper,
+            mesh,
+            rules,
+            roles.param_shardings,
+            roles.anchor_shardings,
+            pad_id=vocab.pad_id,
+            normalize_rewards=settings.normalize_rewards,
+        )
+        self.learner = build(jax.eval_shape(lambda p: p, roles.params))
+        self.state = self.learner.init_state(roles.params)
+        roles.params = None  # the state owns (and donates) them from now on
+        self.truncation = batching.TruncationStats()
+
+    @property
+    def policy_params(self) -> Any:
+        return self.state.params["policy"]
+
+    def rollout(self, records: Sequence[dict], rng: jax.Array) -> tuple[dict, dict]:
+        """Samples, rewards and scores one batch. Returns (global batch dict, host info)."""
+        s = self.settings
+        tokens, lengths = batching.prompt_batch(
+            records, self.vocab, s.max_prompt_len, s.prompt_suffix, stats=self.truncation
+        )
+        prompts = partition.global_batch({"tokens": tokens, "lengths": lengths}, self.mesh)
+        t0 = time.time()
+        out = self.sample_fn(self.policy_params, prompts["tokens"], prompts["lengths"], rng)
+        resp = rewards.host_local_rows(out.tokens)
+        resp_len = rewards.host_local_rows(out.lengths)
+        which = rewards.host_local_rows(out.prompt_index)
+        rollout_s = time.time() - t0
+        local0 = partition.process_slice(len(records) * jax.process_count()).start
+        idx = which - local0
+        if idx.min() < 0 or idx.max() >= len(records):
+            raise RuntimeError("sampler rows are not laid out prompt-major per process")
+        contexts = [records[i]["context"] for i in idx]
+        texts = [decode_response(self.vocab, resp[j], int(resp_len[j])) for j in range(len(idx))]
+        t1 = time.time()
+        scores = np.asarray(self.reward_fn(contexts, texts), np.float32)
+        reward_s = time.time() - t1
+        batch = {
+            "prompt_tokens": tokens[idx],
+            "prompt_lengths": lengths[idx],
+            "scores": scores,
+        }
+        batch = partition.global_batch(batch, self.mesh)
+        batch.update(
+            response_tokens=out.tokens,
+            response_mask=out.mask,
+            logprobs=out.logprobs * out.mask,
+        )
+        anchor_lp, values = self.learner.score_fn(self.state.params, self.roles.anchor, batch)
+        batch.update(anchor_logprobs=anchor_lp, values=values)
+        mask = rewards.host_local_rows(out.mask).astype(np.float32)
+        info = {
+            "scores": scores,
+            "texts": texts,
+            "contexts": contexts,
+            "num_tokens": float(mask.sum()),
+            "resp_len": mask.sum(-1),
+            "eos": np.array([self.vocab.eos_id in r[: int(n)] for r, n in zip(resp, resp_len)]),
+            "rollout_s": rollout_s,
+            "reward_s": reward_s,
+        }
+        return batch, info
+
+    def step(self, records: Sequence[dict], rng: jax.Array) -> dict[str, float]:
+        """One RL step on this process's prompt records; returns host-side metrics."""
+        batch, info = self.rollout(records, rng)
+        self.state, returns, advs = self.learner.targets_fn(self.state, batch)
+        batch.update(returns=returns, advantages=advs)
+        t0 = time.time()
+        parts = {}
+        for _ in range(self.settings.updates_per_batch):
+            self.state, parts = self.learner.update_fn(self.state, batch)
+        parts = {k: float(v) for k, v in jax.device_get(parts).items()}
+        update_s = time.time() - t0
+        ntok = info["num_tokens"] * jax.process_count()
+        scores = info["scores"]
+        return {
+            "reward_mean": float(np.mean(scores)),
+            "reward_std": float(np.std(scores)),
+            "response_length": float(np.mean(info["resp_len"])),
+            "eos_fraction": float(np.mean(info["eos"])),
+            "rollout_tokens_per_s": ntok / max(info["rollout_s"], 1e-9),
+            "reward_seconds": info["reward_s"],
+            "update_tokens_per_s": ntok * self.settings.updates_per_batch / max(update_s, 1e-9),
+            **parts,
+        }
