@@ -18,6 +18,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import gin
 import seqio
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -51,6 +52,7 @@ def _as_ids(value: Any) -> list[int]:
     return [int(v) for v in value] if isinstance(value, list) else [int(value)]
 
 
+@gin.configurable
 class HFTokenizerVocabulary(seqio.Vocabulary):
     """seqio Vocabulary backed by a `tokenizers.Tokenizer` loaded from `tokenizer.json`.
 

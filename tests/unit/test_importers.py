@@ -230,6 +230,31 @@ def test_mismatched_checkpoints_name_the_tensors(tmp_path):
         config_kwargs({"model_type": "gpt2"})
 
 
+def test_reward_model_scalar_head_round_trip(tmp_path):
+    src, dst = str(tmp_path / "hf"), str(tmp_path / "export")
+    cfg = transformers.Qwen3Config(**COMMON, num_labels=1, pad_token_id=0)
+    torch.manual_seed(0)
+    rm = transformers.AutoModelForSequenceClassification.from_config(cfg).eval()
+    with torch.no_grad():
+        for p in rm.parameters():
+            p.normal_(0.0, 0.15)
+    rm.save_pretrained(src)
+    with sio.Checkpoint(src) as ckpt:
+        fam, kw = config_kwargs(ckpt.config)
+        maps = hf_import.param_map(fam, kw, head="scalar")
+        hf_import.check_names(set(ckpt.names), maps, src)
+        params = hf_import.load_params(ckpt, maps, _abstract_from_maps(maps, make_mesh(data=8)))
+    assert params["score_head"]["kernel"].shape == (D, 1)
+    export_hf(dst, params, kw, fam, head="scalar", extra_config={"pad_token_id": 0})
+    assert _tensors(dst) == _tensors(src)
+    again = transformers.AutoModelForSequenceClassification.from_pretrained(
+        dst, attn_implementation="eager"
+    ).eval()
+    tokens = torch.tensor(np.random.default_rng(0).integers(1, V, (1, 7)))
+    with torch.no_grad():
+        np.testing.assert_array_equal(again(tokens).logits.numpy(), rm(tokens).logits.numpy())
+
+
 # --- with our Transformer ---------------------------------------------------------------
 
 

@@ -7,8 +7,8 @@ streams each tensor from the memory-mapped safetensors straight onto its shardin
 each device receives only its slice.
 
 Rotary embeddings: HF Llama/Qwen/Gemma checkpoints use the "rotate_half" convention
-(the pair of dimension j is j + Dh/2), which is what our attention implements, so
-q/k weights are copied without a permutation.
+(dimension j pairs with j + Dh/2). q/k weights are copied without a permutation, so
+our attention must use the same convention (the logits tests check it).
 
 Reward models: `head='scalar'` maps HF `*ForSequenceClassification` `score.weight`
 [1, D] to our scalar head (export writes it back the same way).
@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import gin
 import jax
-import numpy as np
 
 from rlaif_jax.models.importers import safetensors_io as sio
-from rlaif_jax.models.importers.hf_config import config_kwargs, family_of, text_config
+from rlaif_jax.models.importers.hf_config import config_kwargs, text_config
 from rlaif_jax.models.importers.tensor_map import ParamMap, Piece, lazy_source
 
 PyTree = Any
@@ -205,6 +205,7 @@ def load_config(directory: str, **overrides: Any):
     return family, ModelConfig(**kw)
 
 
+@gin.configurable
 def import_hf(
     directory: str,
     mesh: jax.sharding.Mesh,
@@ -244,12 +245,3 @@ def import_hf(
         check_names(names, maps, directory, ignore)
         params = load_params(ckpt, maps, abstract)
     return params, config
-
-
-def family_of_dir(directory: str) -> str:
-    with sio.Checkpoint(directory) as ckpt:
-        return family_of(text_config(ckpt.config))
-
-
-def host_dtype(x) -> np.dtype:
-    return np.dtype(x.dtype)
