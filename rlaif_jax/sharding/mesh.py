@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import gin
 import jax
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import AxisType, Mesh
 
 from rlaif_jax.sharding import axes as ax
 
@@ -52,9 +52,12 @@ def make_mesh(
     """
     devs = list(jax.devices()) if devices is None else list(devices)
     shape = resolve_degrees(len(devs), data, fsdp, tensor)
+    # Auto axes: shardings come from logical rules + jit in/out shardings (t5x style);
+    # recent jax.make_mesh defaults to Explicit axes, which this codebase does not use.
+    axis_types = (AxisType.Auto,) * len(ax.MESH_AXES)
     if devices is None:
         try:
-            return jax.make_mesh(shape, ax.MESH_AXES, devices=devs)
-        except Exception:  # older jax or unusual topologies: fall back to plain order
+            return jax.make_mesh(shape, ax.MESH_AXES, axis_types=axis_types, devices=devs)
+        except (TypeError, ValueError, NotImplementedError):  # unusual topology: plain order
             pass
-    return Mesh(np.asarray(devs).reshape(shape), ax.MESH_AXES)
+    return Mesh(np.asarray(devs).reshape(shape), ax.MESH_AXES, axis_types=axis_types)

@@ -125,3 +125,11 @@ def test_global_batch_is_batch_sharded():
     assert out["t"].shape == (8, 4)
     assert out["t"].sharding.spec == P(("data", "fsdp"), None)
     np.testing.assert_array_equal(np.asarray(out["t"]), np.arange(32).reshape(8, 4))
+
+
+def test_default_mesh_uses_auto_axes():
+    from jax.sharding import AxisType
+
+    mesh = mesh_lib.make_mesh(2, -1, 2)
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
+    assert all(t == AxisType.Auto for t in mesh.axis_types)
