@@ -1,0 +1,1 @@
+"""Decoder-only transformer (policy, value, anchor, reward model and labeler share it)."""

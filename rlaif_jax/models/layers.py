@@ -1,0 +1,265 @@
+"""Transformer building blocks with logical axis names (params and activations).
+
+Conventions: B batch, L query length, S key length (cache slots), D model, H query
+heads, K kv heads, G = H // K, Dh head dim, F mlp hidden.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rlaif_jax.models.config import ModelConfig
+from rlaif_jax.sharding import axes as ax
+
+_NEG_INF = -2.3819763e38  # large negative that stays finite in bf16/fp32
+
+
+def _dense_init(axes_names, fan_in: int):
+    """Truncated normal with std 1/sqrt(fan_in) over multi-dim kernels."""
+    return nn.with_logical_partitioning(
+        lambda key, shape, dtype: (
+            jax.random.truncated_normal(key, -2, 2, shape, dtype) / math.sqrt(fan_in)
+        ),
+        axes_names,
+    )
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm over the last dim; Gemma-style (1 + w) scaling when `plus_one`."""
+
+    eps: float = 1e-6
+    plus_one: bool = False
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+    axis_name: str = ax.NORM
+
+    @nn.compact
+    def __call__(self, x):
+        init = nn.initializers.zeros if self.plus_one else nn.initializers.ones
+        scale = self.param(
+            "scale",
+            nn.with_logical_partitioning(init, (self.axis_name,)),
+            (x.shape[-1],),
+            self.param_dtype,
+        )
+        xf = x.astype(jnp.float32)
+        y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        s = scale.astype(jnp.float32)
+        y = y * (1.0 + s if self.plus_one else s)
+        return y.astype(self.dtype)
+
+
+def rope_inv_freq(config: ModelConfig, is_global: bool) -> jnp.ndarray:
+    """Inverse frequencies [Dh/2], with Llama-3 / linear scaling on global layers."""
+    theta = (
+        config.rope_theta
+        if is_global or config.rope_local_theta is None
+        else config.rope_local_theta
+    )
+    dh = config.head_dim
+    inv = 1.0 / (theta ** (jnp.arange(0, dh, 2, dtype=jnp.float32) / dh))
+    scaling = config.rope_scaling_dict if is_global else None
+    if not scaling:
+        return inv
+    kind = scaling["rope_type"]
+    factor = float(scaling["factor"])
+    if kind == "linear":
+        return inv / factor
+    if kind == "llama3":
+        low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+        old = float(scaling["original_max_position_embeddings"])
+        wavelen = 2 * math.pi / inv
+        smooth = (old / wavelen - low) / (high - low)
+        scaled = jnp.where(wavelen > old / low, inv / factor, inv)
+        mid = (1 - smooth) * inv / factor + smooth * inv
+        is_mid = (wavelen <= old / low) & (wavelen >= old / high)
+        return jnp.where(is_mid, mid, scaled)
+    raise ValueError(f"ModelConfig.rope_scaling type {kind!r} is not supported.")
+
+
+def apply_rope(x, positions, inv_freq):
+    """Rotary embedding, 'rotate_half' convention (dim j pairs with j + Dh/2).
+
+    x: [B, L, N, Dh]; positions: [B, L] int; inv_freq: [Dh/2].
+    """
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, L, Dh/2]
+    sin = jnp.sin(angles)[:, :, None, :]
+    cos = jnp.cos(angles)[:, :, None, :]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+class Attention(nn.Module):
+    """Multi-head / grouped-query / multi-query attention with an optional KV cache."""
+
+    config: ModelConfig
+    is_global: bool = True
+
+    @nn.compact
+    def __call__(self, x, positions, mask, cache=None, cache_index=None):
+        """x [B, L, D]; positions [B, L]; mask [B, L, S] bool (True = may attend).
+
+        Without a cache S == L. With cache = (k, v) each [B, S, K, Dh], the new keys and
+        values are written at slots [cache_index, cache_index + L) and attention runs over
+        all S slots. Returns (out [B, L, D], new cache or None).
+        """
+        c = self.config
+        dt = jnp.dtype(c.dtype)
+        h, k, dh, d = c.num_heads, c.num_kv_heads, c.head_dim, c.d_model
+
+        q_kernel = self._sub_param("q", "kernel", (ax.EMBED, ax.HEADS, ax.HEAD_DIM), (d, h, dh), d)
+        k_kernel = self._sub_param(
+            "k", "kernel", (ax.EMBED, ax.KV_HEADS, ax.HEAD_DIM), (d, k, dh), d
+        )
+        v_kernel = self._sub_param(
+            "v", "kernel", (ax.EMBED, ax.KV_HEADS, ax.HEAD_DIM), (d, k, dh), d
+        )
+        q = jnp.einsum("bld,dhe->blhe", x, q_kernel.astype(dt))
+        kk = jnp.einsum("bld,dke->blke", x, k_kernel.astype(dt))
+        v = jnp.einsum("bld,dke->blke", x, v_kernel.astype(dt))
+        if c.qkv_bias:
+            q = q + self._bias("q", (ax.HEADS, ax.HEAD_DIM), (h, dh)).astype(dt)
+            kk = kk + self._bias("k", (ax.KV_HEADS, ax.HEAD_DIM), (k, dh)).astype(dt)
+            v = v + self._bias("v", (ax.KV_HEADS, ax.HEAD_DIM), (k, dh)).astype(dt)
+        if c.qk_norm:
+            q = RMSNorm(
+                c.norm_eps,
+                c.norm_plus_one,
+                dt,
+                jnp.dtype(c.param_dtype),
+                ax.HEAD_DIM,
+                name="q_norm",
+            )(q)
+            kk = RMSNorm(
+                c.norm_eps,
+                c.norm_plus_one,
+                dt,
+                jnp.dtype(c.param_dtype),
+                ax.HEAD_DIM,
+                name="k_norm",
+            )(kk)
+        inv_freq = rope_inv_freq(c, self.is_global)
+        q = apply_rope(q, positions, inv_freq)
+        kk = apply_rope(kk, positions, inv_freq)
+        q = nn.with_logical_constraint(
+            q, (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_HEADS, ax.ACT_HEAD_DIM)
+        )
+
+        new_cache = None
+        if cache is not None:
+            ck, cv = cache
+            kk = jax.lax.dynamic_update_slice_in_dim(ck, kk.astype(ck.dtype), cache_index, axis=1)
+            v = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), cache_index, axis=1)
+            kk = nn.with_logical_constraint(
+                kk, (ax.ACT_BATCH, ax.CACHE_LENGTH, ax.ACT_KV_HEADS, ax.ACT_HEAD_DIM)
+            )
+            v = nn.with_logical_constraint(
+                v, (ax.ACT_BATCH, ax.CACHE_LENGTH, ax.ACT_KV_HEADS, ax.ACT_HEAD_DIM)
+            )
+            new_cache = (kk, v)
+
+        scale = (c.query_pre_attn_scalar or dh) ** -0.5
+        out = attend(
+            q * jnp.asarray(scale, dt),
+            kk.astype(dt),
+            v.astype(dt),
+            mask,
+            c.attn_softcap,
+            c.attention_impl,
+        )
+        out = nn.with_logical_constraint(
+            out, (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_HEADS, ax.ACT_HEAD_DIM)
+        )
+        o_kernel = self._sub_param(
+            "o", "kernel", (ax.HEADS, ax.HEAD_DIM, ax.EMBED), (h, dh, d), h * dh
+        )
+        y = jnp.einsum("blhe,hed->bld", out, o_kernel.astype(dt))
+        return y, new_cache
+
+    def _sub_param(self, module: str, name: str, axes_names, shape, fan_in):
+        return _Param(axes_names, shape, fan_in, jnp.dtype(self.config.param_dtype), name=module)(
+            name
+        )
+
+    def _bias(self, module: str, axes_names, shape):
+        return _Bias(axes_names, shape, jnp.dtype(self.config.param_dtype), name=module)()
+
+
+class _Param(nn.Module):
+    """One kernel under its own scope (params path .../q/kernel, as HF importers expect)."""
+
+    axes_names: tuple
+    shape: tuple
+    fan_in: int
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, name: str):
+        return self.param(
+            name, _dense_init(self.axes_names, self.fan_in), self.shape, self.param_dtype
+        )
+
+
+class _Bias(nn.Module):
+    axes_names: tuple
+    shape: tuple
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self):
+        return self.param(
+            "bias",
+            nn.with_logical_partitioning(nn.initializers.zeros, self.axes_names),
+            self.shape,
+            self.param_dtype,
+        )
+
+
+def attend(q, k, v, mask, softcap=None, impl: str = "xla"):
+    """Softmax attention with GQA. q [B, L, H, Dh] (pre-scaled); k, v [B, S, K, Dh];
+    mask [B, L, S] bool. Returns [B, L, H, Dh]. Scores and softmax in float32."""
+    b, l, h, dh = q.shape
+    kh = k.shape[2]
+    if impl == "cudnn" and softcap is None:
+        return jax.nn.dot_product_attention(
+            q, k, v, mask=mask[:, None, :, :], scale=1.0, implementation="cudnn"
+        )
+    qg = q.reshape(b, l, kh, h // kh, dh)
+    scores = jnp.einsum("blkgd,bskd->bkgls", qg, k, preferred_element_type=jnp.float32)
+    if softcap is not None:
+        scores = softcap * jnp.tanh(scores / softcap)
+    scores = jnp.where(mask[:, None, None, :, :], scores, _NEG_INF)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgls,bskd->blkgd", probs, v)
+    return out.reshape(b, l, h, dh)
+
+
+class MLP(nn.Module):
+    """Gated MLP: down(act(gate(x)) * up(x)). x [B, L, D] -> [B, L, D]."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x):
+        c = self.config
+        dt, pdt = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        gate = _Param((ax.EMBED, ax.MLP), (c.d_model, c.mlp_dim), c.d_model, pdt, name="gate")(
+            "kernel"
+        )
+        up = _Param((ax.EMBED, ax.MLP), (c.d_model, c.mlp_dim), c.d_model, pdt, name="up")("kernel")
+        down = _Param((ax.MLP, ax.EMBED), (c.mlp_dim, c.d_model), c.mlp_dim, pdt, name="down")(
+            "kernel"
+        )
+        g = x @ gate.astype(dt)
+        u = x @ up.astype(dt)
+        if c.mlp_activation == "silu":
+            a = jax.nn.silu(g)
+        else:
+            a = jax.nn.gelu(g, approximate=c.mlp_activation == "gelu_tanh")
+        hdn = nn.with_logical_constraint(a * u, (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_MLP))
+        return hdn @ down.astype(dt)

@@ -1,0 +1,78 @@
+"""Param trees for a config: born sharded, abstract, LM -> scalar-head copies, KV caches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from rlaif_jax.models.config import ModelConfig
+from rlaif_jax.models.transformer import KVCache, Transformer
+from rlaif_jax.sharding import axes as ax
+from rlaif_jax.sharding import partition
+from rlaif_jax.sharding.rules import Rules
+
+PyTree = Any
+
+
+def _init_fn(config: ModelConfig, head: str):
+    model = Transformer(config, head)
+
+    def init(rng):
+        tokens = jnp.zeros((1, 8), jnp.int32)
+        return model.init(rng, tokens)["params"]
+
+    return init
+
+
+def init_params(
+    config: ModelConfig, rng: jax.Array, mesh: Mesh, rules: Rules, head: str = "lm"
+) -> tuple[PyTree, PyTree]:
+    """Random params born sharded on `mesh` under `rules`: (params, shardings)."""
+    return partition.init_sharded(_init_fn(config, head), mesh, rules, rng)
+
+
+def abstract_params(config: ModelConfig, mesh: Mesh, rules: Rules, head: str = "lm"):
+    """(ShapeDtypeStruct tree with shardings, NamedSharding tree); allocates nothing."""
+    return partition.abstract_params(_init_fn(config, head), mesh, rules, jax.random.key(0))
+
+
+def lm_to_scalar_params(lm_params: PyTree, scalar_params: PyTree) -> PyTree:
+    """A scalar-head tree whose trunk is copied from an LM tree (RM / value init from SFT).
+
+    Trunk leaves come from `lm_params`; `score_head` (absent in an LM) from `scalar_params`;
+    `unembed` (absent in a scalar model) is dropped.
+    """
+    out = {k: v for k, v in lm_params.items() if k != "unembed"}
+    out["score_head"] = scalar_params["score_head"]
+    missing = set(scalar_params) - set(out)
+    if missing:
+        raise ValueError(f"LM params lack trunk entries {sorted(missing)} of the scalar model.")
+    return out
+
+
+def cache_sharding(mesh: Mesh, rules: Rules) -> NamedSharding:
+    spec = partition.logical_to_spec(
+        (ax.ACT_BATCH, ax.CACHE_LENGTH, ax.ACT_KV_HEADS, ax.ACT_HEAD_DIM), rules
+    )
+    return NamedSharding(mesh, spec if spec is not None else P())
+
+
+def init_cache(config: ModelConfig, batch: int, num_slots: int, dtype=None) -> KVCache:
+    """Zeroed KV cache: per layer (k, v) each [B, S, K, Dh] in the compute dtype."""
+    dt = jnp.dtype(dtype or config.dtype)
+    shape = (batch, num_slots, config.num_kv_heads, config.head_dim)
+    return tuple((jnp.zeros(shape, dt), jnp.zeros(shape, dt)) for _ in range(config.num_layers))
+
+
+def apply(config: ModelConfig, params: PyTree, tokens, head: str = "lm", **kwargs):
+    """`Transformer(config, head).apply` on a plain params tree: returns (out, cache)."""
+    return Transformer(config, head).apply({"params": params}, tokens, **kwargs)
+
+
+def unbox(tree: PyTree) -> PyTree:
+    return nn.unbox(tree)
