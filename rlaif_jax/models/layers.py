@@ -223,20 +223,20 @@ class _Bias(nn.Module):
 def attend(q, k, v, mask, softcap=None, impl: str = "xla"):
     """Softmax attention with GQA. q [B, L, H, Dh] (pre-scaled); k, v [B, S, K, Dh];
     mask [B, L, S] bool. Returns [B, L, H, Dh]. Scores and softmax in float32."""
-    b, l, h, dh = q.shape
+    b, length, h, dh = q.shape
     kh = k.shape[2]
     if impl == "cudnn" and softcap is None:
         return jax.nn.dot_product_attention(
             q, k, v, mask=mask[:, None, :, :], scale=1.0, implementation="cudnn"
         )
-    qg = q.reshape(b, l, kh, h // kh, dh)
+    qg = q.reshape(b, length, kh, h // kh, dh)
     scores = jnp.einsum("blkgd,bskd->bkgls", qg, k, preferred_element_type=jnp.float32)
     if softcap is not None:
         scores = softcap * jnp.tanh(scores / softcap)
     scores = jnp.where(mask[:, None, None, :, :], scores, _NEG_INF)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkgls,bskd->blkgd", probs, v)
-    return out.reshape(b, l, h, dh)
+    return out.reshape(b, length, h, dh)
 
 
 class MLP(nn.Module):
