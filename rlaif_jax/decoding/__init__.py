@@ -1,0 +1,1 @@
+"""Decoding: the KV-cache sampler and the teacher-forced / candidate-token scorer."""

@@ -1,0 +1,282 @@
+"""The sampler: one prefill pass, then a `lax.while_loop` over a preallocated KV cache.
+
+Prompts are right-padded [B, Lp] with lengths [B]. The cache has Lp + T slots: the
+prefill writes slots [0, Lp) (slots at or past a row's length are masked out), and
+decode step t writes slot Lp + t for every row at once, with per-row RoPE position
+length_b + t. So rows of different lengths share one write index and one compiled
+loop, and the attended tokens and positions are exactly those of the contiguous
+sequence (prompt, response) — the teacher-forced scorer reproduces the log-probs.
+
+The loop exits as soon as every row has emitted EOS (unless `force_full_length`).
+Rows are prompt-major: row b * S + s is sample s of prompt b.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from rlaif_jax.models import model as model_lib
+from rlaif_jax.models.config import ModelConfig
+from rlaif_jax.sharding import partition
+from rlaif_jax.sharding.rules import Rules
+
+_NEG = -1e30
+
+
+class SampleOutput(NamedTuple):
+    """N = B * S rows, T = max_new_tokens.
+
+    tokens [N, T] int32 (pad after EOS; EOS itself kept); logprobs [N, T] float32: log-prob
+    of each token under the policy's raw distribution softmax(logits) (what RL needs);
+    sampling_logprobs [N, T]: under the tempered, top-k/top-p-truncated distribution
+    actually sampled from (0 for greedy); mask [N, T] int32: 1 for generated tokens (EOS
+    included); lengths [N] int32 generated tokens incl. EOS; prompt_index [N] int32.
+    """
+
+    tokens: jax.Array
+    logprobs: jax.Array
+    sampling_logprobs: jax.Array
+    mask: jax.Array
+    lengths: jax.Array
+    prompt_index: jax.Array
+
+
+def process_logits(logits, temperature: float, top_k: int, top_p: float):
+    """Tempered, truncated logits [N, V] to sample from (-inf outside top-k / top-p)."""
+    logits = logits.astype(jnp.float32) / max(temperature, 1e-6)
+    if top_k and top_k < logits.shape[-1]:
+        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+        logits = jnp.where(logits < kth, _NEG, logits)
+    if top_p < 1.0:
+        sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        cum_before = jnp.cumsum(probs, axis=-1) - probs
+        # Keep the smallest prefix whose mass reaches top_p (the crossing token included).
+        keep = cum_before < top_p
+        threshold = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+        logits = jnp.where(logits < threshold, _NEG, logits)
+    return logits
+
+
+def sample_loop(
+    prefill_fn: Callable[[], tuple[jax.Array, Any]],
+    decode_fn: Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, Any]],
+    num_rows: int,
+    rng: jax.Array,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    eos_id: int,
+    pad_id: int,
+    force_full_length: bool = False,
+):
+    """The decode loop over abstract model steps (so tests can drive it with fake logits).
+
+    prefill_fn() -> (logits [N, V] for the first new token, state); decode_fn(state, token
+    [N] int32, t scalar) -> (logits [N, V] for token t + 1, state). Returns
+    (tokens, logprobs, sampling_logprobs, mask) each [N, T].
+    """
+    t_max = max_new_tokens
+    logits0, state0 = prefill_fn()
+    zeros_i = jnp.full((num_rows, t_max), pad_id, jnp.int32)
+    zeros_f = jnp.zeros((num_rows, t_max), jnp.float32)
+
+    def choose(logits, key):
+        raw_lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        if temperature == 0.0:
+            tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+            samp_lp = jnp.zeros(tok.shape, jnp.float32)
+        else:
+            processed = process_logits(logits, temperature, top_k, top_p)
+            tok = jax.random.categorical(key, processed, axis=-1).astype(jnp.int32)
+            samp_lp = jnp.take_along_axis(jax.nn.log_softmax(processed, -1), tok[:, None], 1)[:, 0]
+        lp = jnp.take_along_axis(raw_lp, tok[:, None], 1)[:, 0]
+        return tok, lp, samp_lp
+
+    def cond(carry):
+        t, done = carry[0], carry[2]
+        more = t < t_max
+        return more if force_full_length else more & ~jnp.all(done)
+
+    def body(carry):
+        t, logits, done, toks, lps, slps, mask, state, key = carry
+        key, sub = jax.random.split(key)
+        tok, lp, slp = choose(logits, sub)
+        live = ~done
+        tok = jnp.where(live, tok, pad_id)
+        toks = toks.at[:, t].set(tok)
+        lps = lps.at[:, t].set(jnp.where(live, lp, 0.0))
+        slps = slps.at[:, t].set(jnp.where(live, slp, 0.0))
+        mask = mask.at[:, t].set(live.astype(jnp.int32))
+        done = done | (tok == eos_id)
+        logits, state = decode_fn(state, tok, t)
+        return (t + 1, logits, done, toks, lps, slps, mask, state, key)
+
+    carry = (
+        jnp.int32(0),
+        logits0,
+        jnp.zeros((num_rows,), bool),
+        zeros_i,
+        zeros_f,
+        zeros_f,
+        jnp.zeros((num_rows, t_max), jnp.int32),
+        state0,
+        rng,
+    )
+    out = jax.lax.while_loop(cond, body, carry)
+    return out[3], out[4], out[5], out[6]
+
+
+def _sample_impl(
+    config: ModelConfig,
+    params,
+    prompt_tokens,
+    prompt_lengths,
+    rng,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    eos_id: int,
+    pad_id: int,
+    num_samples: int,
+    force_full_length: bool,
+) -> SampleOutput:
+    b, lp = prompt_tokens.shape
+    n = b * num_samples
+    tokens = jnp.repeat(prompt_tokens.astype(jnp.int32), num_samples, axis=0)
+    lengths = jnp.repeat(prompt_lengths.astype(jnp.int32), num_samples, axis=0)
+    slots = lp + max_new_tokens
+    slot_ids = jnp.arange(slots)[None, :]
+    prompt_slots = slot_ids < lengths[:, None]  # [N, S]
+
+    def prefill():
+        cache = model_lib.init_cache(config, n, slots)
+        logits, cache = model_lib.apply(
+            config,
+            params,
+            tokens,
+            attention_mask=prompt_slots,
+            cache=cache,
+            cache_index=0,
+            logits_positions=jnp.maximum(lengths - 1, 0),
+        )
+        return logits, cache
+
+    def decode(cache, tok, t):
+        valid = prompt_slots | ((slot_ids >= lp) & (slot_ids <= lp + t))
+        logits, cache = model_lib.apply(
+            config,
+            params,
+            tok[:, None],
+            positions=(lengths + t)[:, None],
+            attention_mask=valid,
+            cache=cache,
+            cache_index=lp + t,
+            logits_positions=jnp.zeros((n,), jnp.int32),
+        )
+        return logits, cache
+
+    toks, lps, slps, mask = sample_loop(
+        prefill,
+        decode,
+        n,
+        rng,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        force_full_length=force_full_length,
+    )
+    return SampleOutput(
+        tokens=toks,
+        logprobs=lps,
+        sampling_logprobs=slps,
+        mask=mask,
+        lengths=mask.sum(axis=1).astype(jnp.int32),
+        prompt_index=jnp.repeat(jnp.arange(b, dtype=jnp.int32), num_samples),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted(config: ModelConfig, **static) -> Callable:
+    return jax.jit(functools.partial(_sample_impl, config, **static))
+
+
+def sample(
+    config: ModelConfig,
+    params,
+    prompt_tokens,
+    prompt_lengths,
+    rng,
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    eos_id: int,
+    pad_id: int = 0,
+    num_samples: int = 1,
+    force_full_length: bool = False,
+) -> SampleOutput:
+    """Samples `num_samples` continuations of each prompt (temperature 0 = greedy).
+
+    prompt_tokens [B, Lp] right-padded, prompt_lengths [B]. Compiled once per
+    (config, shapes, decoding settings). See `SampleOutput` for the outputs.
+    """
+    fn = _jitted(
+        config,
+        max_new_tokens=int(max_new_tokens),
+        temperature=float(temperature),
+        top_k=int(top_k),
+        top_p=float(top_p),
+        eos_id=int(eos_id),
+        pad_id=int(pad_id),
+        num_samples=int(num_samples),
+        force_full_length=bool(force_full_length),
+    )
+    return fn(params, jnp.asarray(prompt_tokens), jnp.asarray(prompt_lengths), rng)
+
+
+def make_sampler(
+    config: ModelConfig, mesh: Mesh, rules: Rules, *, param_shardings=None, **static
+) -> Callable[..., SampleOutput]:
+    """A jitted `(params, prompt_tokens, prompt_lengths, rng) -> SampleOutput` with the
+    batch sharded over ('data', 'fsdp') and params as `param_shardings` (default: the
+    model's logical rules)."""
+    if param_shardings is None:
+        _, param_shardings = model_lib.abstract_params(config, mesh, rules, "lm")
+    static = dict(
+        max_new_tokens=int(static.pop("max_new_tokens")),
+        temperature=float(static.pop("temperature", 1.0)),
+        top_k=int(static.pop("top_k", 0)),
+        top_p=float(static.pop("top_p", 1.0)),
+        eos_id=int(static.pop("eos_id")),
+        pad_id=int(static.pop("pad_id", 0)),
+        num_samples=int(static.pop("num_samples", 1)),
+        force_full_length=bool(static.pop("force_full_length", False)),
+    )
+    b1, b2 = partition.batch_sharding(mesh, 1), partition.batch_sharding(mesh, 2)
+    out_shardings = SampleOutput(b2, b2, b2, b2, b1, b1)
+    jitted = partition.jit_sharded(
+        functools.partial(_sample_impl, config, **static),
+        in_shardings=(param_shardings, b2, b1, partition.replicated(mesh)),
+        out_shardings=out_shardings,
+    )
+
+    def run(params, prompt_tokens, prompt_lengths, rng) -> SampleOutput:
+        with partition.sharding_context(mesh, rules):
+            return jitted(params, prompt_tokens, prompt_lengths, rng)
+
+    return run
