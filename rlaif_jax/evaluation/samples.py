@@ -1,0 +1,156 @@
+"""Decode held-out prompts with a policy checkpoint; side-by-side samples for raters.
+
+Samples are written to WORKDIR/eval/samples_<policy>.jsonl ({id, context, response})
+and reused when complete, so a rerun of evaluation never decodes twice.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from rlaif_jax.data import batching
+from rlaif_jax.decoding import sample as sample_lib
+from rlaif_jax.models import model as model_lib
+from rlaif_jax.models.config import ModelConfig
+from rlaif_jax.sharding import partition
+
+logger = logging.getLogger("rlaif_jax.evaluation")
+
+# Paper App. E: RL policies pad summaries with trailing periods/spaces (reward hacking);
+# those symbols are stripped before human evaluation.
+_TRAILING = re.compile(r"(\s*\.)(\s*\.)+\s*$")
+
+
+def postprocess(text: str) -> str:
+    """Strips repeated trailing periods and whitespace (the paper's post-processing)."""
+    text = _TRAILING.sub(r"\1", text)
+    return text.strip()
+
+
+def decode_policy(
+    config: ModelConfig,
+    params: Any,
+    vocab: Any,
+    prompts: Sequence[dict],
+    mesh,
+    rules,
+    *,
+    max_prompt_len: int,
+    max_new_tokens: int,
+    temperature: float,
+    prompt_suffix: str,
+    batch_size: int,
+    seed: int = 0,
+) -> list[str]:
+    """Responses [N] for `prompts` (records with 'context'), decoded in fixed-size batches."""
+    sampler = sample_lib.make_sampler(
+        config,
+        mesh,
+        rules,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        eos_id=vocab.eos_id,
+        pad_id=vocab.pad_id,
+        num_samples=1,
+    )
+    out: list[str] = []
+    rng = jax.random.key(seed)
+    t0 = time.time()
+    for i in range(0, len(prompts), batch_size):
+        chunk = list(prompts[i : i + batch_size])
+        real = len(chunk)
+        chunk += [chunk[-1]] * (batch_size - real)  # fixed shapes: one compilation
+        tokens, lengths = batching.prompt_batch(chunk, vocab, max_prompt_len, prompt_suffix)
+        res = sampler(
+            params,
+            partition.global_batch({"t": tokens}, mesh)["t"],
+            partition.global_batch({"l": lengths}, mesh)["l"],
+            jax.random.fold_in(rng, i),
+        )
+        toks = np.asarray(jax.device_get(res.tokens))
+        lens = np.asarray(jax.device_get(res.lengths))
+        for row in range(real):
+            ids = [int(t) for t in toks[row, : lens[row]] if int(t) != vocab.eos_id]
+            out.append(postprocess(vocab.decode(ids)))
+        done = min(i + batch_size, len(prompts))
+        rate = done / max(time.time() - t0, 1e-9)
+        logger.info(
+            "decode: %d/%d prompts (%.1f/s, ETA %.0f s)",
+            done,
+            len(prompts),
+            rate,
+            (len(prompts) - done) / max(rate, 1e-9),
+        )
+    return out
+
+
+def samples_path(workdir: str, policy: str) -> str:
+    return os.path.join(workdir, "eval", f"samples_{policy}.jsonl")
+
+
+def load_samples(path: str, ids: Sequence[str]) -> list[str] | None:
+    """Responses in `ids` order if `path` holds exactly those ids, else None."""
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    by_id = {r["id"]: r["response"] for r in rows}
+    if set(by_id) != set(ids):
+        return None
+    return [by_id[i] for i in ids]
+
+
+def write_samples(path: str, prompts: Sequence[dict], responses: Sequence[str]) -> None:
+    if jax.process_index() != 0:
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        for p, r in zip(prompts, responses):
+            f.write(json.dumps({"id": p["id"], "context": p["context"], "response": r}) + "\n")
+    os.replace(tmp, path)
+
+
+def write_side_by_side(report_dir: str, prompts, responses: dict[str, list[str]], limit: int = 200):
+    """side_by_side.jsonl (every prompt) and side_by_side.html (first `limit`) for raters."""
+    if jax.process_index() != 0:
+        return
+    os.makedirs(report_dir, exist_ok=True)
+    names = sorted(responses)
+    with open(os.path.join(report_dir, "side_by_side.jsonl"), "w") as f:
+        for i, p in enumerate(prompts):
+            row = {"id": p["id"], "context": p["context"], **{n: responses[n][i] for n in names}}
+            f.write(json.dumps(row) + "\n")
+    cells = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    rows = []
+    for i, p in enumerate(prompts[:limit]):
+        tds = "".join(f"<td>{html.escape(responses[n][i])}</td>" for n in names)
+        rows.append(f"<tr><td><pre>{html.escape(p['context'])}</pre></td>{tds}</tr>")
+    page = (
+        "<!doctype html><meta charset='utf-8'><title>rlaif_jax side-by-side</title>"
+        "<style>td,th{border:1px solid #ccc;padding:4px;vertical-align:top}"
+        "pre{white-space:pre-wrap;margin:0}</style>"
+        f"<table><tr><th>context</th>{cells}</tr>{''.join(rows)}</table>"
+    )
+    with open(os.path.join(report_dir, "side_by_side.html"), "w") as f:
+        f.write(page)
+
+
+def restore_policy(workdir: str, policy_dir: str, config: ModelConfig, mesh, rules):
+    """The policy params saved by `policy_dir` (sft or rl_<name>), on `mesh`."""
+    from rlaif_jax.train import checkpoint
+
+    structs, _ = model_lib.abstract_params(config, mesh, rules, "lm")
+    return checkpoint.restore_params(os.path.join(workdir, policy_dir, "ckpt"), structs)
