@@ -40,7 +40,7 @@ def token_logprobs(config: ModelConfig, params: PyTree, tokens, attention_mask) 
 def _renormalise(last_logits, candidate_ids):
     """last_logits [B, V] -> (probs over the K candidates [B, K], full-vocab logprobs [B, K])."""
     full = jax.nn.log_softmax(last_logits.astype(jnp.float32), axis=-1)
-    cand = jnp.take(full, candidate_ids.astype(jnp.int32), axis=-1)
+    cand = jnp.take(full, jnp.asarray(candidate_ids, jnp.int32), axis=-1)
     return jax.nn.softmax(cand, axis=-1), cand
 
 
@@ -81,12 +81,12 @@ def encode_prefix(config: ModelConfig, params: PyTree, prefix_tokens, batch: int
         logits_positions=jnp.zeros((1,), jnp.int32),
     )
     pad = ((0, 0), (0, num_slots - p), (0, 0), (0, 0))
+    # One copy of the prefix's keys/values per row (batch * P * K * Dh per layer) is far
+    # cheaper than encoding the P prefix tokens once per row.
     return tuple(
-        tuple(jnp.broadcast_to(jnp.pad(x, pad), (batch, *x.shape[1:-3], num_slots, *x.shape[2:])))
-        for x in layer
+        tuple(jnp.broadcast_to(jnp.pad(x, pad), (batch, num_slots, *x.shape[2:])) for x in layer)
+        for layer in cache
     )
-    # (broadcast_to materialises per row inside the attention's update; that copy is
-    # batch * P * K * Dh per layer, far cheaper than re-encoding P tokens per row.)
 
 
 def candidate_distribution_shared_prefix(
