@@ -112,20 +112,20 @@ class Attention(nn.Module):
         dt = jnp.dtype(c.dtype)
         h, k, dh, d = c.num_heads, c.num_kv_heads, c.head_dim, c.d_model
 
-        q_kernel = self._sub_param("q", "kernel", (ax.EMBED, ax.HEADS, ax.HEAD_DIM), (d, h, dh), d)
-        k_kernel = self._sub_param(
-            "k", "kernel", (ax.EMBED, ax.KV_HEADS, ax.HEAD_DIM), (d, k, dh), d
+        bias_h = (ax.HEADS, ax.HEAD_DIM) if c.qkv_bias else None
+        bias_k = (ax.KV_HEADS, ax.HEAD_DIM) if c.qkv_bias else None
+        q_kernel, q_bias = self._proj("q", (ax.EMBED, ax.HEADS, ax.HEAD_DIM), (d, h, dh), d, bias_h)
+        k_kernel, k_bias = self._proj(
+            "k", (ax.EMBED, ax.KV_HEADS, ax.HEAD_DIM), (d, k, dh), d, bias_k
         )
-        v_kernel = self._sub_param(
-            "v", "kernel", (ax.EMBED, ax.KV_HEADS, ax.HEAD_DIM), (d, k, dh), d
+        v_kernel, v_bias = self._proj(
+            "v", (ax.EMBED, ax.KV_HEADS, ax.HEAD_DIM), (d, k, dh), d, bias_k
         )
         q = jnp.einsum("bld,dhe->blhe", x, q_kernel.astype(dt))
         kk = jnp.einsum("bld,dke->blke", x, k_kernel.astype(dt))
         v = jnp.einsum("bld,dke->blke", x, v_kernel.astype(dt))
         if c.qkv_bias:
-            q = q + self._bias("q", (ax.HEADS, ax.HEAD_DIM), (h, dh)).astype(dt)
-            kk = kk + self._bias("k", (ax.KV_HEADS, ax.HEAD_DIM), (k, dh)).astype(dt)
-            v = v + self._bias("v", (ax.KV_HEADS, ax.HEAD_DIM), (k, dh)).astype(dt)
+            q, kk, v = q + q_bias.astype(dt), kk + k_bias.astype(dt), v + v_bias.astype(dt)
         if c.qk_norm:
             q = RMSNorm(
                 c.norm_eps,
@@ -175,49 +175,39 @@ class Attention(nn.Module):
         out = nn.with_logical_constraint(
             out, (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_HEADS, ax.ACT_HEAD_DIM)
         )
-        o_kernel = self._sub_param(
-            "o", "kernel", (ax.HEADS, ax.HEAD_DIM, ax.EMBED), (h, dh, d), h * dh
-        )
+        o_kernel, _ = self._proj("o", (ax.HEADS, ax.HEAD_DIM, ax.EMBED), (h, dh, d), h * dh)
         y = jnp.einsum("blhe,hed->bld", out, o_kernel.astype(dt))
         return y, new_cache
 
-    def _sub_param(self, module: str, name: str, axes_names, shape, fan_in):
-        return _Param(axes_names, shape, fan_in, jnp.dtype(self.config.param_dtype), name=module)(
-            name
-        )
-
-    def _bias(self, module: str, axes_names, shape):
-        return _Bias(axes_names, shape, jnp.dtype(self.config.param_dtype), name=module)()
+    def _proj(self, name: str, axes_names, shape, fan_in, bias_axes=None):
+        pdt = jnp.dtype(self.config.param_dtype)
+        return _Proj(axes_names, shape, fan_in, pdt, bias_axes, name=name)()
 
 
-class _Param(nn.Module):
-    """One kernel under its own scope (params path .../q/kernel, as HF importers expect)."""
+class _Proj(nn.Module):
+    """A projection's kernel (and optional bias) under one scope: params .../q/{kernel,bias},
+    the paths the HF importers expect. Returns (kernel, bias or None)."""
 
     axes_names: tuple
     shape: tuple
     fan_in: int
     param_dtype: jnp.dtype
-
-    @nn.compact
-    def __call__(self, name: str):
-        return self.param(
-            name, _dense_init(self.axes_names, self.fan_in), self.shape, self.param_dtype
-        )
-
-
-class _Bias(nn.Module):
-    axes_names: tuple
-    shape: tuple
-    param_dtype: jnp.dtype
+    bias_axes: tuple | None = None
 
     @nn.compact
     def __call__(self):
-        return self.param(
-            "bias",
-            nn.with_logical_partitioning(nn.initializers.zeros, self.axes_names),
-            self.shape,
-            self.param_dtype,
+        kernel = self.param(
+            "kernel", _dense_init(self.axes_names, self.fan_in), self.shape, self.param_dtype
         )
+        bias = None
+        if self.bias_axes is not None:
+            bias = self.param(
+                "bias",
+                nn.with_logical_partitioning(nn.initializers.zeros, self.bias_axes),
+                self.shape[1:],
+                self.param_dtype,
+            )
+        return kernel, bias
 
 
 def attend(q, k, v, mask, softcap=None, impl: str = "xla"):
@@ -248,13 +238,9 @@ class MLP(nn.Module):
     def __call__(self, x):
         c = self.config
         dt, pdt = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        gate = _Param((ax.EMBED, ax.MLP), (c.d_model, c.mlp_dim), c.d_model, pdt, name="gate")(
-            "kernel"
-        )
-        up = _Param((ax.EMBED, ax.MLP), (c.d_model, c.mlp_dim), c.d_model, pdt, name="up")("kernel")
-        down = _Param((ax.MLP, ax.EMBED), (c.mlp_dim, c.d_model), c.mlp_dim, pdt, name="down")(
-            "kernel"
-        )
+        gate, _ = _Proj((ax.EMBED, ax.MLP), (c.d_model, c.mlp_dim), c.d_model, pdt, name="gate")()
+        up, _ = _Proj((ax.EMBED, ax.MLP), (c.d_model, c.mlp_dim), c.d_model, pdt, name="up")()
+        down, _ = _Proj((ax.MLP, ax.EMBED), (c.mlp_dim, c.d_model), c.mlp_dim, pdt, name="down")()
         g = x @ gate.astype(dt)
         u = x @ up.astype(dt)
         if c.mlp_activation == "silu":

@@ -58,24 +58,38 @@ def _remat_policy(name: str):
 
 
 def attention_mask_for(
-    attention_mask, length: int, sliding_window: int | None = None, cache_index=None, num_slots=None
+    attention_mask,
+    positions,
+    sliding_window: int | None = None,
+    cache_index=None,
+    num_slots: int | None = None,
 ):
     """Boolean [B, L, S] mask: causal in slot order, keys restricted to valid slots.
 
     Without a cache, attention_mask [B, L] marks real tokens and S == L. With a cache,
     attention_mask [B, S] marks valid cache slots (after this call's writes), and query i
-    sits at slot cache_index + i.
+    sits at slot cache_index + i. The sliding window is measured in token positions, not
+    slots (a row's valid slots need not be contiguous: the sampler writes a short prompt's
+    continuation after the padded prompt): a valid key's position is the number of valid
+    slots before it, the query's is `positions` [B, L].
     """
+    length = positions.shape[1]
+    valid = attention_mask.astype(bool)
     if cache_index is None:
         q_slot = jnp.arange(length)
         k_slot = jnp.arange(length)
     else:
         q_slot = cache_index + jnp.arange(length)
         k_slot = jnp.arange(num_slots)
-    allowed = k_slot[None, :] <= q_slot[:, None]  # [L, S]
+    allowed = (k_slot[None, :] <= q_slot[:, None])[None] & valid[:, None, :]  # [B, L, S]
     if sliding_window is not None:
-        allowed &= (q_slot[:, None] - k_slot[None, :]) < sliding_window
-    return allowed[None] & attention_mask[:, None, :].astype(bool)
+        if cache_index is None:
+            k_pos = positions
+        else:
+            k_pos = jnp.cumsum(valid, axis=1, dtype=jnp.int32) - 1
+        dist = positions[:, :, None] - k_pos[:, None, :]
+        allowed &= dist < sliding_window
+    return allowed
 
 
 class Transformer(nn.Module):
@@ -126,7 +140,7 @@ class Transformer(nn.Module):
             window = None if is_global else c.sliding_window
             if window not in masks:
                 masks[window] = attention_mask_for(
-                    attention_mask, length, window, cache_index, num_slots
+                    attention_mask, positions, window, cache_index, num_slots
                 )
             layer_cache = None if cache is None else cache[i]
             x, lc = block_cls(c, is_global, name=f"layers_{i}")(
