@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 # Rating scores ("Preferred Summary=1", "Score: 10") must be single pieces so the
 # labeler reads one token per candidate; user-defined symbols are never split.
@@ -89,3 +89,34 @@ def train_sentencepiece(
         f.write(model.getvalue())
     os.replace(tmp, path)  # atomic: a concurrent reader never sees half a model
     return path
+
+
+def stage_vocabulary(
+    stage_dir: str,
+    vocab_path: str | None,
+    texts_fn: Callable[[], Iterable[str]],
+    vocab_size: int,
+) -> tuple[Any, str]:
+    """The vocabulary a stage uses, and its path inside `stage_dir` (spm.model).
+
+    With `vocab_path` (a pretrained model's SentencePiece file) it is copied into the
+    stage dir so later stages find it; without one (the toy world), a model is trained
+    on `texts_fn()` once — a rerun reuses the file.
+    """
+    import shutil
+
+    import jax
+
+    target = os.path.join(stage_dir, "spm.model")
+    if jax.process_index() == 0 and not os.path.exists(target):
+        os.makedirs(stage_dir, exist_ok=True)
+        if vocab_path:
+            shutil.copyfile(vocab_path, target + ".tmp")
+            os.replace(target + ".tmp", target)
+        else:
+            train_sentencepiece(texts_fn(), os.path.join(stage_dir, "spm"), vocab_size)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"vocab:{target}")
+    return sentencepiece_vocabulary(target), target

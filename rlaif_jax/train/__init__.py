@@ -1,0 +1,1 @@
+"""The shared sharded train loop, optimizers, losses, checkpoints and metrics."""

@@ -1,0 +1,36 @@
+"""Pure losses (no jit or mesh needed): SFT cross-entropy and the paper's soft-label RM loss."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def next_token_loss(logits, tokens, loss_mask):
+    """Mean cross-entropy of tokens[:, t] under logits[:, t - 1] over loss_mask[:, t].
+
+    logits [B, L, V] float32; tokens [B, L] int32; loss_mask [B, L] (1 on target tokens,
+    EOS included). Returns (loss scalar, number of target tokens).
+    """
+    lp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(lp, tokens[:, 1:, None].astype(jnp.int32), axis=-1)[..., 0]
+    mask = loss_mask[:, 1:].astype(jnp.float32)
+    count = jnp.maximum(mask.sum(), 1.0)
+    return (nll * mask).sum() / count, mask.sum()
+
+
+def soft_label_rm_loss(r1, r2, p):
+    """-[p log σ(r1 − r2) + (1 − p) log σ(r2 − r1)], mean over the batch (paper §1.4).
+
+    r1, r2 [B] scalar rewards; p [B] = P(response1 preferred) in [0, 1]; p ∈ {0, 1} is the
+    Bradley–Terry loss of human labels.
+    """
+    d = (r1 - r2).astype(jnp.float32)
+    p = p.astype(jnp.float32)
+    return -(p * jax.nn.log_sigmoid(d) + (1.0 - p) * jax.nn.log_sigmoid(-d)).mean()
+
+
+def pairwise_accuracy(r1, r2, label):
+    """Share of pairs where the RM ranks the preferred response higher (label = P(resp1))."""
+    preferred_first = label > 0.5
+    return jnp.mean(jnp.where(preferred_first, r1 > r2, r2 > r1).astype(jnp.float32))

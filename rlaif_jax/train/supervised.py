@@ -1,0 +1,155 @@
+"""One supervised run of the shared loop over a record list: what SFT, the reward model
+and the toy labeler bootstrap have in common (mesh, born-sharded params, optimizer state,
+resumable epoch iterator, checkpoints, metrics, COMPLETE marker)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gin
+import jax
+
+from rlaif_jax import artifacts
+from rlaif_jax.data import batching
+from rlaif_jax.models import model as model_lib
+from rlaif_jax.models.config import ModelConfig
+from rlaif_jax.sharding import mesh as mesh_lib
+from rlaif_jax.sharding import partition
+from rlaif_jax.sharding import rules as rules_lib
+from rlaif_jax.train import loop, optim
+from rlaif_jax.train.checkpoint import restore_params
+
+logger = logging.getLogger("rlaif_jax.train")
+
+
+@gin.configurable
+@dataclass(frozen=True)
+class TrainSettings:
+    """Batch and length of a supervised run (gin: `sft/TrainSettings.batch_size = 128`).
+
+    num_steps wins over num_epochs when set; save_every 0 saves only at the end.
+    """
+
+    batch_size: int = 32
+    num_epochs: float = 1.0
+    num_steps: int | None = None
+    microbatches: int = 1
+    save_every: int = 200
+    keep: int = 2
+    log_every: int = 20
+    eval_every: int = 0
+    num_data_shards: int = 0  # 0: one per process
+    seed: int = 0
+
+
+def num_steps_for(settings: TrainSettings, num_records: int) -> int:
+    if settings.num_steps:
+        return settings.num_steps
+    return max(1, math.ceil(settings.num_epochs * num_records / settings.batch_size))
+
+
+def init_model_params(
+    config: ModelConfig, head: str, mesh, rules, seed: int, init_from: str | None, lm_source: bool
+):
+    """Born-sharded params; `init_from` (a ckpt dir) overwrites them: an LM checkpoint into
+    a scalar model copies the trunk (RM / value from SFT)."""
+    params, shardings = model_lib.init_params(config, jax.random.PRNGKey(seed), mesh, rules, head)
+    if init_from:
+        if head == "scalar" and lm_source:
+            lm_structs, _ = model_lib.abstract_params(config, mesh, rules, "lm")
+            lm = restore_params(init_from, lm_structs)
+            params = model_lib.lm_to_scalar_params(lm, params)
+        else:
+            params = restore_params(init_from, params)
+        logger.info("initialised %s params from %s", head, init_from)
+    return params, shardings
+
+
+def train_supervised(
+    *,
+    stage: str,
+    workdir: str,
+    stage_dir: str,
+    config: ModelConfig,
+    head: str,
+    records: Sequence[dict],
+    batch_fn: Callable[[list[dict]], dict],
+    loss_fn: loop.LossFn,
+    settings: TrainSettings,
+    init_from: str | None = None,
+    init_from_lm: bool = True,
+    eval_fn: Callable[[Any], dict[str, float]] | None = None,
+    tx=None,
+) -> tuple[Any, dict[str, float]]:
+    """Trains `config`/`head` on `records` and returns (params, final metrics).
+
+    Output: stage_dir/ckpt (orbax), WORKDIR/logs/<stage>/metrics.jsonl + TensorBoard.
+    A rerun resumes from stage_dir/ckpt exactly.
+    """
+    start = time.time()
+    mesh = mesh_lib.make_mesh()
+    rules = rules_lib.get_rules()
+    if settings.batch_size % partition.batch_size_divisor(mesh):
+        raise ValueError(
+            f"{stage}: batch_size {settings.batch_size} is not divisible by the "
+            f"{partition.batch_size_divisor(mesh)} batch shards of the mesh (gin: TrainSettings.batch_size)."
+        )
+    num_steps = num_steps_for(settings, len(records))
+    params, shardings = init_model_params(
+        config, head, mesh, rules, settings.seed, init_from, init_from_lm
+    )
+    tx = tx or optim.make_optimizer()
+    state, state_shardings = loop.create_sharded_state(params, shardings, tx, mesh, settings.seed)
+    del params
+    num_shards = settings.num_data_shards or jax.process_count()
+    shards = batching.read_local_shards(records, num_shards)
+
+    def make_batches(position):
+        data_state = batching.DataState.from_dict(position) if position else None
+        return batching.EpochIterator(
+            shards,
+            num_shards,
+            settings.batch_size,
+            settings.seed,
+            state=data_state,
+            batch_fn=batch_fn,
+        )
+
+    logdir = os.path.join(workdir, "logs", os.path.basename(stage_dir))
+    state, metrics = loop.run_training(
+        stage=stage,
+        state=state,
+        state_shardings=state_shardings,
+        step_fn=loop.make_train_step(loss_fn, settings.microbatches),
+        make_batches=make_batches,
+        data_position=lambda it: it.state.to_dict(),
+        settings=loop.LoopSettings(
+            num_steps=num_steps,
+            save_every=settings.save_every,
+            keep=settings.keep,
+            log_every=settings.log_every,
+            eval_every=settings.eval_every,
+        ),
+        ckpt_dir=os.path.join(stage_dir, "ckpt"),
+        metrics_path=os.path.join(logdir, "metrics.jsonl"),
+        tensorboard_dir=os.path.join(logdir, "tb"),
+        mesh=mesh,
+        rules=rules,
+        eval_fn=eval_fn,
+        tokens_per_batch=lambda b: (
+            float(b["attention_mask"].sum()) if "attention_mask" in b else 0.0
+        ),
+    )
+    metrics["num_steps"] = num_steps
+    metrics["train_seconds"] = time.time() - start
+    return state.params, metrics
+
+
+def finish(stage_dir: str, metrics: dict[str, float], start: float) -> None:
+    artifacts.write_complete(stage_dir, metrics, time.time() - start)
