@@ -82,7 +82,8 @@ def sample_loop(
 
     prefill_fn() -> (logits [N, V] for the first new token, state); decode_fn(state, token
     [N] int32, t scalar) -> (logits [N, V] for token t + 1, state). Returns
-    (tokens, logprobs, sampling_logprobs, mask) each [N, T].
+    (tokens, logprobs, sampling_logprobs, mask) each [N, T] and the number of steps run
+    (T, or fewer when every row emitted EOS).
     """
     t_max = max_new_tokens
     logits0, state0 = prefill_fn()
@@ -101,38 +102,39 @@ def sample_loop(
         lp = jnp.take_along_axis(raw_lp, tok[:, None], 1)[:, 0]
         return tok, lp, samp_lp
 
+    def emit(t, logits, done, outs, key):
+        """Chooses token t for every row and records it (pad, mask 0 once a row is done)."""
+        key, sub = jax.random.split(key)
+        tok, lp, slp = choose(logits, sub)
+        live = ~done
+        tok = jnp.where(live, tok, pad_id)
+        toks, lps, slps, mask = outs
+        outs = (
+            toks.at[:, t].set(tok),
+            lps.at[:, t].set(jnp.where(live, lp, 0.0)),
+            slps.at[:, t].set(jnp.where(live, slp, 0.0)),
+            mask.at[:, t].set(live.astype(jnp.int32)),
+        )
+        return tok, done | (tok == eos_id), outs, key
+
     def cond(carry):
         t, done = carry[0], carry[2]
         more = t < t_max
         return more if force_full_length else more & ~jnp.all(done)
 
     def body(carry):
-        t, logits, done, toks, lps, slps, mask, state, key = carry
-        key, sub = jax.random.split(key)
-        tok, lp, slp = choose(logits, sub)
-        live = ~done
-        tok = jnp.where(live, tok, pad_id)
-        toks = toks.at[:, t].set(tok)
-        lps = lps.at[:, t].set(jnp.where(live, lp, 0.0))
-        slps = slps.at[:, t].set(jnp.where(live, slp, 0.0))
-        mask = mask.at[:, t].set(live.astype(jnp.int32))
-        done = done | (tok == eos_id)
-        logits, state = decode_fn(state, tok, t)
-        return (t + 1, logits, done, toks, lps, slps, mask, state, key)
+        t, tok, done, outs, state, key = carry
+        # Feed token t - 1, get the logits of token t: T - 1 decode steps in all.
+        logits, state = decode_fn(state, tok, t - 1)
+        tok, done, outs, key = emit(t, logits, done, outs, key)
+        return (t + 1, tok, done, outs, state, key)
 
-    carry = (
-        jnp.int32(0),
-        logits0,
-        jnp.zeros((num_rows,), bool),
-        zeros_i,
-        zeros_f,
-        zeros_f,
-        jnp.zeros((num_rows, t_max), jnp.int32),
-        state0,
-        rng,
+    outs = (zeros_i, zeros_f, zeros_f, jnp.zeros((num_rows, t_max), jnp.int32))
+    tok, done, outs, key = emit(0, logits0, jnp.zeros((num_rows,), bool), outs, rng)
+    t, _, _, outs, _, _ = jax.lax.while_loop(
+        cond, body, (jnp.int32(1), tok, done, outs, state0, key)
     )
-    out = jax.lax.while_loop(cond, body, carry)
-    return out[3], out[4], out[5], out[6]
+    return (*outs, t)
 
 
 def _sample_impl(
@@ -153,24 +155,32 @@ def _sample_impl(
 ) -> SampleOutput:
     b, lp = prompt_tokens.shape
     n = b * num_samples
-    tokens = jnp.repeat(prompt_tokens.astype(jnp.int32), num_samples, axis=0)
-    lengths = jnp.repeat(prompt_lengths.astype(jnp.int32), num_samples, axis=0)
+    prompt_lengths = prompt_lengths.astype(jnp.int32)
+    lengths = jnp.repeat(prompt_lengths, num_samples, axis=0)
     slots = lp + max_new_tokens
     slot_ids = jnp.arange(slots)[None, :]
     prompt_slots = slot_ids < lengths[:, None]  # [N, S]
 
     def prefill():
-        cache = model_lib.init_cache(config, n, slots)
+        # Each prompt is encoded once (not once per sample) into a cache of Lp slots, so
+        # the prefill attends over Lp keys, not Lp + T; then the cache is repeated per
+        # sample and padded to its full size once.
+        cache = model_lib.init_cache(config, b, lp)
         logits, cache = model_lib.apply(
             config,
             params,
-            tokens,
-            attention_mask=prompt_slots,
+            prompt_tokens.astype(jnp.int32),
+            attention_mask=jnp.arange(lp)[None, :] < prompt_lengths[:, None],
             cache=cache,
             cache_index=0,
-            logits_positions=jnp.maximum(lengths - 1, 0),
+            logits_positions=jnp.maximum(prompt_lengths - 1, 0),
         )
-        return logits, cache
+        pad = ((0, 0), (0, max_new_tokens), (0, 0), (0, 0))
+        cache = tuple(
+            tuple(jnp.pad(jnp.repeat(x, num_samples, axis=0), pad) for x in layer)
+            for layer in cache
+        )
+        return jnp.repeat(logits, num_samples, axis=0), cache
 
     def decode(cache, tok, t):
         valid = prompt_slots | ((slot_ids >= lp) & (slot_ids <= lp + t))
@@ -186,7 +196,7 @@ def _sample_impl(
         )
         return logits, cache
 
-    toks, lps, slps, mask = sample_loop(
+    toks, lps, slps, mask, _ = sample_loop(
         prefill,
         decode,
         n,
