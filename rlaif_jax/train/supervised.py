@@ -151,5 +151,12 @@ def train_supervised(
     return state.params, metrics
 
 
+def _count_tokens(batch: dict) -> float:
+    """Real tokens in a local batch (attention mask, or the lengths of pair batches)."""
+    if "attention_mask" in batch:
+        return float(batch["attention_mask"].sum())
+    return float(sum(batch[k].sum() for k in batch if k.startswith("lengths")))
+
+
 def finish(stage_dir: str, metrics: dict[str, float], start: float) -> None:
     artifacts.write_complete(stage_dir, metrics, time.time() - start)

@@ -1,0 +1,144 @@
+"""`rlaif-jax reward`: a reward model on AI (RLAIF) or human (RLHF) preferences.
+
+The RM is the policy architecture with a scalar head, read at each response's last
+token, initialised from the SFT checkpoint (or the raw LM) as gin says (paper Table 6),
+and trained with the paper's soft-label cross-entropy
+    L = -[p log σ(r1 − r2) + (1 − p) log σ(r2 − r1)]
+(p ∈ {0, 1} for human labels: Bradley–Terry). It is evaluated by pairwise accuracy on
+held-out human preferences. Output: WORKDIR/<output_dir>/{ckpt, spm.model, COMPLETE}.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlaif_jax.data import batching, tasks
+from rlaif_jax.data import vocab as vocab_lib
+from rlaif_jax.decoding import score
+from rlaif_jax.models.config import get_config
+from rlaif_jax.sharding import mesh as mesh_lib
+from rlaif_jax.sharding import partition
+from rlaif_jax.sharding import rules as rules_lib
+from rlaif_jax.train import losses
+from rlaif_jax.train.supervised import TrainSettings, finish, train_supervised
+
+
+def rm_loss(config, params, batch, rng):
+    """Soft-label RM loss on a pair batch (tokens1/lengths1, tokens2/lengths2, label)."""
+    del rng
+    both = jnp.concatenate([batch["tokens1"], batch["tokens2"]], axis=0)
+    lengths = jnp.concatenate([batch["lengths1"], batch["lengths2"]], axis=0)
+    r = score.sequence_scores(config, params, both, lengths)
+    r1, r2 = jnp.split(r, 2)
+    loss = losses.soft_label_rm_loss(r1, r2, batch["label"])
+    return loss, {
+        "accuracy": losses.pairwise_accuracy(r1, r2, batch["label"]),
+        "reward_mean": r.mean(),
+    }
+
+
+def pairwise_accuracy_on(config, params, pairs, batch_fn, batch_size: int) -> float:
+    """Held-out pairwise accuracy of the RM over `pairs` (fixed-size batches, last one padded)."""
+    mesh = mesh_lib.make_mesh()
+    rules = rules_lib.get_rules()
+    scorer = score.make_scorer(config, mesh, rules, kind="sequence_scores")
+    correct, total = 0.0, 0
+    for i in range(0, len(pairs), batch_size):
+        chunk = list(pairs[i : i + batch_size])
+        real = len(chunk)
+        chunk += [chunk[-1]] * (batch_size - real)
+        b = batch_fn(chunk)
+        g = partition.global_batch(b, mesh)
+        r1 = np.asarray(scorer(params, g["tokens1"], g["lengths1"]))[:real]
+        r2 = np.asarray(scorer(params, g["tokens2"], g["lengths2"]))[:real]
+        label = b["label"][:real]
+        correct += float(np.sum(np.where(label > 0.5, r1 > r2, r2 > r1)))
+        total += real
+    return correct / max(total, 1)
+
+
+@gin.configurable("reward")
+def run_stage(
+    workdir: str = gin.REQUIRED,
+    output_dir: str = "rm_ai",
+    preferences: str = "ai",
+    label_dir: str = "labels",
+    init_from: str | None = "sft",
+    model_preset: str = "toy_policy",
+    model_overrides: dict | None = None,
+    vocab_path: str | None = None,
+    max_context: int = 1024,
+    max_response: int = 128,
+    prompt_suffix: str = "\nTL;DR:",
+    eval_split: str = "validation",
+    max_eval_pairs: int | None = None,
+    settings: TrainSettings | None = None,
+) -> dict[str, float]:
+    """Trains an RM on 'ai' (WORKDIR/<label_dir> shards) or 'human' preferences.
+
+    init_from: a stage dir under WORKDIR ('sft') whose LM trunk initialises the RM, or
+    None for random init. vocab_path defaults to WORKDIR/sft/spm.model.
+    """
+    if preferences not in ("ai", "human"):
+        raise ValueError(f"reward.preferences={preferences!r}: use 'ai' or 'human'.")
+    start = time.time()
+    stage_dir = os.path.join(workdir, output_dir)
+    settings = settings or TrainSettings()
+    data = tasks.task_sources()
+    if preferences == "ai":
+        records = list(
+            data.with_ai_labels(os.path.join(workdir, label_dir)).source("ai_prefs", "train")
+        )
+        if not records:
+            raise FileNotFoundError(
+                f"reward: no AI preferences in {os.path.join(workdir, label_dir)}; run `rlaif-jax label`."
+            )
+    else:
+        records = list(data.source("human_prefs", "train"))
+    held_out = list(data.source("human_prefs", eval_split))[: max_eval_pairs or None]
+    vocab, _ = vocab_lib.stage_vocabulary(
+        stage_dir, vocab_path or os.path.join(workdir, "sft", "spm.model"), lambda: [], 0
+    )
+    config = get_config(model_preset, **(model_overrides or {}))
+    batch_fn = functools.partial(
+        batching.pair_batch,
+        vocab=vocab,
+        max_context=max_context,
+        max_response=max_response,
+        suffix=prompt_suffix,
+    )
+    params, metrics = train_supervised(
+        stage=f"reward[{output_dir}]",
+        workdir=workdir,
+        stage_dir=stage_dir,
+        config=config,
+        head="scalar",
+        records=records,
+        batch_fn=batch_fn,
+        loss_fn=functools.partial(rm_loss, config),
+        settings=settings,
+        init_from=os.path.join(workdir, init_from, "ckpt") if init_from else None,
+    )
+    metrics["pairwise_accuracy"] = pairwise_accuracy_on(
+        config, params, held_out, batch_fn, settings.batch_size
+    )
+    metrics["num_train_pairs"] = len(records)
+    metrics["num_eval_pairs"] = len(held_out)
+    if jax.process_index() == 0:
+        import logging
+
+        logging.getLogger("rlaif_jax.reward").info(
+            "reward[%s]: held-out human pairwise accuracy %.3f on %d pairs",
+            output_dir,
+            metrics["pairwise_accuracy"],
+            len(held_out),
+        )
+    finish(stage_dir, metrics, start)
+    return metrics
