@@ -137,6 +137,18 @@ def sample_loop(
     return (*outs, t)
 
 
+def compute_dtype_params(config: ModelConfig, params):
+    """Matrices cast to the compute dtype once, outside the decode loop, so each step reads
+    bf16 weights (half the bytes of the fp32 masters). The layers cast them to the same
+    dtype anyway, so the numbers are unchanged; norm scales (vectors) stay as they are."""
+    dt = jnp.dtype(config.dtype)
+
+    def cast(x):
+        return x.astype(dt) if x.ndim >= 2 and jnp.issubdtype(x.dtype, jnp.floating) else x
+
+    return jax.tree.map(cast, params)
+
+
 def _sample_impl(
     config: ModelConfig,
     params,
@@ -155,6 +167,7 @@ def _sample_impl(
 ) -> SampleOutput:
     b, lp = prompt_tokens.shape
     n = b * num_samples
+    params = compute_dtype_params(config, params)
     prompt_lengths = prompt_lengths.astype(jnp.int32)
     lengths = jnp.repeat(prompt_lengths, num_samples, axis=0)
     slots = lp + max_new_tokens
