@@ -97,9 +97,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         dtype="float32",
         max_len=512,
     ),
-    # The toy world runs on a 2-core CPU: fp32 compute there.
+    # The toy world runs end to end on a 2-core CPU (fp32 there): a policy over a
+    # 512-piece BPE vocab of the toy corpus, and a larger labeler (more layers, wider,
+    # its own 768-piece vocab that also covers the labeling prompts).
     "toy_policy": dict(
-        vocab_size=1024,
+        vocab_size=512,
         d_model=128,
         num_layers=2,
         num_heads=4,
@@ -110,13 +112,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         max_len=512,
     ),
     "toy_labeler": dict(
-        vocab_size=1024,
-        d_model=192,
-        num_layers=4,
-        num_heads=6,
-        num_kv_heads=6,
+        vocab_size=768,
+        d_model=160,
+        num_layers=3,
+        num_heads=5,
+        num_kv_heads=5,
         head_dim=32,
-        mlp_dim=512,
+        mlp_dim=448,
         dtype="float32",
         max_len=1024,
     ),
