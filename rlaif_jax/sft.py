@@ -41,7 +41,7 @@ def run_stage(
     model_preset: str = "toy_policy",
     model_overrides: dict | None = None,
     vocab_path: str | None = None,
-    vocab_size: int = 1024,
+    vocab_size: int | None = None,
     init_from: str | None = None,
     max_context: int = 1024,
     max_target: int = 128,
@@ -58,13 +58,13 @@ def run_stage(
     settings = settings or TrainSettings()
     data = tasks.task_sources()
     records = list(data.source("sft", "train"))
+    config = get_config(model_preset, **(model_overrides or {}))
     vocab, _ = vocab_lib.stage_vocabulary(
         stage_dir,
         vocab_path,
         lambda: [t for r in records for t in (r["context"], r["target"])],
-        vocab_size,
+        vocab_size or config.vocab_size,
     )
-    config = get_config(model_preset, **(model_overrides or {}))
     if vocab.vocab_size > config.vocab_size:
         raise ValueError(
             f"sft: the vocabulary has {vocab.vocab_size} pieces but the model's vocab_size is "

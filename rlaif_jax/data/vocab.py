@@ -96,12 +96,14 @@ def stage_vocabulary(
     vocab_path: str | None,
     texts_fn: Callable[[], Iterable[str]],
     vocab_size: int,
+    model_type: str = "bpe",
 ) -> tuple[Any, str]:
     """The vocabulary a stage uses, and its path inside `stage_dir` (spm.model).
 
     With `vocab_path` (a pretrained model's SentencePiece file) it is copied into the
     stage dir so later stages find it; without one (the toy world), a model is trained
-    on `texts_fn()` once — a rerun reuses the file.
+    on `texts_fn()` once — a rerun reuses the file. BPE keeps every word of a small
+    closed corpus whole (unigram training on it stops early and splits words).
     """
     import shutil
 
@@ -114,7 +116,9 @@ def stage_vocabulary(
             shutil.copyfile(vocab_path, target + ".tmp")
             os.replace(target + ".tmp", target)
         else:
-            train_sentencepiece(texts_fn(), os.path.join(stage_dir, "spm"), vocab_size)
+            train_sentencepiece(
+                texts_fn(), os.path.join(stage_dir, "spm"), vocab_size, model_type=model_type
+            )
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 

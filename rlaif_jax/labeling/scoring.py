@@ -240,38 +240,6 @@ class ModelScorer:
         return out
 
 
-PARAMS_ITEM = "params"
-
-
-def restore_labeler_params(ckpt_dir: str, like: Any) -> Any:
-    """Restores a params tree saved by `save_labeler_params` (orbax, no pickle) onto the
-    shardings of `like` (a params tree or ShapeDtypeStructs with shardings)."""
-    import os
-
-    import orbax.checkpoint as ocp
-
-    path = os.path.join(os.path.abspath(ckpt_dir), PARAMS_ITEM)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(
-            f"No labeler params at {path}. Run `rlaif-jax bootstrap_labeler` (toy world) or set "
-            "labeler_from_checkpoint.ckpt_dir to a directory holding an orbax 'params' item."
-        )
-    return ocp.StandardCheckpointer().restore(path, like)
-
-
-def save_labeler_params(ckpt_dir: str, params: Any) -> str:
-    """Saves a params tree as `ckpt_dir/params` (orbax StandardCheckpointer; atomic)."""
-    import os
-
-    import orbax.checkpoint as ocp
-
-    path = os.path.join(os.path.abspath(ckpt_dir), PARAMS_ITEM)
-    ckptr = ocp.StandardCheckpointer()
-    ckptr.save(path, params, force=True)
-    ckptr.wait_until_finished()
-    return path
-
-
 @gin.configurable
 def labeler_from_checkpoint(
     workdir: str,
@@ -305,9 +273,11 @@ def labeler_from_checkpoint(
     config = model_config.get_config(model_preset, **(model_overrides or {}))
     mesh = mesh_lib.make_mesh(data=-1, fsdp=1, tensor=1, devices=jax.local_devices())
     rules = rules_lib.get_rules()
-    # Random init gives the restore target its shapes and shardings; restore replaces it.
-    init = model_lib.init_params(config, jax.random.PRNGKey(0), mesh, rules, head="lm")
-    params = restore_labeler_params(ckpt_dir, init[0] if isinstance(init, tuple) else init)
+    from rlaif_jax.train.checkpoint import restore_params
+
+    # Abstract target: the params are read straight into their shardings, never twice.
+    structs, _ = model_lib.abstract_params(config, mesh, rules, "lm")
+    params = restore_params(ckpt_dir, structs)
     scorer = ModelScorer(
         config,
         params,
