@@ -61,6 +61,12 @@ def _build_parser(stage: str, fn: Callable) -> argparse.ArgumentParser:
     )
     parser.add_argument("--workdir", default=None, help="Work directory for stage artifacts.")
     parser.add_argument(
+        "--scope",
+        default=stage,
+        help="Gin scope the stage runs in (default: the stage name), e.g. rm_ai or rl_rlhf to "
+        "run one step of an experiment file on its own.",
+    )
+    parser.add_argument(
         "--coordinator_address", default=None, help="jax.distributed coordinator host:port."
     )
     parser.add_argument("--num_processes", type=int, default=None)
@@ -114,8 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         kwargs["workdir"] = args.workdir
     if hasattr(fn, "add_arguments"):
         kwargs["args"] = args
+    import gin
+
     try:
-        fn(**kwargs)
+        with gin.config_scope(args.scope):
+            fn(**kwargs)
     except gin_utils.GinUsageError as e:
         print(f"rlaif-jax {stage}: {e}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ logger = logging.getLogger("rlaif_jax.pipeline")
 # The toy demo's order (DESIGN §1): each row is (stage, gin scope, output dir).
 DEMO_STEPS = (
     ("sft", "sft", "sft"),
-    ("bootstrap_labeler", "labeler", "labeler"),
+    ("bootstrap_labeler", "bootstrap_labeler", "labeler"),
     ("label", "label", "labels"),
     ("reward", "rm_ai", "rm_ai"),
     ("reward", "rm_human", "rm_human"),
