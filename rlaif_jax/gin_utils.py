@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -25,6 +26,18 @@ class GinUsageError(ValueError):
 
 _REQUIRED_RE = re.compile(r"^\s*([A-Za-z_][\w./]*)\s*=\s*%gin\.REQUIRED\s*(#.*)?$")
 _INCLUDE_RE = re.compile(r"""^\s*include\s+['"]([^'"]+)['"]""")
+
+
+class _QuietGinResourceProbe(logging.Filter):
+    """gin probes every include as a Python package path first and logs an ERROR when it
+    is not one ('Path not found: runs/x.gin') before finding the file on the search path;
+    that probe is noise, real misses still raise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.pathname.endswith(os.path.join("gin", "resource_reader.py"))
+
+
+logging.getLogger().addFilter(_QuietGinResourceProbe())
 
 
 def default_search_paths() -> list[str]:

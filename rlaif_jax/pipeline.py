@@ -65,7 +65,8 @@ def run_stage(
             logger.info("pipeline: running %s in scope %s -> %s", stage, scope, stage_dir)
             module = importlib.import_module(cli.STAGES[stage][0])
             t0 = time.time()
-            with gin.config_scope(scope):
+            # Each step runs in its own scope only (not nested under 'pipeline/').
+            with gin.config_scope(None), gin.config_scope(scope):
                 module.run_stage(workdir=workdir)
             logger.info("pipeline: %s done in %.1f s", output, time.time() - t0)
         if stop_after == output:
