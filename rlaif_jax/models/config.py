@@ -46,7 +46,10 @@ class ModelConfig:
     sliding_window_pattern: int = 1  # layer i is global iff (i + 1) % pattern == 0
     rope_local_theta: float | None = None  # rope base of local layers (Gemma3)
     rope_scaling: Any = None  # None | dict(rope_type='linear'|'llama3', factor, ...)
-    attention_impl: str = "xla"  # 'xla' (einsum) | 'cudnn' (jax.nn.dot_product_attention)
+    # 'xla' (einsums over an explicit mask) | 'cudnn' (cuDNN flash attention, GPU, bf16) |
+    # 'dpa' (jax.nn.dot_product_attention, backend's pick) for causal self-attention over
+    # right-padded rows (train, score, prefill); decode steps always use the einsums.
+    attention_impl: str = "xla"
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
@@ -56,6 +59,10 @@ class ModelConfig:
             )
         if self.mlp_activation not in ("silu", "gelu_tanh", "gelu"):
             raise ValueError(f"ModelConfig.mlp_activation={self.mlp_activation!r} is unknown.")
+        if self.attention_impl not in ("xla", "cudnn", "dpa"):
+            raise ValueError(
+                f"ModelConfig.attention_impl={self.attention_impl!r}: use 'xla', 'cudnn' or 'dpa'."
+            )
         if self.remat not in ("none", "full", "dots"):
             raise ValueError(f"ModelConfig.remat={self.remat!r}: use 'none', 'full' or 'dots'.")
         if isinstance(self.rope_scaling, dict):  # keep the config hashable (jit static)

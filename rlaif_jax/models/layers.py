@@ -101,8 +101,11 @@ class Attention(nn.Module):
     is_global: bool = True
 
     @nn.compact
-    def __call__(self, x, positions, mask, cache=None, cache_index=None):
+    def __call__(self, x, positions, mask, cache=None, cache_index=None, kv_lengths=None):
         """x [B, L, D]; positions [B, L]; mask [B, L, S] bool (True = may attend).
+
+        kv_lengths [B] (optional) says the mask is exactly causal over right-padded rows of
+        these lengths (S == L), which lets fused kernels skip the masked blocks.
 
         Without a cache S == L. With cache = (k, v) each [B, S, K, Dh], the new keys and
         values are written at slots [cache_index, cache_index + L) and attention runs over
@@ -171,6 +174,7 @@ class Attention(nn.Module):
             mask,
             c.attn_softcap,
             c.attention_impl,
+            kv_lengths if self.is_global or c.sliding_window is None else None,
         )
         out = nn.with_logical_constraint(
             out, (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_HEADS, ax.ACT_HEAD_DIM)
@@ -210,14 +214,27 @@ class _Proj(nn.Module):
         return kernel, bias
 
 
-def attend(q, k, v, mask, softcap=None, impl: str = "xla"):
+def attend(q, k, v, mask, softcap=None, impl: str = "xla", kv_lengths=None):
     """Softmax attention with GQA. q [B, L, H, Dh] (pre-scaled); k, v [B, S, K, Dh];
-    mask [B, L, S] bool. Returns [B, L, H, Dh]. Scores and softmax in float32."""
+    mask [B, L, S] bool. Returns [B, L, H, Dh]. Scores and softmax in float32.
+
+    impl 'xla': einsums over the explicit mask. impl 'cudnn' (cuDNN flash attention) or
+    'dpa' (`jax.nn.dot_product_attention`, backend's choice) when `kv_lengths` [B] is
+    given (causal self-attention over right-padded rows: training, scoring, prefill) and
+    there is no soft-cap; otherwise, e.g. one-token decode steps, the einsum path.
+    """
     b, length, h, dh = q.shape
     kh = k.shape[2]
-    if impl == "cudnn" and softcap is None:
+    if impl in ("cudnn", "dpa") and kv_lengths is not None and softcap is None:
         return jax.nn.dot_product_attention(
-            q, k, v, mask=mask[:, None, :, :], scale=1.0, implementation="cudnn"
+            q,
+            k,
+            v,
+            scale=1.0,
+            is_causal=True,
+            query_seq_lengths=kv_lengths,
+            key_value_seq_lengths=kv_lengths,
+            implementation="cudnn" if impl == "cudnn" else None,
         )
     qg = q.reshape(b, length, kh, h // kh, dh)
     scores = jnp.einsum("blkgd,bskd->bkgls", qg, k, preferred_element_type=jnp.float32)

@@ -31,7 +31,7 @@ class Block(nn.Module):
     is_global: bool = True
 
     @nn.compact
-    def __call__(self, x, positions, mask, cache=None, cache_index=None):
+    def __call__(self, x, positions, mask, cache=None, cache_index=None, kv_lengths=None):
         c = self.config
         dt, pdt = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
 
@@ -39,7 +39,7 @@ class Block(nn.Module):
             return RMSNorm(c.norm_eps, c.norm_plus_one, dt, pdt, name=name)
 
         h, new_cache = Attention(c, self.is_global, name="attn")(
-            norm("pre_attn_norm")(x), positions, mask, cache, cache_index
+            norm("pre_attn_norm")(x), positions, mask, cache, cache_index, kv_lengths
         )
         if c.post_attn_norm:
             h = norm("post_attn_norm")(h)
@@ -134,6 +134,12 @@ class Transformer(nn.Module):
         block_cls = Block
         if c.remat != "none":
             block_cls = nn.remat(Block, policy=_remat_policy(c.remat), static_argnums=())
+        # Causal self-attention over right-padded rows (no cache, or a prefill that fills a
+        # cache of exactly L slots): fused attention kernels take per-row lengths instead.
+        kv_lengths = None
+        fills_cache = isinstance(cache_index, int) and cache_index == 0 and num_slots == length
+        if c.attention_impl != "xla" and (cache is None or fills_cache):
+            kv_lengths = attention_mask.astype(jnp.int32).sum(axis=-1)
         new_cache = []
         for i in range(c.num_layers):
             is_global = c.is_global_layer(i)
@@ -144,7 +150,7 @@ class Transformer(nn.Module):
                 )
             layer_cache = None if cache is None else cache[i]
             x, lc = block_cls(c, is_global, name=f"layers_{i}")(
-                x, positions, masks[window], layer_cache, cache_index
+                x, positions, masks[window], layer_cache, cache_index, kv_lengths
             )
             new_cache.append(lc)
         x = RMSNorm(c.norm_eps, c.norm_plus_one, dt, pdt, name="final_norm")(x)

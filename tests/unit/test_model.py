@@ -126,22 +126,6 @@ def test_logits_positions_and_scalar_head():
     np.testing.assert_array_equal(copied["score_head"]["kernel"], scalar["score_head"]["kernel"])
 
 
-def test_remat_matches_no_remat():
-    base = config_lib.get_config("tiny")
-    params = _params(base)
-    toks = jnp.asarray(np.random.default_rng(4).integers(3, 256, (2, 6)), jnp.int32)
-
-    def loss(p, config):
-        return jnp.mean(model_lib.apply(config, p, toks)[0] ** 2)
-
-    grad = jax.jit(jax.grad(loss), static_argnums=1)
-    want = grad(params, base)
-    for policy in ("full", "dots"):
-        got = grad(params, base.replace(remat=policy))
-        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-
-
 @pytest.mark.parametrize("name", ["tiny", "toy_policy", "gemma2_2b", "qwen2p5_1p5b"])
 def test_num_params_matches_param_tree(name):
     config = config_lib.get_config(name)
