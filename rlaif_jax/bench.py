@@ -253,12 +253,17 @@ def run_bench(
     device_peak_tflops: float | None = None,
     hbm_bw: float | None = None,
     ratios: bool | None = None,
+    attention: str = "auto",
     workloads: tuple[str, ...] = ("train", "score", "sample"),
 ) -> dict:
     """Runs the benchmark on one device; returns the result dict (the JSON contract)."""
     backend = jax.default_backend()
-    overrides = {"attention_impl": "cudnn"} if backend == "gpu" else {}
-    config = config_lib.get_config(preset, **overrides)
+    config = config_lib.get_config(preset)
+    if attention == "auto":
+        # cuDNN flash attention needs bf16/fp16 inputs; elsewhere XLA's einsums.
+        half = config.dtype in ("bfloat16", "float16")
+        attention = "cudnn" if backend == "gpu" and half else "xla"
+    config = config.replace(attention_impl=attention)
     if shapes == "auto":
         shapes = "tiny" if preset == "tiny" else ("full" if backend != "cpu" else "small")
     if shapes not in SHAPES:
@@ -309,6 +314,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "--shapes", default="auto", help="auto | full | small | tiny (auto: full off CPU)."
     )
     parser.add_argument("--repeats", type=int, default=3, help="Timed runs (median).")
+    parser.add_argument(
+        "--attention", default="auto", help="auto | xla | cudnn | dpa (auto: cudnn on GPU)."
+    )
     parser.add_argument("--device_peak_tflops", type=float, default=None)
     parser.add_argument("--hbm_bw", type=float, default=None, help="HBM bytes/s.")
     parser.add_argument(
@@ -330,6 +338,7 @@ def run_stage(workdir: str | None = None, args: argparse.Namespace | None = None
         device_peak_tflops=args.device_peak_tflops,
         hbm_bw=args.hbm_bw,
         ratios=args.ratios,
+        attention=args.attention,
     )
     text = json.dumps(result, indent=2, sort_keys=True)
     print(text)
