@@ -94,3 +94,28 @@ def test_params_born_sharded_with_expected_specs():
     q = layer["attn"]["q"]["kernel"]
     assert q.addressable_shards[0].data.shape == (32, 2, 16)
     assert jax.tree.structure(shardings) == jax.tree.structure(params)
+
+
+def test_shared_prefix_and_reward_scores_sharded(reference):
+    """The labeler's shared-prefix scorer and the RM's scores on a (2, 2, 2) mesh."""
+    params, _ = reference
+    mesh, rules = make_mesh(2, 2, 2), get_rules("fsdp_tp")
+    toks, lengths = _inputs()
+    prefix = toks[0, :5]
+    want = score_lib.candidate_distribution_shared_prefix(
+        CONFIG, params, prefix, toks, lengths, CANDS
+    )[1]
+    _, shardings = model_lib.abstract_params(CONFIG, mesh, rules)
+    batch = partition.global_batch({"toks": toks, "lengths": lengths}, mesh)
+    scorer = score_lib.make_scorer(CONFIG, mesh, rules, "candidates_shared_prefix")
+    got = scorer(jax.device_put(params, shardings), prefix, batch["toks"], batch["lengths"], CANDS)
+    np.testing.assert_allclose(got[1], want, atol=2e-5)
+
+    scalar = model_lib.lm_to_scalar_params(
+        params, {"score_head": {"kernel": np.linspace(-1, 1, 64, dtype=np.float32)[:, None]}}
+    )
+    want = score_lib.sequence_scores(CONFIG, scalar, toks, lengths)
+    _, scalar_shardings = model_lib.abstract_params(CONFIG, mesh, rules, "scalar")
+    rm = score_lib.make_scorer(CONFIG, mesh, rules, "sequence_scores")
+    got = rm(jax.device_put(scalar, scalar_shardings), batch["toks"], batch["lengths"])
+    np.testing.assert_allclose(got, want, atol=2e-5)
