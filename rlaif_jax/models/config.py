@@ -231,10 +231,11 @@ def num_params(config: ModelConfig, head: str = "lm") -> int:
 def flops_per_token(config: ModelConfig, seq_len: int, training: bool = True) -> float:
     """Model FLOPs per token: 2N (forward) or 6N (train) plus causal attention scores."""
     c = config
-    n = num_params(c) - c.vocab_size * c.d_model * (0 if c.tie_embeddings else 0)
-    n -= c.vocab_size * c.d_model  # the embedding lookup is not a matmul
-    if c.tie_embeddings:
-        n += c.vocab_size * c.d_model  # ...but the tied unembedding is
+    # Matmul params: the embedding lookup is not a matmul, the (tied or untied)
+    # unembedding is.
+    n = num_params(c)
+    if not c.tie_embeddings:
+        n -= c.vocab_size * c.d_model
     attn = 2 * c.num_layers * c.num_heads * c.head_dim * seq_len  # QK^T + AV, causal average
     per_fwd = 2 * n + attn
     return 3 * per_fwd if training else per_fwd
