@@ -40,12 +40,16 @@ def _preamble_texts() -> list[str]:
 
 
 def _bucketed_batch(
-    examples: Sequence[bootstrap_data.Example], pad_id: int, bucket: int, max_len: int
+    examples: Sequence[bootstrap_data.Example],
+    pad_id: int,
+    bucket: int,
+    max_len: int,
+    text_loss: bool,
 ):
     """Pads a batch to the longest example rounded up to `bucket` (few compiled shapes)."""
     longest = max(len(e.ids) for e in examples)
     length = min(max_len, -(-longest // bucket) * bucket)
-    return bootstrap_data.to_batch(examples, length, pad_id)
+    return bootstrap_data.to_batch(examples, length, pad_id, text_loss)
 
 
 @gin.configurable("bootstrap_labeler")
@@ -59,10 +63,12 @@ def run_stage(
     direct_examples: int = 1000,
     max_len: int = 512,
     bucket: int = 32,
+    text_loss: bool = True,
     settings: TrainSettings | None = None,
 ) -> dict[str, float]:
     """Trains the toy labeler; `variants` default to [Base 0-shot] (CoT variants use the
-    world's rationales); `direct_examples` d-RLAIF rows are mixed in."""
+    world's rationales); `direct_examples` d-RLAIF rows are mixed in; `text_loss` adds a
+    next-token loss on the prompt text (see `bootstrap_data.to_batch`)."""
     start = time.time()
     stage_dir = os.path.join(workdir, output_dir)
     settings = settings or TrainSettings()
@@ -97,7 +103,11 @@ def run_stage(
         head="lm",
         records=examples,
         batch_fn=functools.partial(
-            _bucketed_batch, pad_id=vocab.pad_id, bucket=bucket, max_len=max_len
+            _bucketed_batch,
+            pad_id=vocab.pad_id,
+            bucket=bucket,
+            max_len=max_len,
+            text_loss=text_loss,
         ),
         loss_fn=functools.partial(lm_loss, config),
         settings=settings,

@@ -90,9 +90,17 @@ def direct_examples(
     return out
 
 
-def to_batch(examples: Sequence[Example], length: int, pad_id: int) -> dict[str, np.ndarray]:
+def to_batch(
+    examples: Sequence[Example], length: int, pad_id: int, text_loss: bool = False
+) -> dict[str, np.ndarray]:
     """Examples -> {tokens [B, L] int32, loss_mask [B, L] f32, attention_mask [B, L] int32},
-    the layout of `data.batching.sft_batch` (loss_mask marks the predicted tokens)."""
+    the layout of `data.batching.sft_batch` (loss_mask marks the predicted tokens).
+
+    text_loss: also train on the prompt text itself (next-token loss on every token, like
+    the pretraining an instruction-tuned LLM had), with the target tokens weighted so
+    they carry half of each example's loss: the dense signal teaches the labeler what a
+    post and its faithful summaries look like, the target teaches it to answer.
+    """
     B = len(examples)
     toks = np.full((B, length), pad_id, np.int32)
     loss = np.zeros((B, length), np.float32)
@@ -100,6 +108,12 @@ def to_batch(examples: Sequence[Example], length: int, pad_id: int) -> dict[str,
     for b, ex in enumerate(examples):
         ids = ex.ids[:length]
         toks[b, : len(ids)] = ids
-        loss[b, ex.target_start : len(ids)] = 1.0
+        start = min(ex.target_start, len(ids))
+        num_target = max(len(ids) - start, 1)
+        if text_loss and start > 1:
+            loss[b, 1:start] = 1.0
+            loss[b, start : len(ids)] = (start - 1) / num_target
+        else:
+            loss[b, start : len(ids)] = 1.0
         attn[b, : len(ids)] = 1
     return {"tokens": toks, "loss_mask": loss, "attention_mask": attn}

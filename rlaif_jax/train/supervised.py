@@ -142,9 +142,7 @@ def train_supervised(
         mesh=mesh,
         rules=rules,
         eval_fn=eval_fn,
-        tokens_per_batch=lambda b: (
-            float(b["attention_mask"].sum()) if "attention_mask" in b else 0.0
-        ),
+        tokens_per_batch=_count_tokens,
     )
     metrics["num_steps"] = num_steps
     metrics["train_seconds"] = time.time() - start
