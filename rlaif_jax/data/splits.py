@@ -38,7 +38,9 @@ def swap_pair(rec: Record) -> Record:
         out["p_order1"] = 1.0 - float(rec["p_order2"])
         out["p_order2"] = 1.0 - float(rec["p_order1"])
     if int(rec.get("confidence", 0) or 0) > 0:
-        out["confidence"] = 10 - int(rec["confidence"])  # 1 = surely response1 ... 9 = surely response2
+        out["confidence"] = 10 - int(
+            rec["confidence"]
+        )  # 1 = surely response1 ... 9 = surely response2
     if "human_label" in rec and float(rec["human_label"]) >= 0:
         out["human_label"] = 1.0 - float(rec["human_label"])
     return out

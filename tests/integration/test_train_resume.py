@@ -24,8 +24,15 @@ STEPS = 12
 
 def _cmd(workdir):
     return [
-        sys.executable, "-m", "rlaif_jax", "sft", "--gin_file", "test/toy_tiny.gin",
-        f"--gin.sft/TrainSettings.num_steps={STEPS}", "--workdir", str(workdir),
+        sys.executable,
+        "-m",
+        "rlaif_jax",
+        "sft",
+        "--gin_file",
+        "test/toy_tiny.gin",
+        f"--gin.sft/TrainSettings.num_steps={STEPS}",
+        "--workdir",
+        str(workdir),
     ]
 
 
@@ -49,7 +56,9 @@ def _rows(workdir):
 def _wait_for_step_dir(ckpt_dir, proc, timeout=240):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if os.path.isdir(ckpt_dir) and any(d.isdigit() and int(d) >= 2 for d in os.listdir(ckpt_dir)):
+        if os.path.isdir(ckpt_dir) and any(
+            d.isdigit() and int(d) >= 2 for d in os.listdir(ckpt_dir)
+        ):
             return
         if proc.poll() is not None:
             pytest.fail(f"run ended before its first checkpoint: {proc.stdout.read()[-2000:]}")
@@ -62,7 +71,9 @@ def _wait_for_step_dir(ckpt_dir, proc, timeout=240):
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     subprocess.run(_cmd(full), env=_env(), check=True, capture_output=True, timeout=300)
-    proc = subprocess.Popen(_cmd(killed), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        _cmd(killed), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     _wait_for_step_dir(os.path.join(killed, "sft", "ckpt"), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -81,9 +92,13 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     cmd = _cmd(tmp_path)
-    cmd[cmd.index(f"--gin.sft/TrainSettings.num_steps={STEPS}")] = "--gin.sft/TrainSettings.num_steps=100000"
+    cmd[cmd.index(f"--gin.sft/TrainSettings.num_steps={STEPS}")] = (
+        "--gin.sft/TrainSettings.num_steps=100000"
+    )
     cmd += ["--gin.TrainSettings.save_every=0"]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     metrics = os.path.join(tmp_path, "logs", "sft", "metrics.jsonl")
     deadline = time.time() + 240
     while not (os.path.isfile(metrics) and os.path.getsize(metrics) > 0):
@@ -101,7 +116,9 @@ def test_missing_and_corrupt_checkpoints_are_named(tmp_path):
     structs, _ = model_lib.abstract_params(get_config("tiny"), mesh, get_rules("dp"))
     with pytest.raises(checkpoint.CheckpointError, match="No checkpoint directory .*nope"):
         checkpoint.restore_params(str(tmp_path / "nope"), structs)
-    params, _ = model_lib.init_params(get_config("tiny"), jax.random.PRNGKey(0), mesh, get_rules("dp"))
+    params, _ = model_lib.init_params(
+        get_config("tiny"), jax.random.PRNGKey(0), mesh, get_rules("dp")
+    )
     ckpt = tmp_path / "ckpt"
     checkpoint.save_params(str(ckpt), params)
     # Damage every array file of step 0.

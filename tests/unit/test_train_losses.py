@@ -47,6 +47,8 @@ def test_rm_loss_is_bradley_terry_for_hard_labels_and_stable():
 
 def test_pairwise_accuracy():
     acc = losses.pairwise_accuracy(
-        jnp.array([1.0, 0.0, 2.0, -1.0]), jnp.array([0.0, 1.0, 3.0, -2.0]), jnp.array([1.0, 0.0, 1.0, 0.2])
+        jnp.array([1.0, 0.0, 2.0, -1.0]),
+        jnp.array([0.0, 1.0, 3.0, -2.0]),
+        jnp.array([1.0, 0.0, 1.0, 0.2]),
     )
     assert float(acc) == pytest.approx(0.5)
