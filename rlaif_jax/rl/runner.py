@@ -81,21 +81,13 @@ class RLSettings:
 
 
 def make_optimizer(settings: RLSettings) -> optax.GradientTransformation:
-    """The RL optimizer (the paper does not state one; Adam at lr 1e-5 by default)."""
-    makers = {
-        "adam": optax.adam,
-        "adamw": optax.adamw,
-        "adafactor": optax.adafactor,
-        "sgd": optax.sgd,
-    }
-    if settings.optimizer not in makers:
-        raise ValueError(
-            f"RLSettings.optimizer={settings.optimizer!r} must be one of {sorted(makers)}."
-        )
-    tx = makers[settings.optimizer](settings.learning_rate)
-    if settings.grad_clip:
-        tx = optax.chain(optax.clip_by_global_norm(settings.grad_clip), tx)
-    return tx
+    """The RL optimizer (the paper does not state one; Adam at lr 1e-5 by default), built
+    by the shared `train.optim.make_optimizer` from the RL settings."""
+    from rlaif_jax.train import optim
+
+    return optim.make_optimizer(
+        name=settings.optimizer, schedule=settings.learning_rate, clip_norm=settings.grad_clip
+    )
 
 
 def decode_response(vocab: Any, ids: np.ndarray, length: int) -> str:

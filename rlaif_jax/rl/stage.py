@@ -12,7 +12,6 @@ variance, EOS fraction, rollout and update tokens/s), WORKDIR/rl_<name>/COMPLETE
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -27,87 +26,10 @@ from rlaif_jax import artifacts
 from rlaif_jax.data import batching
 from rlaif_jax.rl import rewards
 from rlaif_jax.rl.runner import RLRunner, RLSettings
+from rlaif_jax.train.checkpoint import Checkpointer, PreemptionHandler
+from rlaif_jax.train.metrics import MetricsWriter
 
 logger = logging.getLogger("rlaif_jax.rl")
-
-
-# ----------------------------------------------------------------------------- checkpoints
-class _Checkpoints:
-    """Orbax checkpoints of WORKDIR/rl_<name>/ckpt: items `state` (LearnerState), `params`
-    (the policy alone, what evaluation restores) and `meta` (JSON: step, data position).
-
-    Saves are atomic (orbax commits a step directory only when it is complete)."""
-
-    def __init__(self, directory: str, max_to_keep: int = 2):
-        import orbax.checkpoint as ocp
-
-        self.ocp = ocp
-        self.manager = ocp.CheckpointManager(
-            os.path.abspath(directory),
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-        )
-
-    def latest_step(self) -> int | None:
-        return self.manager.latest_step()
-
-    def save(self, step: int, state: Any, meta: dict) -> None:
-        ocp = self.ocp
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                params=ocp.args.StandardSave(state.params["policy"]),
-                meta=ocp.args.JsonSave(meta),
-            ),
-            force=True,
-        )
-        self.manager.wait_until_finished()
-
-    def restore(self, step: int, state_target: Any) -> tuple[Any, dict]:
-        ocp = self.ocp
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_target)
-        out = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-            ),
-        )
-        return out["state"], dict(out["meta"])
-
-
-class _Preemption:
-    """SIGTERM sets a flag; the loop saves a checkpoint and returns at the next step."""
-
-    def __init__(self):
-        import signal
-        import threading
-
-        self.requested = False
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGTERM, self._handle)
-        else:
-            self._old = None
-
-    def _handle(self, signum, frame):
-        del signum, frame
-        self.requested = True
-
-    def close(self):
-        import signal
-
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
-
-
-def _truncate_jsonl(path: str, max_step: int) -> None:
-    """Drops rows past `max_step` (written after the checkpoint we resume from)."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        rows = [line for line in f if line.strip() and json.loads(line)["step"] <= max_step]
-    with open(path + ".tmp", "w") as f:
-        f.writelines(rows)
-    os.replace(path + ".tmp", path)
 
 
 def train(
@@ -127,20 +49,21 @@ def train(
     total = it.steps_per_epoch * s.num_epochs
     if s.max_steps is not None:
         total = min(total, s.max_steps)
-    ckpt = _Checkpoints(os.path.join(out_dir, "ckpt"))
-    metrics_path = os.path.join(out_dir, "metrics.jsonl")
+    ckpt = Checkpointer(os.path.join(out_dir, "ckpt"))
+    writer = MetricsWriter(
+        os.path.join(out_dir, "metrics.jsonl"),
+        os.path.join(os.path.dirname(out_dir), "logs", os.path.basename(out_dir), "tb"),
+    )
     step = 0
     latest = ckpt.latest_step()
     if latest is not None:
-        runner.state, meta = ckpt.restore(latest, runner.state)
+        runner.state, meta = ckpt.restore(runner.state)
         it.state = batching.DataState.from_dict(meta["data"])
         step = int(meta["step"])
         logger.info("rl: resumed from step %d", step)
-    if jax.process_index() == 0:
-        os.makedirs(out_dir, exist_ok=True)
-        _truncate_jsonl(metrics_path, step)
+    writer.truncate_after(step)
     base_rng = jax.random.PRNGKey(s.seed)
-    preempt = _Preemption()
+    preempt = PreemptionHandler()
     last: dict[str, float] = {}
     done_here = 0
     try:
@@ -150,10 +73,9 @@ def train(
             last = runner.step(records, jax.random.fold_in(base_rng, step))
             step += 1
             done_here += 1
-            last.update(step=step, step_seconds=time.time() - t0)
-            if jax.process_index() == 0:
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(last) + "\n")
+            last.update(step_seconds=time.time() - t0)
+            writer.write(step, last)
+            last["step"] = step
             if step % 10 == 0 or step == 1:
                 logger.info(
                     "rl step %d/%d reward %.4f kl %.4f len %.1f",
@@ -169,11 +91,18 @@ def train(
                 )
             stopping = preempt.requested or (stop_after is not None and done_here >= stop_after)
             if step % s.checkpoint_every == 0 or step == total or stopping:
-                ckpt.save(step, runner.state, {"step": step, "data": it.state.to_dict()})
+                ckpt.save(
+                    step,
+                    runner.state,
+                    {"step": step, "data": it.state.to_dict()},
+                    params=runner.state.params["policy"],  # what evaluation restores
+                )
             if stopping:
                 break
     finally:
         preempt.close()
+        writer.close()
+        ckpt.close()
     if latest is not None and latest == total and not last:
         last = {"step": total}
     return last
