@@ -181,6 +181,7 @@ class BootstrapRater:
 
     tau: float = 0.2
     position_bias: float = 2.0
+    noise: float = 1.0  # scale of the logistic choice noise (0: always the likelier one)
     side_penalty: float = 0.15
     broken_penalty: float = 0.4
     confidence_thresholds: tuple[float, float, float] = (1.0, 2.5, 4.0)
@@ -211,7 +212,7 @@ class BootstrapRater:
 
     def sample(self, qb1: float, qb2: float, rng: random.Random) -> tuple[float, int]:
         """(label 1.0/0.0 = response1 (shown first) chosen or not, confidence 1..9)."""
-        d = (qb1 - qb2) / self.tau + self.position_bias + _logistic_noise(rng)
+        d = (qb1 - qb2) / self.tau + self.position_bias + self.noise * _logistic_noise(rng)
         return (1.0 if d > 0 else 0.0), _likert(d, self.confidence_thresholds)
 
     def score_1_to_10(self, qb: float, rng: random.Random) -> int:

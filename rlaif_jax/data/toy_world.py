@@ -81,7 +81,9 @@ class ToyWorldConfig:
       high-confidence train pairs (paper §3.5: 15%).
     human_tau: Bradley–Terry temperature of the human (≈75% self-agreement by default).
     bootstrap_tau / bootstrap_position_bias: the rating-corpus rater's temperature and
-      logit bonus for the first-shown summary.
+      logit bonus for the first-shown summary; bootstrap_noise: the scale of its choice
+      noise (0: it always picks the summary it finds likelier to be better, blind spots and
+      position bias included — a cleaner teacher for a labeler trained in minutes).
     """
 
     seed: int = 0
@@ -97,6 +99,7 @@ class ToyWorldConfig:
     human_tau: float = DEFAULT_HUMAN_TAU
     bootstrap_tau: float = 0.2
     bootstrap_position_bias: float = 2.0
+    bootstrap_noise: float = 1.0
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -132,7 +135,9 @@ class ToyWorld:
         self.config = config or ToyWorldConfig()
         self.human = HumanRater(tau=self.config.human_tau)
         self.rater = BootstrapRater(
-            tau=self.config.bootstrap_tau, position_bias=self.config.bootstrap_position_bias
+            tau=self.config.bootstrap_tau,
+            position_bias=self.config.bootstrap_position_bias,
+            noise=self.config.bootstrap_noise,
         )
         self._cache: dict[str, Any] = {}
 
