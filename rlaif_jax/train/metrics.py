@@ -60,20 +60,30 @@ class MetricsWriter:
 
 
 class Progress:
-    """Logs 'stage: step s/N (x steps/s, y tokens/s, ETA t s) metrics' every `every` steps."""
+    """Logs 'stage: step s/N (x steps/s, y tokens/s, ETA t s) metrics' every `every` steps.
+
+    Rates are measured from the first step this process ran, so they exclude compilation
+    (which the first step pays).
+    """
 
     def __init__(self, stage: str, total_steps: int, start_step: int = 0, every: int = 10):
         self.stage, self.total, self.every = stage, total_steps, max(1, every)
-        self.start_step, self.start = start_step, time.time()
+        self.first_step: int | None = None
+        self.first_time = time.time()
         self.tokens = 0.0
 
     def update(self, step: int, metrics: Mapping[str, float], tokens: float = 0.0) -> None:
-        self.tokens += tokens
+        if self.first_step is None:  # clock starts after the first (compiling) step
+            self.first_step, self.first_time = step, time.time()
+        else:
+            self.tokens += tokens
         if step % self.every and step != self.total:
             return
-        elapsed = max(time.time() - self.start, 1e-9)
-        rate = (step - self.start_step) / elapsed
+        elapsed = time.time() - self.first_time
+        done = step - self.first_step
+        rate = done / elapsed if done and elapsed > 0 else float("nan")
         eta = (self.total - step) / rate if rate > 0 else float("nan")
+        token_rate = self.tokens / elapsed if done and elapsed > 0 else float("nan")
         shown = " ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:6])
         logger.info(
             "%s: step %d/%d (%.2f steps/s, %.0f tokens/s, ETA %.0f s) %s",
@@ -81,7 +91,7 @@ class Progress:
             step,
             self.total,
             rate,
-            self.tokens / elapsed,
+            token_rate,
             eta,
             shown,
         )
