@@ -59,7 +59,8 @@ def pairwise_accuracy_on(config, params, pairs, batch_fn, batch_size: int) -> fl
         r1 = np.asarray(scorer(params, g["tokens1"], g["lengths1"]))[:real]
         r2 = np.asarray(scorer(params, g["tokens2"], g["lengths2"]))[:real]
         label = b["label"][:real]
-        correct += float(np.sum(np.where(label > 0.5, r1 > r2, r2 > r1)))
+        right = np.where(label > 0.5, r1 > r2, r2 > r1).astype(np.float64)
+        correct += float(np.sum(np.where(r1 == r2, 0.5, right)))  # ties: chance
         total += real
     return correct / max(total, 1)
 

@@ -31,6 +31,10 @@ def soft_label_rm_loss(r1, r2, p):
 
 
 def pairwise_accuracy(r1, r2, label):
-    """Share of pairs where the RM ranks the preferred response higher (label = P(resp1))."""
-    preferred_first = label > 0.5
-    return jnp.mean(jnp.where(preferred_first, r1 > r2, r2 > r1).astype(jnp.float32))
+    """Share of pairs where the RM ranks the preferred response higher (label = P(resp1)).
+
+    r1, r2, label [B]. A tie r1 == r2 counts one half, so an RM that scores everything
+    alike sits at chance (0.5), not at 0.
+    """
+    right = jnp.where(label > 0.5, r1 > r2, r2 > r1).astype(jnp.float32)
+    return jnp.mean(jnp.where(r1 == r2, 0.5, right))

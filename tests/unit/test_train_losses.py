@@ -52,3 +52,8 @@ def test_pairwise_accuracy():
         jnp.array([1.0, 0.0, 1.0, 0.2]),
     )
     assert float(acc) == pytest.approx(0.5)
+
+
+def test_pairwise_accuracy_counts_ties_as_chance():
+    r = jnp.zeros(4)
+    assert float(losses.pairwise_accuracy(r, r, jnp.array([1.0, 0.0, 1.0, 0.0]))) == 0.5
