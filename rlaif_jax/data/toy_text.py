@@ -2,7 +2,8 @@
 
 A toy *fact* is a (subject, verb, object) triple of single words, e.g. ("landlord",
 "raised", "rent"). A *post* has a main subject (named in its title), 2–3 KEY facts about
-that subject and 1–3 SIDE facts about other people, each rendered as a chatty sentence
+that subject and 1–2 SIDE facts about bystanders (`SIDE_SUBJECTS`, never a title
+subject), each rendered as a chatty sentence
 with filler words::
 
     SUBREDDIT: r/legaladvice
@@ -13,8 +14,8 @@ with filler words::
 A *summary* is a sequence of compressed fact sentences "{subject} {verb} {object} ."
 (e.g. "landlord raised rent . landlord ignored mail ."). The ideal summary states exactly
 the key facts; the summary *generators* below (profiles) make the mistakes Reddit TL;DRs
-make: missing key facts, side facts, invented facts (an object that is not in the post, or
-a fact pinned on the wrong person), repeated facts and truncated sentences.
+make: missing key facts, side facts, invented facts (mostly an object from
+`PHANTOM_OBJECTS`, which no post mentions; sometimes a fact pinned on the wrong person), repeated facts and truncated sentences.
 
 Subject, verb, object and filler vocabularies are disjoint, so any text can be parsed
 back into facts (`parse_context`, `parse_summary`) — the oracle relies on this to judge
@@ -43,7 +44,13 @@ _SUBJECT_CATEGORY = {
     **dict.fromkeys(("friend", "daughter"), "family"),
     **dict.fromkeys(("cat", "dog", "parrot"), "pets"),
 }
-SUBJECTS: tuple[str, ...] = tuple(_SUBJECT_CATEGORY)
+MAIN_SUBJECTS: tuple[str, ...] = tuple(_SUBJECT_CATEGORY)
+# Side facts are about bystanders who never title a post, so a side fact in a summary is
+# visible from its subject token alone (a tiny model need not match it against the title).
+SIDE_SUBJECTS: tuple[str, ...] = (
+    "stranger", "mailman", "plumber", "waiter", "driver", "doctor", "pastor", "janitor",
+)  # fmt: skip
+SUBJECTS: tuple[str, ...] = MAIN_SUBJECTS + SIDE_SUBJECTS
 VERBS: tuple[str, ...] = (
     "raised", "broke", "sold", "borrowed", "stole", "lost", "cancelled", "ignored", "fixed",
     "hid", "ruined", "bought", "returned", "painted", "cleaned", "forgot", "took", "moved",
@@ -56,6 +63,12 @@ OBJECTS: tuple[str, ...] = (
     "guitar", "piano", "boat", "truck", "stove", "bed", "desk", "lamp", "plants", "mail",
     "cake", "ticket",
 )  # fmt: skip
+# Objects that never occur in a post: most invented facts use one, so a hallucination is
+# visible at the token level (as a real model's invented entity often is).
+PHANTOM_OBJECTS: tuple[str, ...] = (
+    "yacht", "castle", "diamond", "helicopter", "horse", "painting", "watch", "pool",
+    "tractor", "violin",
+)  # fmt: skip
 _CATEGORY_SUBREDDIT = {
     "legal": "legaladvice",
     "family": "relationships",
@@ -67,21 +80,23 @@ _GENERIC_SUBREDDITS = ("tifu", "offmychest", "askreddit")
 SUBREDDITS: tuple[str, ...] = tuple(_CATEGORY_SUBREDDIT.values()) + _GENERIC_SUBREDDITS
 
 # Filler words in posts (never in summaries); disjoint from subjects/verbs/objects.
-_LEADS = ("", "", "", "yesterday", "today", "last week", "last night", "this morning",
-          "on friday", "over the weekend", "a month ago", "then", "so", "and", "also")  # fmt: skip
+_LEADS = ("", "", "", "", "", "", "yesterday", "today", "last week", "then", "so",
+          "also")  # fmt: skip
 _DETS = ("the", "the", "my", "our", "their")
-_TAILS = ("", "", "", "", "again", "twice", "without asking", "for no reason", "on purpose",
-          "somehow", "behind my back")  # fmt: skip
+_TAILS = ("", "", "", "", "", "", "", "again", "twice", "on purpose",
+          "behind my back")  # fmt: skip
 _TITLES = ("my {s} and the {o}", "need advice about my {s}", "my {s} is driving me crazy",
            "what do i do about my {s} ?", "update on my {s}", "help with my {s} and the {o}")  # fmt: skip
 
 _FILLER_WORDS = {w for p in _LEADS + _DETS + _TAILS + _TITLES for w in p.split()} | {"my"}
-assert not (set(SUBJECTS) & set(VERBS) or set(SUBJECTS) & set(OBJECTS) or set(VERBS) & set(OBJECTS))
-assert not (_FILLER_WORDS & (set(SUBJECTS) | set(VERBS) | set(OBJECTS)))
+_ALL_OBJECTS = set(OBJECTS) | set(PHANTOM_OBJECTS)
+assert not (set(OBJECTS) & set(PHANTOM_OBJECTS) or set(MAIN_SUBJECTS) & set(SIDE_SUBJECTS))
+assert not (set(SUBJECTS) & set(VERBS) or set(SUBJECTS) & _ALL_OBJECTS or set(VERBS) & _ALL_OBJECTS)
+assert not (_FILLER_WORDS & (set(SUBJECTS) | set(VERBS) | _ALL_OBJECTS))
 ALL_WORDS: tuple[str, ...] = tuple(
-    sorted(set(SUBJECTS) | set(VERBS) | set(OBJECTS) | _FILLER_WORDS | {".", "?"})
+    sorted(set(SUBJECTS) | set(VERBS) | _ALL_OBJECTS | _FILLER_WORDS | {".", "?"})
 )
-_S, _V, _O = frozenset(SUBJECTS), frozenset(VERBS), frozenset(OBJECTS)
+_S, _V, _O = frozenset(SUBJECTS), frozenset(VERBS), frozenset(_ALL_OBJECTS)
 
 Fact = tuple[str, str, str]  # (subject, verb, object)
 
@@ -117,15 +132,15 @@ def _post_sentence(fact: Fact, rng: random.Random) -> str:
 
 
 def make_post(rng: random.Random) -> Post:
-    """A random post: 2–3 key facts (distinct verbs and objects) and 1–3 side facts, 4–6
-    sentences in random order (~30–50 words with the title)."""
-    main = rng.choice(SUBJECTS)
+    """A random post: 2–3 key facts (distinct verbs and objects) and 1–2 side facts, 3–5
+    sentences in random order (~25–40 words with the title)."""
+    main = rng.choice(MAIN_SUBJECTS)
     n_key = rng.choice((2, 3, 3))
-    n_side = rng.randint(max(1, 4 - n_key), 6 - n_key)
+    n_side = rng.randint(1, 2)
     verbs = rng.sample(VERBS, n_key)
     objects = rng.sample(OBJECTS, n_key)
     facts = [(main, v, o) for v, o in zip(verbs, objects)]
-    others = [s for s in SUBJECTS if s != main]
+    others = SIDE_SUBJECTS
     while len(facts) < n_key + n_side:
         side = (rng.choice(others), rng.choice(VERBS), rng.choice(OBJECTS))
         if side not in facts:
@@ -260,11 +275,9 @@ PAIR_GENERATORS: tuple[str, ...] = ("good", "lazy", "chatty", "hallucinating", "
 def _invented_fact(post: Post, rng: random.Random) -> tuple[Fact, Fact | None]:
     """(invented fact, the true key fact it replaces or None)."""
     key = post.key_facts
-    if rng.random() < 0.6:  # object swapped for one that is not in the post
+    if rng.random() < 0.85:  # object swapped for one that never occurs in posts
         true = rng.choice(key)
-        in_post = {f[2] for f in post.facts}
-        obj = rng.choice([o for o in OBJECTS if o not in in_post])
-        return (true[0], true[1], obj), true
+        return (true[0], true[1], rng.choice(PHANTOM_OBJECTS)), true
     side = post.side_facts
     src = rng.choice(side)  # mixed-up people: a side fact pinned on the main subject
     fact = (post.main_subject, src[1], src[2])
