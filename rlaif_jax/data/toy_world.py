@@ -5,8 +5,11 @@ RL → evaluation on it end to end on a CPU. Its pieces have the same roles as t
 data, and the numbers it produces mean this:
 
 - **Posts** (`toy_text`): a title naming a main subject, 2–3 KEY facts about that subject
-  and 1–3 SIDE facts about others, as chatty sentences ("last week my landlord raised the
-  rent again ."). Summaries are compressed fact sentences ("landlord raised rent .").
+  and 1–2 SIDE facts about bystanders (who never title a post), as chatty sentences
+  ("last week my landlord raised the rent again ."). Summaries are compressed fact
+  sentences ("landlord raised rent ."). Most invented facts use objects no post mentions,
+  so the main errors (side facts, hallucinations, repeats, truncation, missing facts) are
+  visible from a summary's own tokens — learnable by the tiny demo models.
 - **SFT examples** pair a post with a noisy "reference TL;DR" (misses key facts, adds side
   facts, sometimes invents one or is truncated — the `reference` profile). A policy that
   imitates them inherits their mistakes, which is the headroom RL has.
@@ -27,14 +30,14 @@ data, and the numbers it produces mean this:
 Every set uses its own posts (disjoint index namespaces); record i of a set depends only on
 (seed, set, i), so the same seed gives identical records in any process and any order.
 Run `python -m rlaif_jax.data.toy_world` to print the world's statistics
-(`toy_oracle.world_statistics`). With the defaults (seeds 0, 1, 2, 7 agree within ~1 point):
+(`toy_oracle.world_statistics`). With the defaults:
 
-    human self-agreement (re-queried)              0.74–0.76   (tau calibrated to 0.75)
-    human–oracle agreement, all / confidence 1,2,8,9   0.82 / 0.95   (alignment ceiling)
-    bootstrap rater vs human, one order / both orders  0.63 / 0.68; on confidence
-        1,2,8,9 pairs (where alignment is measured) 0.70 / 0.76; same position 0.58
-    mean oracle quality: perfect 1.0, good generator 0.76, references (SFT targets) ~0.45,
-        lazy 0.38, chatty 0.23, sloppy 0.24, hallucinating −0.05
+    human self-agreement (re-queried)              0.76   (tau calibrated to 0.75)
+    human–oracle agreement, all / confidence 1,2,8,9   0.83 / 0.96   (alignment ceiling)
+    bootstrap rater vs human, one order / both orders  0.62 / 0.67; on confidence
+        1,2,8,9 pairs (where alignment is measured) 0.68 / 0.74; same position 0.59
+    mean oracle quality: perfect 1.0, good generator 0.76, references (SFT targets) ~0.47,
+        lazy 0.40, chatty 0.39, sloppy 0.28, hallucinating −0.08
 """
 
 from __future__ import annotations

@@ -25,9 +25,13 @@ from rlaif_jax.data.toy_oracle import (
 )
 from rlaif_jax.data.toy_text import (
     ALL_WORDS,
+    MAIN_SUBJECTS,
     OBJECTS,
+    PHANTOM_OBJECTS,
+    SIDE_SUBJECTS,
     SUBJECTS,
     ContextError,
+    generate_summary,
     make_post,
     parse_context,
     parse_summary,
@@ -179,6 +183,27 @@ def test_oracle_prefers_perfect_summary_over_each_corruption():
             assert oracle_prefers(post.context, perfect, bad) > 0.5, name
     j = judge(post.context, render_summary(post.key_facts + post.key_facts[:1]))
     assert (j.key_covered, j.repeated, j.invented, j.broken) == (len(post.key_facts), 1, 0, 0)
+
+
+def test_errors_are_visible_from_summary_tokens():
+    """Design for tiny models: side facts are about bystanders who never title a post, and
+    most invented facts use an object that no post mentions."""
+    rng = random.Random(3)
+    invented = phantom = 0
+    for _ in range(400):
+        post = make_post(rng)
+        assert post.main_subject in MAIN_SUBJECTS
+        assert all(f[0] in SIDE_SUBJECTS for f in post.side_facts) and post.side_facts
+        words = set(post.context.split())
+        assert not words & set(PHANTOM_OBJECTS) and not words & set(SIDE_SUBJECTS) - {
+            f[0] for f in post.side_facts
+        }
+        j_text = generate_summary(post, "hallucinating", rng)
+        for f in parse_summary(j_text).facts:
+            if f not in post.facts:
+                invented += 1
+                phantom += f[2] in PHANTOM_OBJECTS
+    assert invented > 200 and 0.7 < phantom / invented < 0.95
 
 
 def test_oracle_parses_garbage_and_scores_it_low(world):
