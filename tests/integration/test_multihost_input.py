@@ -3,20 +3,12 @@
 
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.integration.local_processes import REPO, run_local_processes
+
 WORKER = os.path.join(REPO, "tests", "integration", "multihost_input_worker.py")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 def _tldr_file(path, n=52):
@@ -33,29 +25,7 @@ def _tldr_file(path, n=52):
 
 
 def _run(nproc: int, data: str, out: str) -> dict:
-    port = str(_free_port())
-    env = {**os.environ, "PYTHONPATH": REPO}
-    env.pop("XLA_FLAGS", None)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, WORKER, str(i), str(nproc), port, data, out],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(nproc)
-    ]
-    logs = []
-    for p in procs:
-        try:
-            logs.append(p.communicate(timeout=120)[0])
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            pytest.fail("multi-host input run timed out:\n" + "\n".join(logs))
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, log[-3000:]
+    run_local_processes(WORKER, nproc, [data, out], timeout=120)
     with open(out) as f:
         return json.load(f)
 
