@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+from collections.abc import Sequence
 
 import gin
 import jax
@@ -42,6 +43,7 @@ def run_stage(
     model_overrides: dict | None = None,
     vocab_path: str | None = None,
     vocab_size: int | None = None,
+    extra_vocab_texts: Sequence[str] = (),
     init_from: str | None = None,
     max_context: int = 1024,
     max_target: int = 128,
@@ -51,7 +53,9 @@ def run_stage(
     """Trains the policy on the task's SFT examples (context + suffix -> target + EOS).
 
     vocab_path: the pretrained model's SentencePiece file; None trains one on the SFT
-    texts (toy world). init_from: a checkpoint dir to start from (None: random init).
+    texts (toy world), plus `extra_vocab_texts` (e.g. the labeling prompts, so a labeler
+    initialised from this policy reads them as whole words). init_from: a checkpoint dir
+    to start from (None: random init).
     """
     start = time.time()
     stage_dir = os.path.join(workdir, output_dir)
@@ -62,7 +66,7 @@ def run_stage(
     vocab, _ = vocab_lib.stage_vocabulary(
         stage_dir,
         vocab_path,
-        lambda: [t for r in records for t in (r["context"], r["target"])],
+        lambda: [t for r in records for t in (r["context"], r["target"])] + list(extra_vocab_texts),
         vocab_size or config.vocab_size,
     )
     if vocab.vocab_size > config.vocab_size:

@@ -21,12 +21,12 @@ that two independent queries of the same pair agree ~75% of the time over the pa
 distribution (the inter-annotator agreement of the paper's data).
 
 **The bootstrap rater** (`BootstrapRater`). The source of the generic rating corpus that
-bootstraps the toy off-the-shelf labeler. It has blind spots: it skims — a sentence whose
-subject and verb match a key fact counts as covering it, so invented objects and any other
-invented fact go unnoticed — and it ignores length and repetition (side facts cost only
-0.15). It also has a position bias: a logit bonus for the first-shown summary, so near-ties
-(common exactly where it is blind) go to position 1 with high probability, while averaging
-both orders cancels the bonus.
+bootstraps the toy off-the-shelf labeler. It sees coverage, side facts, repetition and
+broken sentences, but it has blind spots: it does not check facts against the post, so
+invented facts cost nothing (and an invented fact that replaces a key fact reads as a
+mere omission), and it ignores length. It also has a position bias: a logit bonus for
+the first-shown summary, so near-ties (common exactly where it is blind) go to position 1
+with high probability, while averaging both orders cancels the bonus.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from rlaif_jax.data import splits
 from rlaif_jax.data.toy_text import Fact, parse_context, parse_summary
 
 # Calibrated by `calibrate_tau` on the default unlabeled-pair distribution (75% target).
-DEFAULT_HUMAN_TAU = 0.28
+DEFAULT_HUMAN_TAU = 0.32
 
 
 @dataclass(frozen=True)
@@ -176,13 +176,15 @@ class BootstrapRater:
     """The generic rating corpus's rater: blind spots and a first-position bias.
 
     P(shown-first preferred) = sigmoid((qb_first − qb_second)/tau + position_bias), with
-    qb = skim coverage − side_penalty · side facts − broken_penalty · broken sentences.
+    qb = key-fact coverage − side_penalty · side facts − repeat_penalty · repeated facts
+    − broken_penalty · broken sentences (invented facts and length unseen).
     """
 
     tau: float = 0.2
     position_bias: float = 2.0
     noise: float = 1.0  # scale of the logistic choice noise (0: always the likelier one)
     side_penalty: float = 0.15
+    repeat_penalty: float = 0.3
     broken_penalty: float = 0.4
     confidence_thresholds: tuple[float, float, float] = (1.0, 2.5, 4.0)
 
@@ -192,19 +194,21 @@ class BootstrapRater:
 
     def breakdown(
         self, main_subject: str, facts: Sequence[Fact], summary: str
-    ) -> tuple[float, int, int, int, int]:
-        """(qb, key facts it believes covered, key facts, side facts it saw, broken)."""
-        key_sv = {(s, v) for s, v, _ in facts if s == main_subject}
-        side = {f for f in facts if f[0] != main_subject}
+    ) -> tuple[float, int, int, int, int, int]:
+        """(qb, key facts covered, key facts, side facts, repeated facts, broken)."""
+        key = {f for f in facts if f[0] == main_subject}
+        side = set(facts) - key
         parsed = parse_summary(summary)
-        covered = {(s, v) for s, v, _ in parsed.facts if (s, v) in key_sv}
-        n_side = len({f for f in parsed.facts if f in side})
+        covered = len(set(parsed.facts) & key)
+        n_side = len(set(parsed.facts) & side)
+        repeated = len(parsed.facts) - len(set(parsed.facts))
         qb = (
-            len(covered) / max(1, len(key_sv))
+            covered / max(1, len(key))
             - self.side_penalty * n_side
+            - self.repeat_penalty * repeated
             - self.broken_penalty * parsed.num_broken
         )
-        return qb, len(covered), len(key_sv), n_side, parsed.num_broken
+        return qb, covered, len(key), n_side, repeated, parsed.num_broken
 
     def prob_first(self, qb_first: float, qb_second: float) -> float:
         """P(the first-shown summary is preferred)."""
@@ -227,10 +231,12 @@ class BootstrapRater:
         3 of 3 key facts and adds 1 side facts . summary 2 is better ."."""
         parts = []
         for i, text in ((1, summary1), (2, summary2)):
-            _, cov, n_key, n_side, broken = self.breakdown(main_subject, facts, text)
+            _, cov, n_key, n_side, repeated, broken = self.breakdown(main_subject, facts, text)
             s = f"summary {i} covers {cov} of {n_key} key facts"
             if n_side:
                 s += f" and adds {n_side} side facts"
+            if repeated:
+                s += f" and repeats {repeated} facts"
             if broken:
                 s += f" and has {broken} broken sentences"
             parts.append(s + " .")

@@ -1,21 +1,23 @@
 """The toy world's text: its words, posts, summaries, and the parsers that read them back.
 
 A toy *fact* is a (subject, verb, object) triple of single words, e.g. ("landlord",
-"raised", "rent"). A *post* has a main subject (named in its title), 2–3 KEY facts about
-that subject and 1–2 SIDE facts about bystanders (`SIDE_SUBJECTS`, never a title
-subject), each rendered as a chatty sentence
-with filler words::
+"raised", "rent"), where the (verb, object) is one of a fixed set of phrases
+(`KEY_PHRASES`). A *post* has a main subject (named in its title), 2–3 KEY facts about
+that subject and 1–2 SIDE facts about bystanders (`SIDE_SUBJECTS` with `SIDE_PHRASES`,
+never in a title or a key fact), each rendered as a chatty sentence with filler words::
 
     SUBREDDIT: r/legaladvice
     TITLE: my landlord and the rent
-    POST: last week my landlord raised the rent again . my sister borrowed our car .
-    my landlord ignored my mail . then my landlord sold the fence behind my back .
+    POST: last week my landlord raised the rent again . my mailman missed the bus .
+    my landlord ignored my mail . then my landlord sold the couch behind my back .
 
 A *summary* is a sequence of compressed fact sentences "{subject} {verb} {object} ."
 (e.g. "landlord raised rent . landlord ignored mail ."). The ideal summary states exactly
 the key facts; the summary *generators* below (profiles) make the mistakes Reddit TL;DRs
-make: missing key facts, side facts, invented facts (mostly an object from
-`PHANTOM_OBJECTS`, which no post mentions; sometimes a fact pinned on the wrong person), repeated facts and truncated sentences.
+make: missing key facts, side facts, invented facts (mostly a `PHANTOM_PHRASES` object,
+which no post mentions; else a key phrase this post does not state), repeated facts and
+truncated sentences. Every error shows in a summary's own words or in whether its words
+occur in the post, so the demo's tiny models can learn them in minutes.
 
 Subject, verb, object and filler vocabularies are disjoint, so any text can be parsed
 back into facts (`parse_context`, `parse_summary`) — the oracle relies on this to judge
@@ -51,24 +53,41 @@ SIDE_SUBJECTS: tuple[str, ...] = (
     "stranger", "mailman", "plumber", "waiter", "driver", "doctor", "pastor", "janitor",
 )  # fmt: skip
 SUBJECTS: tuple[str, ...] = MAIN_SUBJECTS + SIDE_SUBJECTS
-VERBS: tuple[str, ...] = (
-    "raised", "broke", "sold", "borrowed", "stole", "lost", "cancelled", "ignored", "fixed",
-    "hid", "ruined", "bought", "returned", "painted", "cleaned", "forgot", "took", "moved",
-    "crashed", "burned",
+# Key facts are fixed phrases: every object goes with one verb ("landlord raised rent"),
+# so a fact is told by its verb or object token alone — tiny models learn which facts a
+# post states from which words occur in it, without binding words across positions.
+KEY_PHRASES: tuple[tuple[str, str], ...] = (
+    ("raised", "rent"), ("raised", "deposit"), ("crashed", "car"), ("crashed", "truck"),
+    ("lost", "phone"), ("lost", "wallet"), ("broke", "laptop"), ("broke", "window"),
+    ("hid", "keys"), ("hid", "money"), ("stole", "ring"), ("stole", "necklace"),
+    ("sold", "couch"), ("sold", "piano"), ("painted", "fence"), ("painted", "door"),
+    ("ruined", "garden"), ("ruined", "wedding"), ("burned", "dinner"), ("burned", "cake"),
+    ("cancelled", "party"), ("cancelled", "vacation"), ("ignored", "mail"),
+    ("ignored", "contract"), ("fixed", "fridge"), ("fixed", "stove"), ("borrowed", "bike"),
+    ("borrowed", "camera"), ("bought", "tv"), ("bought", "boat"), ("returned", "jacket"),
+    ("returned", "shoes"), ("cleaned", "bed"), ("cleaned", "desk"), ("forgot", "ticket"),
+    ("forgot", "check"), ("took", "lamp"), ("took", "guitar"), ("moved", "plants"),
+    ("moved", "lease"),
 )  # fmt: skip
-OBJECTS: tuple[str, ...] = (
-    "rent", "car", "phone", "laptop", "keys", "wallet", "couch", "fence", "garden", "dinner",
-    "party", "wedding", "vacation", "lease", "deposit", "bike", "tv", "fridge", "door",
-    "window", "ring", "necklace", "jacket", "shoes", "money", "check", "contract", "camera",
-    "guitar", "piano", "boat", "truck", "stove", "bed", "desk", "lamp", "plants", "mail",
-    "cake", "ticket",
+# Bystanders' doings use their own verbs and objects: a side fact is visible from any of
+# its words.
+SIDE_PHRASES: tuple[tuple[str, str], ...] = (
+    ("missed", "bus"), ("spilled", "coffee"), ("dropped", "parcel"), ("parked", "van"),
+    ("delivered", "letter"), ("washed", "dishes"), ("cooked", "soup"), ("watered", "lawn"),
 )  # fmt: skip
 # Objects that never occur in a post: most invented facts use one, so a hallucination is
 # visible at the token level (as a real model's invented entity often is).
-PHANTOM_OBJECTS: tuple[str, ...] = (
-    "yacht", "castle", "diamond", "helicopter", "horse", "painting", "watch", "pool",
-    "tractor", "violin",
+PHANTOM_PHRASES: tuple[tuple[str, str], ...] = (
+    ("bought", "yacht"), ("sold", "castle"), ("stole", "diamond"), ("crashed", "helicopter"),
+    ("lost", "horse"), ("ruined", "painting"), ("broke", "watch"), ("cleaned", "pool"),
+    ("borrowed", "tractor"), ("took", "violin"),
 )  # fmt: skip
+VERB_OF: dict[str, str] = {o: v for v, o in KEY_PHRASES + SIDE_PHRASES + PHANTOM_PHRASES}
+VERBS: tuple[str, ...] = tuple(dict.fromkeys(v for v, _ in KEY_PHRASES))
+SIDE_VERBS: tuple[str, ...] = tuple(v for v, _ in SIDE_PHRASES)
+OBJECTS: tuple[str, ...] = tuple(o for _, o in KEY_PHRASES)
+SIDE_OBJECTS: tuple[str, ...] = tuple(o for _, o in SIDE_PHRASES)
+PHANTOM_OBJECTS: tuple[str, ...] = tuple(o for _, o in PHANTOM_PHRASES)
 _CATEGORY_SUBREDDIT = {
     "legal": "legaladvice",
     "family": "relationships",
@@ -89,14 +108,16 @@ _TITLES = ("my {s} and the {o}", "need advice about my {s}", "my {s} is driving 
            "what do i do about my {s} ?", "update on my {s}", "help with my {s} and the {o}")  # fmt: skip
 
 _FILLER_WORDS = {w for p in _LEADS + _DETS + _TAILS + _TITLES for w in p.split()} | {"my"}
-_ALL_OBJECTS = set(OBJECTS) | set(PHANTOM_OBJECTS)
-assert not (set(OBJECTS) & set(PHANTOM_OBJECTS) or set(MAIN_SUBJECTS) & set(SIDE_SUBJECTS))
-assert not (set(SUBJECTS) & set(VERBS) or set(SUBJECTS) & _ALL_OBJECTS or set(VERBS) & _ALL_OBJECTS)
-assert not (_FILLER_WORDS & (set(SUBJECTS) | set(VERBS) | _ALL_OBJECTS))
+_ALL_OBJECTS = set(OBJECTS) | set(SIDE_OBJECTS) | set(PHANTOM_OBJECTS)
+_ALL_VERBS = set(VERBS) | set(SIDE_VERBS)
+assert len(_ALL_OBJECTS) == len(OBJECTS) + len(SIDE_OBJECTS) + len(PHANTOM_OBJECTS)
+assert not (set(VERBS) & set(SIDE_VERBS) or set(MAIN_SUBJECTS) & set(SIDE_SUBJECTS))
+assert not (set(SUBJECTS) & _ALL_VERBS or set(SUBJECTS) & _ALL_OBJECTS or _ALL_VERBS & _ALL_OBJECTS)
+assert not (_FILLER_WORDS & (set(SUBJECTS) | _ALL_VERBS | _ALL_OBJECTS))
 ALL_WORDS: tuple[str, ...] = tuple(
-    sorted(set(SUBJECTS) | set(VERBS) | _ALL_OBJECTS | _FILLER_WORDS | {".", "?"})
+    sorted(set(SUBJECTS) | _ALL_VERBS | _ALL_OBJECTS | _FILLER_WORDS | {".", "?"})
 )
-_S, _V, _O = frozenset(SUBJECTS), frozenset(VERBS), frozenset(_ALL_OBJECTS)
+_S, _V, _O = frozenset(SUBJECTS), frozenset(_ALL_VERBS), frozenset(_ALL_OBJECTS)
 
 Fact = tuple[str, str, str]  # (subject, verb, object)
 
@@ -132,19 +153,15 @@ def _post_sentence(fact: Fact, rng: random.Random) -> str:
 
 
 def make_post(rng: random.Random) -> Post:
-    """A random post: 2–3 key facts (distinct verbs and objects) and 1–2 side facts, 3–5
-    sentences in random order (~25–40 words with the title)."""
+    """A random post: 2–3 key facts (distinct key phrases) and 1–2 side facts (distinct
+    bystanders and side phrases), 3–5 sentences in random order (~25–40 words with the
+    title)."""
     main = rng.choice(MAIN_SUBJECTS)
     n_key = rng.choice((2, 3, 3))
     n_side = rng.randint(1, 2)
-    verbs = rng.sample(VERBS, n_key)
-    objects = rng.sample(OBJECTS, n_key)
-    facts = [(main, v, o) for v, o in zip(verbs, objects)]
-    others = SIDE_SUBJECTS
-    while len(facts) < n_key + n_side:
-        side = (rng.choice(others), rng.choice(VERBS), rng.choice(OBJECTS))
-        if side not in facts:
-            facts.append(side)
+    facts = [(main, v, o) for v, o in rng.sample(KEY_PHRASES, n_key)]
+    side = zip(rng.sample(SIDE_SUBJECTS, n_side), rng.sample(SIDE_PHRASES, n_side))
+    facts += [(s, v, o) for s, (v, o) in side]
     rng.shuffle(facts)
     category = _SUBJECT_CATEGORY[main]
     if rng.random() < 0.75:
@@ -243,9 +260,10 @@ class SummaryProfile:
     """Error profile of a summary writer. Probabilities are per fact or per summary.
 
     p_key: each key fact is stated; p_side: each side fact is stated; p_invent: an
-    invented fact (per summary; a second one with p_invent/3) — either a key fact with its
-    object swapped for one not in the post (replacing the true fact when stated) or a fact
-    pinned on the wrong person; p_repeat: one sentence is repeated; p_broken: the last
+    invented fact (per summary; a second one with p_invent/3) about the main subject —
+    mostly a phantom phrase, else a key phrase the post does not state — replacing a true
+    key fact when that one is stated; p_repeat: a sentence is repeated (`max_repeats`
+    times at most, each extra copy with probability p_repeat again); p_broken: the last
     sentence is truncated; max_sentences: longer summaries are cut to this many.
     """
 
@@ -255,6 +273,7 @@ class SummaryProfile:
     p_repeat: float
     p_broken: float
     max_sentences: int = 4
+    max_repeats: int = 1
 
 
 PROFILES: dict[str, SummaryProfile] = {
@@ -268,23 +287,24 @@ PROFILES: dict[str, SummaryProfile] = {
     "chatty": SummaryProfile(0.85, 0.7, 0.1, 0.15, 0.05),
     "hallucinating": SummaryProfile(0.7, 0.15, 0.7, 0.04, 0.05),
     "sloppy": SummaryProfile(0.75, 0.2, 0.1, 0.3, 0.35),
+    # A small model decoding greedily: it loses track of what it said and loops.
+    "looping": SummaryProfile(0.6, 0.05, 0.05, 0.85, 0.05, max_repeats=3),
 }
-PAIR_GENERATORS: tuple[str, ...] = ("good", "lazy", "chatty", "hallucinating", "sloppy")
+PAIR_GENERATORS: tuple[str, ...] = (
+    "good", "lazy", "chatty", "hallucinating", "sloppy", "looping",
+)  # fmt: skip
 
 
-def _invented_fact(post: Post, rng: random.Random) -> tuple[Fact, Fact | None]:
-    """(invented fact, the true key fact it replaces or None)."""
-    key = post.key_facts
-    if rng.random() < 0.85:  # object swapped for one that never occurs in posts
-        true = rng.choice(key)
-        return (true[0], true[1], rng.choice(PHANTOM_OBJECTS)), true
-    side = post.side_facts
-    src = rng.choice(side)  # mixed-up people: a side fact pinned on the main subject
-    fact = (post.main_subject, src[1], src[2])
-    if fact in post.facts:  # by chance true; pin a key fact on a side subject instead
-        k = rng.choice(key)
-        fact = (src[0], k[1], k[2])
-    return fact, None  # the caller drops it in the rare case it is still a true fact
+def _invented_fact(post: Post, rng: random.Random) -> tuple[Fact, Fact]:
+    """(invented fact about the main subject, the true key fact it replaces when stated):
+    mostly a phantom phrase no post mentions, else a key phrase this post does not state."""
+    true = rng.choice(post.key_facts)
+    if rng.random() < 0.8:
+        verb, obj = rng.choice(PHANTOM_PHRASES)
+    else:
+        stated = {f[2] for f in post.facts}
+        verb, obj = rng.choice([p for p in KEY_PHRASES if p[1] not in stated])
+    return (post.main_subject, verb, obj), true
 
 
 def summary_facts(post: Post, profile: SummaryProfile, rng: random.Random) -> list[Fact]:
@@ -294,8 +314,6 @@ def summary_facts(post: Post, profile: SummaryProfile, rng: random.Random) -> li
     n_invent = int(rng.random() < profile.p_invent) + int(rng.random() < profile.p_invent / 3)
     for _ in range(n_invent):
         fact, replaces = _invented_fact(post, rng)
-        if fact in post.facts:
-            continue
         if replaces in out:
             out[out.index(replaces)] = fact
         else:
@@ -305,7 +323,12 @@ def summary_facts(post: Post, profile: SummaryProfile, rng: random.Random) -> li
     out = out[: profile.max_sentences]
     if rng.random() < profile.p_repeat:
         i = rng.randrange(len(out))
-        out.insert(rng.randint(i + 1, len(out)), out[i])
+        j = rng.randint(i + 1, len(out))
+        out.insert(j, out[i])
+        for _ in range(profile.max_repeats - 1):  # loops: the same sentence again
+            if rng.random() >= profile.p_repeat:
+                break
+            out.insert(j, out[i])
     return out
 
 

@@ -274,10 +274,32 @@ class ToyWorld:
         )
         return list(itertools.islice(subset, c.num_alignment))
 
-    def rating_corpus(self) -> list[Record]:
+    def rating_corpus(self, both_orders: bool = False) -> list[Record]:
         """Generic rating corpus (disjoint posts): pairs in shown order, label = 1.0 if the
-        bootstrap rater chose response1 (shown first) else 0.0, its confidence 1..9."""
-        return [dict(r) for r in self._pairs("rating", self.config.num_rating_corpus)[0]]
+        bootstrap rater chose response1 (shown first) else 0.0, its confidence 1..9.
+
+        both_orders: each pair is followed by its swapped copy (id suffix '-swapped'),
+        labeled by a second, independent query of the rater in that order (so its position
+        bias favours the other summary there).
+        """
+        recs, infos = self._pairs("rating", self.config.num_rating_corpus)
+        out = []
+        for i, (rec, info) in enumerate(zip(recs, infos)):
+            out.append(dict(rec))
+            if both_orders:
+                rng = self._rng("rating", i, "swapped")
+                label, confidence = self.rater.sample(info.rater[1], info.rater[0], rng)
+                out.append(
+                    {
+                        "id": rec["id"] + "-swapped",
+                        "context": rec["context"],
+                        "response1": rec["response2"],
+                        "response2": rec["response1"],
+                        "label": label,
+                        "confidence": confidence,
+                    }
+                )
+        return out
 
     def rating_scores(self) -> list[tuple[str, str, int]]:
         """(context, summary, 1..10 rating by the bootstrap rater) for each corpus summary:

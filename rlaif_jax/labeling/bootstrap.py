@@ -2,8 +2,9 @@
 
 A `toy_labeler` LM (larger than the policy) is trained once, with the shared train loop,
 on the toy world's generic rating corpus rendered into the real labeling prompts: the
-Base preamble, the corpus's shown order (so the corpus rater's position bias and blind
-spots are learned as they are), target the rater's "1"/"2" after `Preferred Summary=`;
+Base preamble, each pair in both orders as the rater labeled them (so its blind spots are
+learned as they are, and its position bias where it has it: on near ties), target the
+rater's "1"/"2" after `Preferred Summary=`;
 plus d-RLAIF prompts (target a 1–10 score after `SCORE:`) so the same labeler can score
 inside RL. It is then used only through the real labeling code path.
 Output: WORKDIR/labeler/{ckpt, spm.model, COMPLETE}.
@@ -27,8 +28,11 @@ from rlaif_jax.sft import lm_loss
 from rlaif_jax.train.supervised import TrainSettings, finish, train_supervised
 
 
-def _preamble_texts() -> list[str]:
-    """Every prompt text of the summarization variants (so the vocab covers them)."""
+@gin.configurable
+def labeler_prompt_texts(repeats: int = 50) -> list[str]:
+    """Every prompt text of the summarization variants and the d-RLAIF prompt, `repeats`
+    times (vocabulary training data: so their words become whole pieces like the
+    corpus words). Gin: `sft.extra_vocab_texts = @labeler_prompt_texts()`."""
     out = []
     for v in (
         render.PromptVariant(preamble=p, cot=c) for p in ("base", "detailed") for c in (False, True)
@@ -36,7 +40,7 @@ def _preamble_texts() -> list[str]:
         r = render.render_preference(v, "x", "y", "z")
         out += [r.prefix, r.suffix]
     out += list(render.DirectPrompt().parts())
-    return out
+    return out * repeats
 
 
 def _bucketed_batch(
@@ -61,24 +65,32 @@ def run_stage(
     vocab_size: int | None = None,
     variants: Sequence[render.PromptVariant] | None = None,
     direct_examples: int = 1000,
+    both_orders: bool = True,
+    init_from: str | None = None,
     max_len: int = 512,
     bucket: int = 32,
     text_loss: bool = True,
     settings: TrainSettings | None = None,
 ) -> dict[str, float]:
     """Trains the toy labeler; `variants` default to [Base 0-shot] (CoT variants use the
-    world's rationales); `direct_examples` d-RLAIF rows are mixed in; `text_loss` adds a
-    next-token loss on the prompt text (see `bootstrap_data.to_batch`)."""
+    world's rationales); `direct_examples` d-RLAIF rows are mixed in; `both_orders` shows each
+    corpus pair in both orders (each labeled by the rater as shown: the answer's prior is
+    balanced, so the labeler must compare the summaries, and it learns the rater's position
+    bias only where the rater has it, on near ties); `text_loss` adds a next-token loss on
+    the prompt text (see `bootstrap_data.to_batch`). `init_from` (a stage dir under WORKDIR,
+    e.g. 'sft'): start from that stage's LM checkpoint and use its vocabulary (the labeler
+    then has its architecture: `model_preset` must name it), like an instruction-tuned
+    LLM that shares the policy's pretraining."""
     start = time.time()
     stage_dir = os.path.join(workdir, output_dir)
     settings = settings or TrainSettings()
     world = ToyWorld()
     config = get_config(model_preset, **(model_overrides or {}))
+    init_dir = os.path.join(workdir, init_from) if init_from else None
     vocab, _ = vocab_lib.stage_vocabulary(
-        # Prompt texts repeated so their words become whole pieces like the corpus words.
         stage_dir,
-        None,
-        lambda: world.corpus_texts(extra=_preamble_texts() * 50),
+        os.path.join(init_dir, "spm.model") if init_dir else None,
+        lambda: world.corpus_texts(extra=labeler_prompt_texts()),
         vocab_size or config.vocab_size,
     )
     if vocab.vocab_size > config.vocab_size:
@@ -86,9 +98,14 @@ def run_stage(
             f"bootstrap_labeler: vocabulary of {vocab.vocab_size} pieces exceeds the model's "
             f"vocab_size {config.vocab_size} (gin: bootstrap_labeler.model_overrides)."
         )
-    variants = list(variants or [render.PromptVariant(preamble="base")])
+    # The toy world is a summarization task: variants left task-less (gin) get it.
+    variants = [v.with_task("summarize") for v in variants or [render.PromptVariant()]]
     examples = bootstrap_data.preference_examples(
-        world.rating_corpus(), vocab, variants, max_len, rationale_fn=world.rating_rationale
+        world.rating_corpus(both_orders),
+        vocab,
+        variants,
+        max_len,
+        rationale_fn=world.rating_rationale,
     )
     if direct_examples:
         rows = world.rating_scores()[:direct_examples]
@@ -111,6 +128,7 @@ def run_stage(
         ),
         loss_fn=functools.partial(lm_loss, config),
         settings=settings,
+        init_from=os.path.join(init_dir, "ckpt") if init_dir else None,
     )
     metrics["num_examples"] = len(examples)
     finish(stage_dir, metrics, start)

@@ -105,10 +105,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         max_len=512,
     ),
     # The toy world runs end to end on a 2-core CPU (fp32 there): a policy over a
-    # 512-piece BPE vocab of the toy corpus, and a larger labeler (more layers, wider,
-    # its own 768-piece vocab that also covers the labeling prompts).
+    # 768-piece BPE vocab of the toy corpus and the labeling prompts (the demo's labeler
+    # starts from the SFT policy), and a larger labeler preset with its own vocab.
     "toy_policy": dict(
-        vocab_size=512,
+        vocab_size=768,
         d_model=128,
         num_layers=2,
         num_heads=4,

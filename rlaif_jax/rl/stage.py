@@ -27,7 +27,7 @@ from rlaif_jax.data import batching
 from rlaif_jax.rl import rewards
 from rlaif_jax.rl.runner import RLRunner, RLSettings
 from rlaif_jax.train.checkpoint import Checkpointer, PreemptionHandler
-from rlaif_jax.train.metrics import MetricsWriter
+from rlaif_jax.train.metrics import MetricsWriter, Progress
 
 logger = logging.getLogger("rlaif_jax.rl")
 
@@ -66,6 +66,7 @@ def train(
     preempt = PreemptionHandler()
     last: dict[str, float] = {}
     done_here = 0
+    progress = Progress("rl", total, start_step=step, every=10)
     try:
         while step < total:
             records = next(it)
@@ -76,15 +77,11 @@ def train(
             last.update(step_seconds=time.time() - t0)
             writer.write(step, last)
             last["step"] = step
-            if step % 10 == 0 or step == 1:
-                logger.info(
-                    "rl step %d/%d reward %.4f kl %.4f len %.1f",
-                    step,
-                    total,
-                    last["reward_mean"],
-                    last["kl"],
-                    last["response_length"],
-                )
+            progress.update(
+                step,
+                {k: last[k] for k in ("reward_mean", "kl", "response_length")},
+                tokens=last["response_length"] * s.batch_size * s.samples_per_prompt,
+            )
             if not np.isfinite(last["loss"]):
                 raise FloatingPointError(
                     f"RL loss is {last['loss']} at step {step}; the last good checkpoint is kept."

@@ -162,6 +162,7 @@ def _corruptions(post, rng: random.Random) -> dict[str, str]:
         "invented_object": render_summary([(s, v, wrong_obj)] + key[1:]),
         "invented_extra": render_summary(key + [(s, v, wrong_obj)]),
         "mixed_up_person": render_summary([(wrong_subj, v, o)] + key[1:]),
+        "mixed_up_person_extra": render_summary(key + [(wrong_subj, v, o)]),
         "repeated": render_summary(key + [key[-1]]),
         "truncated": render_summary(key)[: -len(" .")],
         "truncated_object": render_summary(key)[: -len(f" {key[-1][2]} .")],
@@ -265,12 +266,14 @@ def test_bootstrap_rater_blind_spots_and_position_bias():
         main, facts = post.main_subject, post.facts
         perfect = render_summary(post.key_facts)
         c = _corruptions(post, rng)
-        for bad in (c["invented_object"], c["invented_extra"], c["repeated"]):
+        for bad in (c["invented_extra"], c["mixed_up_person_extra"]):
             # Blind: equal quality for the rater, strictly worse for the oracle.
             assert rater.quality(main, facts, bad) == rater.quality(main, facts, perfect)
             assert oracle_score(post.context, bad) < 1.0
+        for bad in (c["repeated"], c["side_fact"], c["truncated"], c["missing_key"]):
+            assert rater.quality(main, facts, bad) < rater.quality(main, facts, perfect)
         # Near tie with the corrupted summary shown first: the rater takes position 1.
-        blind_wins += rater.sample(rater.quality(main, facts, c["invented_object"]), 1.0, rng)[0]
+        blind_wins += rater.sample(rater.quality(main, facts, c["invented_extra"]), 1.0, rng)[0]
         tie_first += rater.sample(1.0, 1.0, rng)[0]
         # A clear difference (a broken, incomplete summary) beats the bias.
         worse = rater.quality(main, facts, c["truncated_object"])
@@ -304,8 +307,8 @@ def test_bootstrap_alignment_above_chance_below_perfect_and_debiasing_helps(worl
     for k in ("", "_high_confidence"):
         single = s[f"bootstrap_human_agreement{k}_single_order"]
         both = s[f"bootstrap_human_agreement{k}_both_orders"]
-        assert 0.6 <= single < both < 0.9, (k, single, both)
-    assert s["bootstrap_oracle_agreement_both_orders"] < 0.9
+        assert 0.6 <= single < both < 0.95, (k, single, both)
+    assert s["bootstrap_oracle_agreement_both_orders"] < 0.95
     assert 0.15 < s["bootstrap_same_position_rate"] < 0.8
     # Headroom: the good generator and the perfect summary beat the SFT references.
     q = s["oracle_score_mean"]
