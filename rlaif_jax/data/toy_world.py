@@ -7,24 +7,26 @@ data, and the numbers it produces mean this:
 - **Posts** (`toy_text`): a title naming a main subject, 2–3 KEY facts about that subject
   and 1–2 SIDE facts about bystanders (who never title a post), as chatty sentences
   ("last week my landlord raised the rent again ."). Summaries are compressed fact
-  sentences ("landlord raised rent ."). Most invented facts use objects no post mentions,
-  so the main errors (side facts, hallucinations, repeats, truncation, missing facts) are
-  visible from a summary's own tokens — learnable by the tiny demo models.
+  sentences ("landlord raised rent ."). Key facts are fixed verb–object phrases, side
+  facts use their own phrases and most invented facts use objects no post mentions, so
+  the main errors (side facts, hallucinations, repeats, truncation, missing facts) show in
+  a summary's words or in whether they occur in the post — learnable by the tiny demo
+  models in minutes.
 - **SFT examples** pair a post with a noisy "reference TL;DR" (misses key facts, adds side
   facts, sometimes invents one or is truncated — the `reference` profile). A policy that
   imitates them inherits their mistakes, which is the headroom RL has.
 - **Oracle quality** (`toy_oracle.oracle_score`): coverage of the key facts minus
   penalties; 1.0 = the perfect summary. It plays the role of "what humans actually want".
 - **Human preferences**: pairs of summaries from several generators (good, lazy, chatty,
-  hallucinating, sloppy) labeled by a noisy Bradley–Terry rater over the oracle that agrees
-  with itself ~75% of the time, with a 9-point confidence. The train split is the RLHF
-  RM's data and (order randomised) the label stage's unlabeled pairs; the validation split
-  measures RM pairwise accuracy; the alignment subset (15% of train, confidence 1/2/8/9)
-  measures AI labeler alignment, as in paper §3.5.
+  hallucinating, sloppy, looping) labeled by a noisy Bradley–Terry rater over the oracle
+  that agrees with itself ~75% of the time, with a 9-point confidence. The train split is
+  the RLHF RM's data and (order randomised) the label stage's unlabeled pairs; the
+  validation split measures RM pairwise accuracy; the alignment subset (15% of train,
+  confidence 1/2/8/9) measures AI labeler alignment, as in paper §3.5.
 - **Rating corpus**: pairs on disjoint posts labeled by a *different* rater with blind
-  spots (cannot see invented facts, length or repetition) and a first-position bias. The
-  toy "off-the-shelf" labeler is bootstrapped on it, so its alignment with the human is
-  above chance but imperfect, and position debiasing (both orders) matters.
+  spots (does not check facts against the post, ignores length) and a first-position
+  bias. The toy "off-the-shelf" labeler is bootstrapped on it, so its alignment with the
+  human is above chance but imperfect, and position debiasing (both orders) matters.
 - **Win rates** are judged by `oracle_prefers` (the toy "human evaluation").
 
 Every set uses its own posts (disjoint index namespaces); record i of a set depends only on
@@ -32,12 +34,12 @@ Every set uses its own posts (disjoint index namespaces); record i of a set depe
 Run `python -m rlaif_jax.data.toy_world` to print the world's statistics
 (`toy_oracle.world_statistics`). With the defaults:
 
-    human self-agreement (re-queried)              0.76   (tau calibrated to 0.75)
-    human–oracle agreement, all / confidence 1,2,8,9   0.83 / 0.96   (alignment ceiling)
-    bootstrap rater vs human, one order / both orders  0.62 / 0.67; on confidence
-        1,2,8,9 pairs (where alignment is measured) 0.68 / 0.74; same position 0.59
+    human self-agreement (re-queried)              0.75   (tau calibrated to 0.75)
+    human–oracle agreement, all / confidence 1,2,8,9   0.83 / 0.95   (alignment ceiling)
+    bootstrap rater vs human, one order / both orders  0.72 / 0.78; on confidence
+        1,2,8,9 pairs (where alignment is measured) 0.85 / 0.92; same position 0.48
     mean oracle quality: perfect 1.0, good generator 0.76, references (SFT targets) ~0.47,
-        lazy 0.40, chatty 0.39, sloppy 0.28, hallucinating −0.08
+        lazy 0.39, chatty 0.36, sloppy 0.29, hallucinating −0.11, looping −0.24
 """
 
 from __future__ import annotations

@@ -28,8 +28,10 @@ from rlaif_jax.data.toy_text import (
     MAIN_SUBJECTS,
     OBJECTS,
     PHANTOM_OBJECTS,
+    SIDE_OBJECTS,
     SIDE_SUBJECTS,
     SUBJECTS,
+    VERB_OF,
     ContextError,
     generate_summary,
     make_post,
@@ -340,3 +342,33 @@ def test_sources_corpus_config_and_speed():
     big = ToyWorld(ToyWorldConfig(num_sft=10000, num_pairs=10000))
     big.sft_examples(), big.human_preferences()
     assert time.perf_counter() - t0 < 20.0  # ~2 s alone on one core
+
+
+def test_rating_corpus_both_orders_are_two_queries_of_the_rater(world):
+    one, both = world.rating_corpus(), world.rating_corpus(both_orders=True)
+    assert both[0::2] == one and len(both) == 2 * len(one)
+    infos = world.pair_infos("rating")
+    first_shown = []
+    for rec, swapped, info in zip(one, both[1::2], infos):
+        assert swapped["id"] == rec["id"] + "-swapped"
+        assert (swapped["response1"], swapped["response2"]) == (rec["response2"], rec["response1"])
+        assert swapped["context"] == rec["context"] and (swapped["confidence"] < 5) == (
+            swapped["label"] == 1.0
+        )
+        if abs(info.rater[0] - info.rater[1]) < 1e-9:  # a tie for the rater: only the bias
+            first_shown += [rec["label"], swapped["label"]]
+    # On the rater's ties both orders mostly pick the first-shown summary (its position
+    # bias), so the two labels of a pair disagree about which summary is better.
+    assert len(first_shown) > 100 and np.mean(first_shown) > 0.75
+
+
+def test_looping_generator_repeats_and_every_error_is_word_visible():
+    rng = random.Random(5)
+    repeats = []
+    for _ in range(300):
+        post = make_post(rng)
+        assert all(f[1] == VERB_OF[f[2]] for f in post.facts)
+        assert {f[2] for f in post.side_facts} <= set(SIDE_OBJECTS)
+        assert not {f[2] for f in post.key_facts} & set(SIDE_OBJECTS)
+        repeats.append(judge(post.context, generate_summary(post, "looping", rng)).repeated)
+    assert np.mean(repeats) > 1.0 and max(repeats) >= 3
