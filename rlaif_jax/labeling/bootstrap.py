@@ -1,6 +1,8 @@
 """`rlaif-jax bootstrap_labeler` (toy world only): the stand-in for an instruction-tuned LLM.
 
-A `toy_labeler` LM (larger than the policy) is trained once, with the shared train loop,
+An LM is trained once, with the shared train loop — in the demo the SFT policy itself as
+the starting point (`init_from='sft'`, as an instruction-tuned LLM shares the policy's
+pretraining), or from scratch with the larger `toy_labeler` preset and its own vocabulary —
 on the toy world's generic rating corpus rendered into the real labeling prompts: the
 Base preamble, each pair in both orders as the rater labeled them (so its blind spots are
 learned as they are, and its position bias where it has it: on near ties), target the
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 import gin
 import numpy as np
 
+from rlaif_jax import artifacts
 from rlaif_jax.data import vocab as vocab_lib
 from rlaif_jax.data.toy_world import ToyWorld
 from rlaif_jax.labeling import bootstrap_data, render
@@ -87,6 +90,11 @@ def run_stage(
     world = ToyWorld()
     config = get_config(model_preset, **(model_overrides or {}))
     init_dir = os.path.join(workdir, init_from) if init_from else None
+    if init_dir and not artifacts.is_complete(init_dir):
+        raise ValueError(
+            f"bootstrap_labeler: init_from={init_from!r} but {init_dir} has no finished stage "
+            f"(no COMPLETE marker); run that stage first or unset bootstrap_labeler.init_from."
+        )
     vocab, _ = vocab_lib.stage_vocabulary(
         stage_dir,
         os.path.join(init_dir, "spm.model") if init_dir else None,

@@ -323,3 +323,11 @@ def test_model_scorer_batching_and_shared_prefix(monkeypatch):
         np.testing.assert_allclose(sc.score(prefix, suffixes, cands), want, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="multiple of the mesh's batch divisor"):
         ModelScorer(None, params, mesh, rules, batch_size=6)
+
+
+def test_bootstrap_from_an_unfinished_stage_names_the_binding(tmp_path):
+    from rlaif_jax.labeling import bootstrap
+
+    with pytest.raises(ValueError, match="bootstrap_labeler.init_from"):
+        bootstrap.run_stage(workdir=str(tmp_path), model_preset="tiny", init_from="sft")
+    assert not (tmp_path / "labeler").exists()  # nothing written before the check
