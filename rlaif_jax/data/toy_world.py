@@ -291,16 +291,9 @@ class ToyWorld:
             if both_orders:
                 rng = self._rng("rating", i, "swapped")
                 label, confidence = self.rater.sample(info.rater[1], info.rater[0], rng)
-                out.append(
-                    {
-                        "id": rec["id"] + "-swapped",
-                        "context": rec["context"],
-                        "response1": rec["response2"],
-                        "response2": rec["response1"],
-                        "label": label,
-                        "confidence": confidence,
-                    }
-                )
+                swapped = splits.swap_pair(rec)  # the rater's own answer replaces the flip
+                swapped.update(id=rec["id"] + "-swapped", label=label, confidence=confidence)
+                out.append(swapped)
         return out
 
     def rating_scores(self) -> list[tuple[str, str, int]]:
