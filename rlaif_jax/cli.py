@@ -26,6 +26,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "evaluate": ("rlaif_jax.evaluation.stage", "Win rates, alignment, RM accuracy, report."),
     "pipeline": ("rlaif_jax.pipeline", "Every stage of an experiment, skipping finished ones."),
     "bench": ("rlaif_jax.bench", "Throughput benchmark (train, score, sample)."),
+    "sample_pairs": (
+        "rlaif_jax.pair_sampling",
+        "Preference pairs sampled from a policy (on-policy pair data).",
+    ),
     "bootstrap_labeler": (
         "rlaif_jax.labeling.bootstrap",
         "Toy world only: train the stand-in off-the-shelf labeler.",

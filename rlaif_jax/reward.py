@@ -92,7 +92,7 @@ def run_stage(
     start = time.time()
     stage_dir = os.path.join(workdir, output_dir)
     settings = settings or TrainSettings()
-    data = tasks.task_sources()
+    data = tasks.stage_sources(workdir)
     if preferences == "ai":
         records = list(
             data.with_ai_labels(os.path.join(workdir, label_dir)).source("ai_prefs", "train")

@@ -9,6 +9,8 @@
   preference pairs (`read_hh`).
 - AI preferences written by the label stage: JSONL shards listed in `manifest.json`
   (`read_ai_preferences`).
+- Policy-sampled pairs written by the sample_pairs stage: JSONL `{id, context,
+  response1, response2[, label, confidence]}` (`read_policy_pairs`).
 - TFDS datasets by name (`read_tfds`).
 
 Bad input raises `RecordError` naming file, line (or parquet row) and field; with
@@ -242,6 +244,36 @@ def read_comparisons(
             "label": 1.0 if choice == 0 else 0.0,
             "confidence": int(confidence),
         }
+
+    return _read(path, parse, skip_bad_records, stats)
+
+
+def read_policy_pairs(
+    path: str, skip_bad_records: bool = False, stats: ReadStats | None = None
+) -> Iterator[Record]:
+    """Pairs sampled from a policy (`pair_sampling`): JSONL {id, context, response1,
+    response2} plus, when the pairs were rated, label (P(response1 preferred), 0..1) and
+    confidence (1..9). Unrated pairs get label 0.5 and confidence 0 ("not rated", as a
+    comparison without a confidence), so they never enter the alignment subset."""
+
+    def parse(obj, where):
+        rec = {"id": str(_get(obj, "id", path, where))}
+        for name in ("context", "response1", "response2"):
+            rec[name] = _text(obj, name, path, where, allow_empty=name != "context")
+        label, confidence = obj.get("label"), obj.get("confidence")
+        if label is None and confidence is None:
+            rec["label"], rec["confidence"] = 0.5, 0
+            return rec
+        if isinstance(label, bool) or not isinstance(label, int | float) or not 0 <= label <= 1:
+            raise RecordError(path, where, "label", f"expected a number in [0, 1], got {label!r}")
+        if (
+            isinstance(confidence, bool)
+            or not isinstance(confidence, int)
+            or not 1 <= confidence <= 9
+        ):
+            raise RecordError(path, where, "confidence", f"expected 1..9, got {confidence!r}")
+        rec["label"], rec["confidence"] = float(label), confidence
+        return rec
 
     return _read(path, parse, skip_bad_records, stats)
 

@@ -247,6 +247,76 @@ class TaskSources:
         }
         return TaskSources(self.task, sources)
 
+    def with_policy_pairs(
+        self,
+        pairs_dir: str,
+        pair_splits: Sequence[str] = ("train",),
+        alignment_fraction: float | None = None,
+        max_alignment: int | None = None,
+        seed: int = 0,
+    ) -> TaskSources:
+        """A copy whose unlabeled pairs of `pair_splits` are the policy-sampled pairs in
+        PAIRS_DIR/<split>.jsonl (`pair_sampling`). Rated pairs (every record has a
+        confidence 1..9, e.g. from the toy world's simulated human) also replace
+        human_prefs of that split, and the train split's alignment subset is redrawn from
+        them (`splits.alignment_subset`, at most `max_alignment`)."""
+        import os
+
+        sources = {r: dict(v) for r, v in self.sources.items()}
+        for split in pair_splits:
+            path = os.path.join(pairs_dir, f"{split}.jsonl")
+            if not os.path.isfile(path):
+                raise FileNotFoundError(
+                    f"No policy-sampled pairs at {path} (gin: stage_sources.policy_pairs): "
+                    "run `rlaif-jax sample_pairs` first (pipeline step ('sample_pairs', "
+                    "'sample_pairs', 'policy_pairs'))."
+                )
+            pairs = list(formats.read_policy_pairs(path))
+            if not pairs:
+                raise ValueError(f"{path} holds no pairs: rerun `rlaif-jax sample_pairs`.")
+            name = f"{self.task}/policy_pairs/{split}"
+            sources.setdefault("unlabeled", {})[split] = RecordSource(
+                name, "unlabeled", lambda p=pairs: p
+            )
+            if all(r["confidence"] != 0 for r in pairs):
+                sources.setdefault("human_prefs", {})[split] = RecordSource(
+                    name, "human_prefs", lambda p=pairs: p
+                )
+                if split == "train":
+                    subset = list(
+                        splits.alignment_subset(pairs, self.task, seed, alignment_fraction)
+                    )[: max_alignment or None]
+                    sources.setdefault("alignment", {})["train"] = RecordSource(
+                        f"{name}/alignment", "alignment", lambda s=subset: s
+                    )
+        return TaskSources(self.task, sources)
+
+
+@gin.configurable
+def stage_sources(
+    workdir: str,
+    policy_pairs: str | None = None,
+    policy_pair_splits: Sequence[str] = ("train",),
+    alignment_fraction: float | None = None,
+    max_alignment: int | None = None,
+    seed: int = 0,
+) -> TaskSources:
+    """The sources the label and reward stages read: `task_sources()`, with the pairs of
+    the sample_pairs stage in WORKDIR/<policy_pairs> when gin sets `policy_pairs`
+    (gin/method/on_policy_pairs.gin; see `TaskSources.with_policy_pairs`)."""
+    import os
+
+    data = task_sources()
+    if policy_pairs is None:
+        return data
+    return data.with_policy_pairs(
+        os.path.join(workdir, policy_pairs),
+        policy_pair_splits,
+        alignment_fraction,
+        max_alignment,
+        seed,
+    )
+
 
 @gin.configurable
 def task_sources(task: str = gin.REQUIRED, sources: Sources = gin.REQUIRED) -> TaskSources:

@@ -59,6 +59,7 @@ from rlaif_jax.data.toy_oracle import (
     BootstrapRater,
     HumanRater,
     judge_facts,
+    oracle_score,
 )
 from rlaif_jax.data.toy_text import (
     ALL_WORDS,
@@ -336,6 +337,16 @@ class ToyWorld:
                 yield self.rating_rationale(r, 1 if r["label"] > 0.5 else 2)
         yield from extra
 
+    def human_labels(self, pairs: Iterable[Record]) -> list[tuple[float, int]]:
+        """The simulated human's (label, confidence) for arbitrary pairs of summaries of toy
+        posts (e.g. the policy-sampled pairs of `pair_sampling`); deterministic per pair id."""
+        out = []
+        for rec in pairs:
+            q1, q2 = (oracle_score(rec["context"], rec[k]) for k in ("response1", "response2"))
+            rng = random.Random(f"toy:{self.config.seed}:human:{rec['id']}")
+            out.append(self.human.sample(q1, q2, rng))
+        return out
+
     def sources(self, ai_labels_dir: str | None = None) -> dict[str, dict[str, Any]]:
         """The world as `data.tasks` Sources (role -> split -> RecordSource), the same shape
         `summarize_sources` gives for real files."""
@@ -362,6 +373,15 @@ class ToyWorld:
                 "ai_prefs", "train", lambda: formats.read_ai_preferences(ai_labels_dir)
             )
         return out
+
+
+@gin.configurable
+def toy_human_labels(
+    pairs: Iterable[Record], config: ToyWorldConfig | None = None
+) -> list[tuple[float, int]]:
+    """Gin entry point (`sample_pairs.human_labels = @toy_human_labels`): the toy human
+    rates pairs (`ToyWorld.human_labels`)."""
+    return ToyWorld(config).human_labels(pairs)
 
 
 @gin.configurable

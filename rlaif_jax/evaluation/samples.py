@@ -51,8 +51,10 @@ def decode_policy(
     prompt_suffix: str,
     batch_size: int,
     seed: int = 0,
+    num_samples: int = 1,
 ) -> list[str]:
-    """Responses [N] for `prompts` (records with 'context'), decoded in fixed-size batches."""
+    """Responses [N · num_samples] for `prompts` (records with 'context'), decoded in
+    fixed-size batches; prompt-major (response i·num_samples + j is sample j of prompt i)."""
     sampler = sample_lib.make_sampler(
         config,
         mesh,
@@ -63,7 +65,7 @@ def decode_policy(
         top_p=1.0,
         eos_id=vocab.eos_id,
         pad_id=vocab.pad_id,
-        num_samples=1,
+        num_samples=num_samples,
     )
     out: list[str] = []
     rng = jax.random.key(seed)
@@ -81,7 +83,7 @@ def decode_policy(
         )
         toks = np.asarray(jax.device_get(res.tokens))
         lens = np.asarray(jax.device_get(res.lengths))
-        for row in range(real):
+        for row in range(real * num_samples):
             ids = [int(t) for t in toks[row, : lens[row]] if int(t) != vocab.eos_id]
             out.append(postprocess(vocab.decode(ids)))
         done = min(i + batch_size, len(prompts))

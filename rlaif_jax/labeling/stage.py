@@ -187,7 +187,7 @@ def run_stage(
     labeler_fn(workdir) -> (PromptScorer, vocab): the labeler (default
       `scoring.labeler_from_checkpoint`, i.e. WORKDIR/labeler/ckpt and its vocab).
     pairs / alignment_pairs: iterables (or callables) of pair records; default the
-      gin-configured `data.tasks.task_sources()` roles 'unlabeled' and 'alignment'.
+      gin-configured `data.tasks.stage_sources(workdir)` roles 'unlabeled' and 'alignment'.
     Returns the metrics written to WORKDIR/labels/metrics.json.
     """
     start = time.time()
@@ -195,7 +195,7 @@ def run_stage(
     if pairs is None:
         from rlaif_jax.data import tasks
 
-        data = tasks.task_sources()
+        data = tasks.stage_sources(workdir)
         pairs = data.source("unlabeled", split)
         if alignment_pairs is None and split in (data.sources.get("alignment") or {}):
             alignment_pairs = data.source("alignment", split)

@@ -33,7 +33,17 @@ def test_tiny_pipeline_end_to_end_then_rerun_skips(tmp_path):
     for f in ("report.md", "win_rates.png", "rl_reward_mean.png", "side_by_side.html"):
         assert (tmp_path / "report" / f).is_file(), f
     assert (tmp_path / "config.gin").is_file()
-    names = ("sft", "labeler", "labels", "rm_ai", "rm_human", "rl_rlaif", "rl_rlhf", "report")
+    names = (
+        "sft",
+        "policy_pairs",
+        "labeler",
+        "labels",
+        "rm_ai",
+        "rm_human",
+        "rl_rlaif",
+        "rl_rlhf",
+        "report",
+    )
     before = {n: os.path.getmtime(tmp_path / n / "COMPLETE") for n in names}
     sft_log = (tmp_path / "logs" / "sft" / "metrics.jsonl").read_text()
     assert cli.main(args) == 0
