@@ -23,6 +23,11 @@ data, and the numbers it produces mean this:
   the RLHF RM's data and (order randomised) the label stage's unlabeled pairs; the
   validation split measures RM pairwise accuracy; the alignment subset (15% of train,
   confidence 1/2/8/9) measures AI labeler alignment, as in paper §3.5.
+- **Policy-sampled pairs** (the demo's pair data, `pair_sampling` with
+  gin/method/on_policy_pairs.gin): two samples of the SFT policy per post of the human
+  train split, rated by the same simulated human (`ToyWorld.human_labels`). They replace
+  the generator pairs as the RLHF RM's data, the label stage's input and the alignment
+  subset; RM accuracy stays measured on the generator validation pairs.
 - **Rating corpus**: pairs on disjoint posts labeled by a *different* rater with blind
   spots (does not check facts against the post, ignores length) and a first-position
   bias. The toy "off-the-shelf" labeler is bootstrapped on it, so its alignment with the
