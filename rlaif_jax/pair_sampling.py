@@ -11,7 +11,7 @@ form the pair (contexts without two such candidates are dropped and counted).
 
 `human_labels(records) -> [(label, confidence)]`, when gin binds it, rates each pair
 (`toy_world.toy_human_labels`: the toy world's simulated human); unrated pairs carry
-label 0.5 / confidence 0 (not rated). Outputs: WORKDIR/<output_dir>/<split>.jsonl
+label −1 / confidence 0 (not rated). Outputs: WORKDIR/<output_dir>/<split>.jsonl
 ({id, context, response1, response2, label, confidence}) and COMPLETE. The label and
 reward stages read them when gin sets `stage_sources.policy_pairs` to `output_dir`
 (gin/method/on_policy_pairs.gin; `data.tasks.TaskSources.with_policy_pairs`).

@@ -23,6 +23,7 @@ logger = logging.getLogger("rlaif_jax.pipeline")
 # The toy demo's order (DESIGN §1): each row is (stage, gin scope, output dir).
 DEMO_STEPS = (
     ("sft", "sft", "sft"),
+    ("sample_pairs", "sample_pairs", "policy_pairs"),
     ("bootstrap_labeler", "bootstrap_labeler", "labeler"),
     ("label", "label", "labels"),
     ("reward", "rm_ai", "rm_ai"),

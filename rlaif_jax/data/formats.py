@@ -253,16 +253,16 @@ def read_policy_pairs(
 ) -> Iterator[Record]:
     """Pairs sampled from a policy (`pair_sampling`): JSONL {id, context, response1,
     response2} plus, when the pairs were rated, label (P(response1 preferred), 0..1) and
-    confidence (1..9). Unrated pairs get label 0.5 and confidence 0 ("not rated", as a
-    comparison without a confidence), so they never enter the alignment subset."""
+    confidence (1..9). Unrated pairs get label −1.0 and confidence 0 (no human label, as
+    `labeling.labeler.human_label` reads it), so they never enter alignment metrics."""
 
     def parse(obj, where):
         rec = {"id": str(_get(obj, "id", path, where))}
         for name in ("context", "response1", "response2"):
-            rec[name] = _text(obj, name, path, where, allow_empty=name != "context")
+            rec[name] = _text(obj, name, path, where)
         label, confidence = obj.get("label"), obj.get("confidence")
         if label is None and confidence is None:
-            rec["label"], rec["confidence"] = 0.5, 0
+            rec["label"], rec["confidence"] = -1.0, 0
             return rec
         if isinstance(label, bool) or not isinstance(label, int | float) or not 0 <= label <= 1:
             raise RecordError(path, where, "label", f"expected a number in [0, 1], got {label!r}")

@@ -43,8 +43,8 @@ Run `python -m rlaif_jax.data.toy_world` to print the world's statistics
     human–oracle agreement, all / confidence 1,2,8,9   0.83 / 0.95   (alignment ceiling)
     bootstrap rater vs human, one order / both orders  0.72 / 0.78; on confidence
         1,2,8,9 pairs (where alignment is measured) 0.85 / 0.92; same position 0.48
-    mean oracle quality: perfect 1.0, good generator 0.76, references (SFT targets) ~0.47,
-        lazy 0.39, chatty 0.36, sloppy 0.29, hallucinating −0.11, looping −0.24
+    mean oracle quality: perfect 1.0, good generator 0.76, lazy 0.39, chatty 0.36,
+        references (SFT targets) 0.29, sloppy 0.29, hallucinating −0.11, looping −0.24
 """
 
 from __future__ import annotations

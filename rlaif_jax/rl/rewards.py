@@ -1,4 +1,5 @@
-"""Reward functions for RL: a reward model (RLAIF / RLHF) or the d-RLAIF labeler.
+"""Reward functions for RL: a reward model (RLAIF / RLHF), the d-RLAIF labeler, or (toy world,
+a diagnostic) the oracle itself.
 
 Rewards are computed on TEXT: the policy's detokenized response, re-tokenized with
 the reward model's (or labeler's) own vocabulary, which may differ from the policy's.
@@ -166,3 +167,19 @@ class DirectLabelerReward:
                 f"d-RLAIF scorer returned shape {s.shape}, expected ({len(contexts)},)."
             )
         return direct.rescale(s).astype(np.float32)
+
+
+class ToyOracleReward:
+    """Gold reward on the toy world: the oracle quality of each response (1.0 = perfect).
+
+    Not a method of the paper: the upper bound of what RL reaches with a perfect reward
+    model in the same step budget, to tell RM errors from RL inefficiency (gin:
+    `rl_gold/rl.reward_builder = @toy_oracle_reward`).
+    """
+
+    def __call__(self, contexts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        from rlaif_jax.data import toy_oracle
+
+        _check_inputs(contexts, responses)
+        scores = [toy_oracle.oracle_score(c, r) for c, r in zip(contexts, responses)]
+        return np.asarray(scores, np.float32)

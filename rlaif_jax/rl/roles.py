@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import gin
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import Mesh
 
 from rlaif_jax.rl import rewards
@@ -182,27 +180,8 @@ def _vocab_path(workdir: str, stage_dir: str, explicit: str | None) -> str:
     return own if os.path.exists(own) else os.path.join(workdir, "sft", "spm.model")
 
 
-@dataclasses.dataclass
-class ToyOracleReward:
-    """Gold reward on the toy world: the oracle quality of each response (1.0 = perfect).
-
-    Not a method of the paper: the upper bound of what RL reaches with a perfect reward
-    model in the same step budget, to tell RM errors from RL inefficiency (gin:
-    `rl_gold/rl.reward_builder = @toy_oracle_reward`).
-    """
-
-    def __call__(self, contexts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        from rlaif_jax.data import toy_oracle
-
-        if len(contexts) != len(responses):
-            raise ValueError(f"{len(contexts)} contexts but {len(responses)} responses")
-        return np.asarray(
-            [toy_oracle.oracle_score(c, r) for c, r in zip(contexts, responses)], np.float32
-        )
-
-
 @gin.configurable
-def toy_oracle_reward(workdir: str, mesh: Mesh, rules: Rules) -> ToyOracleReward:
-    """Reward builder of the gold-reward arm (`ToyOracleReward`); toy world only."""
+def toy_oracle_reward(workdir: str, mesh: Mesh, rules: Rules) -> rewards.ToyOracleReward:
+    """Reward builder of the gold-reward arm (`rewards.ToyOracleReward`); toy world only."""
     del workdir, mesh, rules
-    return ToyOracleReward()
+    return rewards.ToyOracleReward()

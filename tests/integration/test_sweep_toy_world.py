@@ -1,6 +1,6 @@
 """The sweep launcher on the real toy world: two labeler-prompt variants of the paper's
-alignment ablation, each a real `rlaif-jax pipeline` run (SFT, the labeler bootstrap from it
-and the label stage, at toy-tiny size) in its own workdir, gathered into one table."""
+alignment ablation, each a real `rlaif-jax pipeline` run (SFT, pairs sampled from it, the
+labeler bootstrap from it and the label stage, at toy-tiny size) in its own workdir, gathered into one table."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from rlaif_jax import sweep
 
 STEPS = (
-    "[('sft','sft','sft'),('bootstrap_labeler','bootstrap_labeler','labeler'),"
-    "('label','label','labels')]"
+    "[('sft','sft','sft'),('sample_pairs','sample_pairs','policy_pairs'),"
+    "('bootstrap_labeler','bootstrap_labeler','labeler'),('label','label','labels')]"
 )
 
 
@@ -52,7 +52,7 @@ def test_sweep_of_two_labeler_variants_on_the_toy_world(tmp_path, capsys):
         # Each run used its own workdir and wrote the gin config it ran with.
         config = (base / name / "config.gin").read_text()
         assert f"prompt_variant.preamble = '{name}'" in config
-        assert not (base / name / "rm_ai").exists()  # only the three swept steps ran
+        assert not (base / name / "rm_ai").exists()  # only the swept steps ran
     md = (base / "sweep.md").read_text()
     assert "| base | ok |" in md and "| detailed | ok |" in md
     assert "labeler_alignment" in md.splitlines()[0]

@@ -8,6 +8,7 @@ import pytest
 from rlaif_jax import gin_utils
 from rlaif_jax.data import formats, splits, tasks, toy_oracle, toy_text
 from rlaif_jax.data.toy_world import ToyWorld, ToyWorldConfig
+from rlaif_jax.labeling.labeler import human_label
 from rlaif_jax.pair_sampling import distinct_pairs
 
 
@@ -34,7 +35,9 @@ def test_read_policy_pairs_rated_unrated_and_bad_fields(tmp_path):
     rated = _write(tmp_path / "rated.jsonl", [{**base, "label": 1, "confidence": 2}])
     assert list(formats.read_policy_pairs(rated)) == [{**base, "label": 1.0, "confidence": 2}]
     unrated = _write(tmp_path / "unrated.jsonl", [base])
-    assert list(formats.read_policy_pairs(unrated)) == [{**base, "label": 0.5, "confidence": 0}]
+    (rec,) = formats.read_policy_pairs(unrated)
+    assert rec == {**base, "label": -1.0, "confidence": 0}
+    assert human_label(rec) == -1.0  # no human label: left out of alignment metrics
     bad = _write(tmp_path / "bad.jsonl", [base, {**base, "label": 2.0, "confidence": 1}])
     with pytest.raises(formats.RecordError, match=r"bad.jsonl, line 2, field 'label'"):
         list(formats.read_policy_pairs(bad))
