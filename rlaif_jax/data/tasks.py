@@ -17,6 +17,7 @@ per-host sharding through `seqio.ShardInfo`).
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -260,8 +261,6 @@ class TaskSources:
         confidence 1..9, e.g. from the toy world's simulated human) also replace
         human_prefs of that split, and the train split's alignment subset is redrawn from
         them (`splits.alignment_subset`, at most `max_alignment`)."""
-        import os
-
         sources = {r: dict(v) for r, v in self.sources.items()}
         for split in pair_splits:
             path = os.path.join(pairs_dir, f"{split}.jsonl")
@@ -304,8 +303,6 @@ def stage_sources(
     """The sources the label and reward stages read: `task_sources()`, with the pairs of
     the sample_pairs stage in WORKDIR/<policy_pairs> when gin sets `policy_pairs`
     (gin/method/on_policy_pairs.gin; see `TaskSources.with_policy_pairs`)."""
-    import os
-
     data = task_sources()
     if policy_pairs is None:
         return data
