@@ -26,12 +26,19 @@ PROMPT_SUFFIX = "\nTL;DR:"
 
 
 def lm_loss(config, params, batch, rng):
-    """SFT loss: next-token cross-entropy on the target (+ EOS) tokens."""
+    """SFT loss: next-token cross-entropy on the target (+ EOS) tokens (with the optional
+    two-token soft targets `alt_tokens` / `alt_weight` of `losses.next_token_loss`)."""
     del rng
     logits, _ = model_lib.apply(
         config, params, batch["tokens"], attention_mask=batch["attention_mask"]
     )
-    loss, count = losses.next_token_loss(logits, batch["tokens"], batch["loss_mask"])
+    loss, count = losses.next_token_loss(
+        logits,
+        batch["tokens"],
+        batch["loss_mask"],
+        batch.get("alt_tokens"),
+        batch.get("alt_weight"),
+    )
     return loss, {"target_tokens": count}
 
 

@@ -177,7 +177,8 @@ class BootstrapRater:
 
     P(shown-first preferred) = sigmoid((qb_first − qb_second)/tau + position_bias), with
     qb = key-fact coverage − side_penalty · side facts − repeat_penalty · repeated facts
-    − broken_penalty · broken sentences (invented facts and length unseen).
+    − broken_penalty · broken sentences − invented_penalty · invented facts (length unseen;
+    invented facts unseen at the default 0, under-weighted below the oracle's 0.5).
     """
 
     tau: float = 0.2
@@ -186,6 +187,7 @@ class BootstrapRater:
     side_penalty: float = 0.15
     repeat_penalty: float = 0.3
     broken_penalty: float = 0.4
+    invented_penalty: float = 0.0
     confidence_thresholds: tuple[float, float, float] = (1.0, 2.5, 4.0)
 
     def quality(self, main_subject: str, facts: Sequence[Fact], summary: str) -> float:
@@ -194,21 +196,24 @@ class BootstrapRater:
 
     def breakdown(
         self, main_subject: str, facts: Sequence[Fact], summary: str
-    ) -> tuple[float, int, int, int, int, int]:
-        """(qb, key facts covered, key facts, side facts, repeated facts, broken)."""
+    ) -> tuple[float, int, int, int, int, int, int]:
+        """(qb, key facts covered, key facts, side facts, repeated facts, broken, invented)."""
         key = {f for f in facts if f[0] == main_subject}
         side = set(facts) - key
         parsed = parse_summary(summary)
-        covered = len(set(parsed.facts) & key)
-        n_side = len(set(parsed.facts) & side)
-        repeated = len(parsed.facts) - len(set(parsed.facts))
+        distinct = set(parsed.facts)
+        covered = len(distinct & key)
+        n_side = len(distinct & side)
+        invented = len(distinct) - covered - n_side
+        repeated = len(parsed.facts) - len(distinct)
         qb = (
             covered / max(1, len(key))
             - self.side_penalty * n_side
             - self.repeat_penalty * repeated
             - self.broken_penalty * parsed.num_broken
+            - self.invented_penalty * invented
         )
-        return qb, covered, len(key), n_side, repeated, parsed.num_broken
+        return qb, covered, len(key), n_side, repeated, parsed.num_broken, invented
 
     def prob_first(self, qb_first: float, qb_second: float) -> float:
         """P(the first-shown summary is preferred)."""
@@ -231,8 +236,12 @@ class BootstrapRater:
         3 of 3 key facts and adds 1 side facts . summary 2 is better ."."""
         parts = []
         for i, text in ((1, summary1), (2, summary2)):
-            _, cov, n_key, n_side, repeated, broken = self.breakdown(main_subject, facts, text)
+            _, cov, n_key, n_side, repeated, broken, invented = self.breakdown(
+                main_subject, facts, text
+            )
             s = f"summary {i} covers {cov} of {n_key} key facts"
+            if invented and self.invented_penalty:
+                s += f" and invents {invented} facts"
             if n_side:
                 s += f" and adds {n_side} side facts"
             if repeated:

@@ -28,6 +28,7 @@ arbitrary policy output. Everything is plain Python and deterministic given a
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rlaif_jax.data.formats import format_tldr_context
@@ -332,6 +333,39 @@ def summary_facts(post: Post, profile: SummaryProfile, rng: random.Random) -> li
                 break
             out.insert(j, out[i])
     return out
+
+
+EDIT_KINDS: tuple[str, ...] = ("side", "invent", "repeat")
+
+
+def edited_facts(post: Post, facts: Sequence[Fact], rng: random.Random) -> tuple[list[Fact], str]:
+    """(facts with one content edit at the same length, the edit's kind): a key fact stated
+    once becomes a side fact, an invented fact or a repeat of another stated sentence; if
+    there is none, a side, invented or repeated sentence becomes a missing key fact (kind
+    'key'; facts come back unchanged if nothing is missing). The two summaries of such a
+    pair differ in what a rater must check, not in length (a contrastive pair)."""
+    out = list(facts)
+    key = set(post.key_facts)
+    stated_once = [i for i, f in enumerate(out) if f in key and out.count(f) == 1]
+    if not stated_once:
+        missing = [f for f in post.key_facts if f not in out]
+        if missing and out:
+            out[rng.randrange(len(out))] = rng.choice(missing)
+        return out, "key"
+    i = rng.choice(stated_once)
+    kinds = [
+        k
+        for k in EDIT_KINDS
+        if (k != "side" or post.side_facts) and (k != "repeat" or len(out) > 1)
+    ]
+    kind = rng.choice(kinds)
+    if kind == "side":
+        out[i] = rng.choice(post.side_facts)
+    elif kind == "repeat":
+        out[i] = out[rng.choice([j for j in range(len(out)) if j != i])]
+    else:
+        out[i] = _invented_fact(post, rng)[0]
+    return out, kind
 
 
 def generate_summary(post: Post, profile: SummaryProfile | str, rng: random.Random) -> str:

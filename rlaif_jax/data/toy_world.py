@@ -69,10 +69,14 @@ from rlaif_jax.data.toy_oracle import (
 from rlaif_jax.data.toy_text import (
     ALL_WORDS,
     PAIR_GENERATORS,
+    PROFILES,
     Post,
+    edited_facts,
     generate_summary,
     make_post,
     parse_context,
+    render_summary,
+    summary_facts,
 )
 
 Record = dict[str, Any]
@@ -111,6 +115,8 @@ class ToyWorldConfig:
     bootstrap_tau: float = 0.2
     bootstrap_position_bias: float = 2.0
     bootstrap_noise: float = 1.0
+    bootstrap_invented_penalty: float = 0.0
+    rating_edit_fraction: float = 0.0
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -120,6 +126,11 @@ class ToyWorldConfig:
         for name in ("human_tau", "bootstrap_tau"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ToyWorldConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if not 0.0 <= self.rating_edit_fraction <= 1.0:
+            raise ValueError(
+                "ToyWorldConfig.rating_edit_fraction must be in [0, 1], "
+                f"got {self.rating_edit_fraction!r}"
+            )
         if not 0.0 < self.alignment_fraction <= 1.0:
             raise ValueError(
                 f"ToyWorldConfig.alignment_fraction must be in (0, 1], got {self.alignment_fraction!r}"
@@ -149,6 +160,7 @@ class ToyWorld:
             tau=self.config.bootstrap_tau,
             position_bias=self.config.bootstrap_position_bias,
             noise=self.config.bootstrap_noise,
+            invented_penalty=self.config.bootstrap_invented_penalty,
         )
         self._cache: dict[str, Any] = {}
 
@@ -179,6 +191,19 @@ class ToyWorld:
                 return a, b, g1, g2
         return a, generate_summary(post, "perfect", rng), g1, "perfect"  # a was perfect-like
 
+    def _contrastive_texts(self, post: Post, rng: random.Random) -> tuple[str, str, str, str]:
+        """A generator's summary and its one-edit variant (`toy_text.edited_facts`), in
+        random order; generator names 'g' and 'g+edit'."""
+        g = rng.choice(PAIR_GENERATORS)
+        facts = summary_facts(post, PROFILES[g], rng)
+        edited, kind = edited_facts(post, facts, rng)
+        a, b = render_summary(facts), render_summary(edited)
+        if a == b:  # the edit restated the same sentence: a plain generator pair instead
+            return self._pair_texts(post, rng)
+        pair = [(a, g), (b, f"{g}+{kind}")]
+        rng.shuffle(pair)
+        return pair[0][0], pair[1][0], pair[0][1], pair[1][1]
+
     def _pairs(self, kind: str, n: int) -> tuple[list[Record], list[PairInfo]]:
         """Pairs on posts of `kind`: human-labeled ('pairs-*') or rater-labeled ('rating')."""
         key = f"pairs:{kind}"
@@ -187,7 +212,12 @@ class ToyWorld:
         recs, infos = [], []
         for i, post in enumerate(self._posts(kind, n)):
             rng = self._rng(kind, i, "pair")
-            a, b, g1, g2 = self._pair_texts(post, rng)
+            contrastive = (
+                kind == "rating"
+                and self._rng(kind, i, "edit").random() < self.config.rating_edit_fraction
+            )
+            texts = self._contrastive_texts if contrastive else self._pair_texts
+            a, b, g1, g2 = texts(post, rng)
             q = tuple(judge_facts(post.main_subject, post.facts, t).score for t in (a, b))
             qb = tuple(self.rater.quality(post.main_subject, post.facts, t) for t in (a, b))
             if kind == "rating":
@@ -282,21 +312,27 @@ class ToyWorld:
         )
         return list(itertools.islice(subset, c.num_alignment))
 
-    def rating_corpus(self, both_orders: bool = False) -> list[Record]:
+    def rating_corpus(self, both_orders: bool = False, soft: bool = False) -> list[Record]:
         """Generic rating corpus (disjoint posts): pairs in shown order, label = 1.0 if the
         bootstrap rater chose response1 (shown first) else 0.0, its confidence 1..9.
 
         both_orders: each pair is followed by its swapped copy (id suffix '-swapped'),
         labeled by a second, independent query of the rater in that order (so its position
         bias favours the other summary there).
+        soft: label = the rater's probability of choosing response1 in the shown order
+        (position bias included) instead of one sampled choice; confidence stays sampled.
         """
         recs, infos = self._pairs("rating", self.config.num_rating_corpus)
         out = []
         for i, (rec, info) in enumerate(zip(recs, infos)):
             out.append(dict(rec))
+            if soft:
+                out[-1]["label"] = self.rater.prob_first(info.rater[0], info.rater[1])
             if both_orders:
                 rng = self._rng("rating", i, "swapped")
                 label, confidence = self.rater.sample(info.rater[1], info.rater[0], rng)
+                if soft:
+                    label = self.rater.prob_first(info.rater[1], info.rater[0])
                 swapped = splits.swap_pair(rec)  # the rater's own answer replaces the flip
                 swapped.update(id=rec["id"] + "-swapped", label=label, confidence=confidence)
                 out.append(swapped)

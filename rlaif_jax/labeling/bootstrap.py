@@ -69,6 +69,7 @@ def run_stage(
     variants: Sequence[render.PromptVariant] | None = None,
     direct_examples: int = 1000,
     both_orders: bool = True,
+    soft_targets: bool = False,
     init_from: str | None = None,
     max_len: int = 512,
     bucket: int = 32,
@@ -79,11 +80,14 @@ def run_stage(
     world's rationales); `direct_examples` d-RLAIF rows are mixed in; `both_orders` shows each
     corpus pair in both orders (each labeled by the rater as shown: the answer's prior is
     balanced, so the labeler must compare the summaries, and it learns the rater's position
-    bias only where the rater has it, on near ties); `text_loss` adds a next-token loss on
+    bias only where the rater has it, on near ties); `soft_targets` trains on the rater's
+    probability of each answer instead of its sampled choice (distillation); `text_loss` adds a next-token loss on
     the prompt text (see `bootstrap_data.to_batch`). `init_from` (a stage dir under WORKDIR,
-    e.g. 'sft'): start from that stage's LM checkpoint and use its vocabulary (the labeler
-    then has its architecture: `model_preset` must name it), like an instruction-tuned
-    LLM that shares the policy's pretraining."""
+    e.g. 'sft'): start from that stage's LM checkpoint and use its vocabulary (`model_preset`
+    must name that stage's architecture), like an instruction-tuned LLM that shares the
+    policy's pretraining; `model_overrides={'num_layers': n}` with n above the preset's
+    grows it to a larger labeler, the new layers stacked on top as identity blocks
+    (`models.model.grow_depth`; the label stage then needs the same overrides)."""
     start = time.time()
     stage_dir = os.path.join(workdir, output_dir)
     settings = settings or TrainSettings()
@@ -109,11 +113,12 @@ def run_stage(
     # The toy world is a summarization task: variants left task-less (gin) get it.
     variants = [v.with_task("summarize") for v in variants or [render.PromptVariant()]]
     examples = bootstrap_data.preference_examples(
-        world.rating_corpus(both_orders),
+        world.rating_corpus(both_orders, soft=soft_targets),
         vocab,
         variants,
         max_len,
         rationale_fn=world.rating_rationale,
+        soft=soft_targets,
     )
     if direct_examples:
         rows = world.rating_scores()[:direct_examples]
@@ -137,6 +142,7 @@ def run_stage(
         loss_fn=functools.partial(lm_loss, config),
         settings=settings,
         init_from=os.path.join(init_dir, "ckpt") if init_dir else None,
+        init_from_layers=get_config(model_preset).num_layers if init_dir else None,
     )
     metrics["num_examples"] = len(examples)
     finish(stage_dir, metrics, start)

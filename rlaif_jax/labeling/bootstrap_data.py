@@ -28,6 +28,10 @@ from rlaif_jax.labeling import render, tokens
 class Example:
     ids: tuple[int, ...]
     target_start: int  # loss on ids[target_start:]
+    # Soft answer: the last id is the target with probability 1 - alt_weight, alt_id with
+    # probability alt_weight (alt_weight 0: a hard target).
+    alt_id: int = 0
+    alt_weight: float = 0.0
 
 
 def preference_examples(
@@ -36,12 +40,15 @@ def preference_examples(
     variants: Sequence[render.PromptVariant],
     max_len: int,
     rationale_fn=None,
+    soft: bool = False,
 ) -> list[Example]:
     """One example per corpus pair, cycling through `variants` (so each preamble is seen).
 
     Corpus rows are preference pairs with `label` = P(rater prefers response1); the target
-    is the rater's choice ("1" if label > 0.5 else "2"), ties skipped. `rationale_fn(row,
-    choice) -> str` adds CoT examples for CoT variants.
+    is the rater's choice ("1" if label > 0.5 else "2"), ties skipped. `soft`: the answer
+    is a soft target, "1" with probability `label` and "2" with 1 − label (distillation of
+    a rater's probabilities; the CoT rationale still argues for the likelier choice).
+    `rationale_fn(row, choice) -> str` adds CoT examples for CoT variants.
     """
     cands = {
         v.ending_string: tokens.resolve_candidates(vocab, v.ending_string, P.PREFERENCE_CANDIDATES)
@@ -71,7 +78,8 @@ def preference_examples(
         else:
             rendered = render.render_preference(v, *args)
         t = tokens.tokenize_prompt(vocab, rendered.prefix, rendered.suffix, c.lead, max_len - 1)
-        out.append(Example(t.prefix + t.suffix + (c.ids[choice],), t.length))
+        alt = {"alt_id": c.ids[1 - choice], "alt_weight": min(label, 1.0 - label)} if soft else {}
+        out.append(Example(t.prefix + t.suffix + (c.ids[choice],), t.length, **alt))
     return out
 
 
@@ -94,7 +102,9 @@ def to_batch(
     examples: Sequence[Example], length: int, pad_id: int, text_loss: bool = False
 ) -> dict[str, np.ndarray]:
     """Examples -> {tokens [B, L] int32, loss_mask [B, L] f32, attention_mask [B, L] int32},
-    the layout of `data.batching.sft_batch` (loss_mask marks the predicted tokens).
+    the layout of `data.batching.sft_batch` (loss_mask marks the predicted tokens), plus
+    the soft answers {alt_tokens [B, L] int32, alt_weight [B, L] f32} of
+    `train.losses.next_token_loss` (zero weight for hard answers).
 
     text_loss: also train on the prompt text itself (next-token loss on every token, like
     the pretraining an instruction-tuned LLM had), with the target tokens weighted so
@@ -105,6 +115,8 @@ def to_batch(
     toks = np.full((B, length), pad_id, np.int32)
     loss = np.zeros((B, length), np.float32)
     attn = np.zeros((B, length), np.int32)
+    alt_toks = np.zeros((B, length), np.int32)
+    alt_w = np.zeros((B, length), np.float32)
     for b, ex in enumerate(examples):
         ids = ex.ids[:length]
         toks[b, : len(ids)] = ids
@@ -116,4 +128,13 @@ def to_batch(
         else:
             loss[b, start : len(ids)] = 1.0
         attn[b, : len(ids)] = 1
-    return {"tokens": toks, "loss_mask": loss, "attention_mask": attn}
+        if ex.alt_weight and len(ids) == len(ex.ids):  # the answer is the last token
+            alt_toks[b, len(ids) - 1] = ex.alt_id
+            alt_w[b, len(ids) - 1] = ex.alt_weight
+    return {
+        "tokens": toks,
+        "loss_mask": loss,
+        "attention_mask": attn,
+        "alt_tokens": alt_toks,
+        "alt_weight": alt_w,
+    }

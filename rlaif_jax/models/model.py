@@ -55,6 +55,40 @@ def lm_to_scalar_params(lm_params: PyTree, scalar_params: PyTree) -> PyTree:
     return out
 
 
+# The kernels that write a block's output into the residual stream.
+_RESIDUAL_WRITERS = (("attn", "o", "kernel"), ("mlp", "down", "kernel"))
+
+
+def grow_depth(shallow_params: PyTree, deep_params: PyTree) -> PyTree:
+    """A deeper tree computing the same function as a shallower one (depth growth).
+
+    `shallow_params` has layers_0..n-1, `deep_params` (freshly initialised) layers_0..m-1
+    with m >= n and otherwise the same shapes. The result keeps every shallow leaf, appends
+    deep layers n..m-1 on top with the kernels that write into the residual stream
+    (attn/o [H, Dh, D], mlp/down [F, D]) zeroed, so each new block starts as the identity
+    and the grown model's outputs equal the shallow model's until training moves them.
+    Needs a config without post-block norms (a zero branch output stays zero without them).
+    """
+    layers = lambda t: sorted((k for k in t if k.startswith("layers_")), key=lambda k: int(k[7:]))  # noqa: E731
+    shallow, deep = layers(shallow_params), layers(deep_params)
+    if len(shallow) > len(deep) or set(shallow_params) - set(deep_params):
+        raise ValueError(
+            f"grow_depth: cannot grow {len(shallow)} layers into {len(deep)} "
+            f"(or the trees differ outside the layers: {sorted(set(shallow_params) - set(deep_params))})."
+        )
+    out = dict(shallow_params)
+    for name in deep[len(shallow) :]:
+        block = jax.tree_util.tree_map(lambda x: x, deep_params[name])  # a fresh dict tree
+        for path in _RESIDUAL_WRITERS:
+            parent = block
+            for key in path[:-1]:
+                parent = parent[key]
+            w = parent[path[-1]]
+            parent[path[-1]] = jax.device_put(jnp.zeros(w.shape, w.dtype), w.sharding)
+        out[name] = block
+    return out
+
+
 def cache_sharding(mesh: Mesh, rules: Rules) -> NamedSharding:
     spec = partition.logical_to_spec(
         (ax.ACT_BATCH, ax.CACHE_LENGTH, ax.ACT_KV_HEADS, ax.ACT_HEAD_DIM), rules

@@ -6,14 +6,21 @@ import jax
 import jax.numpy as jnp
 
 
-def next_token_loss(logits, tokens, loss_mask):
+def next_token_loss(logits, tokens, loss_mask, alt_tokens=None, alt_weight=None):
     """Mean cross-entropy of tokens[:, t] under logits[:, t - 1] over loss_mask[:, t].
 
     logits [B, L, V] float32; tokens [B, L] int32; loss_mask [B, L] (1 on target tokens,
     EOS included). Returns (loss scalar, number of target tokens).
+    alt_tokens [B, L] int32 / alt_weight [B, L] in [0, 1] (optional): a two-token soft
+    target where alt_weight > 0: position t's target is tokens[:, t] with probability
+    1 − w and alt_tokens[:, t] with probability w (e.g. a rater's P("2") for "1"/"2").
     """
     lp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
     nll = -jnp.take_along_axis(lp, tokens[:, 1:, None].astype(jnp.int32), axis=-1)[..., 0]
+    if alt_tokens is not None:
+        w = alt_weight[:, 1:].astype(jnp.float32)
+        alt = -jnp.take_along_axis(lp, alt_tokens[:, 1:, None].astype(jnp.int32), axis=-1)[..., 0]
+        nll = (1.0 - w) * nll + w * alt
     mask = loss_mask[:, 1:].astype(jnp.float32)
     count = jnp.maximum(mask.sum(), 1.0)
     return (nll * mask).sum() / count, mask.sum()

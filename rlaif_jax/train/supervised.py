@@ -55,12 +55,39 @@ def num_steps_for(settings: TrainSettings, num_records: int) -> int:
 
 
 def init_model_params(
-    config: ModelConfig, head: str, mesh, rules, seed: int, init_from: str | None, lm_source: bool
+    config: ModelConfig,
+    head: str,
+    mesh,
+    rules,
+    seed: int,
+    init_from: str | None,
+    lm_source: bool,
+    init_from_layers: int | None = None,
 ):
     """Born-sharded params; `init_from` (a ckpt dir) overwrites them: an LM checkpoint into
-    a scalar model copies the trunk (RM / value from SFT)."""
+    a scalar model copies the trunk (RM / value from SFT). `init_from_layers` (< the
+    config's num_layers): the checkpoint has that many layers and the model is grown on top
+    of it with identity blocks (`model.grow_depth`)."""
     params, shardings = model_lib.init_params(config, jax.random.PRNGKey(seed), mesh, rules, head)
-    if init_from:
+    if init_from and init_from_layers and init_from_layers != config.num_layers:
+        post_norms = config.post_attn_norm or config.post_mlp_norm
+        if head != "lm" or not 0 < init_from_layers < config.num_layers or post_norms:
+            raise ValueError(
+                f"Growing a {head} model of {config.num_layers} layers (post-block norms "
+                f"{post_norms}) from a {init_from_layers}-layer checkpoint is not "
+                "supported: growth needs an LM head, fewer source layers and no post norms."
+            )
+        shallow_structs, _ = model_lib.abstract_params(
+            config.replace(num_layers=init_from_layers), mesh, rules, head
+        )
+        params = model_lib.grow_depth(restore_params(init_from, shallow_structs), params)
+        logger.info(
+            "grew %d-layer params from %s to %d layers",
+            init_from_layers,
+            init_from,
+            config.num_layers,
+        )
+    elif init_from:
         if head == "scalar" and lm_source:
             lm_structs, _ = model_lib.abstract_params(config, mesh, rules, "lm")
             lm = restore_params(init_from, lm_structs)
@@ -84,6 +111,7 @@ def train_supervised(
     settings: TrainSettings,
     init_from: str | None = None,
     init_from_lm: bool = True,
+    init_from_layers: int | None = None,
     eval_fn: Callable[[Any], dict[str, float]] | None = None,
     tx=None,
 ) -> tuple[Any, dict[str, float]]:
@@ -102,7 +130,7 @@ def train_supervised(
         )
     num_steps = num_steps_for(settings, len(records))
     params, shardings = init_model_params(
-        config, head, mesh, rules, settings.seed, init_from, init_from_lm
+        config, head, mesh, rules, settings.seed, init_from, init_from_lm, init_from_layers
     )
     tx = tx or optim.make_optimizer()
     state, state_shardings = loop.create_sharded_state(params, shardings, tx, mesh, settings.seed)

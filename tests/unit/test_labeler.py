@@ -252,6 +252,17 @@ def test_bootstrap_examples_match_inference_layout():
     assert vocab.decode(d.ids).endswith("SCORE: 10") and d.ids[-1] == CharVocab.TEN
     batch = bootstrap_data.to_batch([ex, d], 2048, vocab.pad_id)
     assert batch["loss_mask"].sum() == 2 and batch["loss_mask"][0, ex.target_start] == 1
+    assert not batch["alt_weight"].any()
+    # Soft targets: the likelier answer is the token, the other one the alternative.
+    soft_rows = [dict(corpus[0], label=0.2), dict(corpus[0], label=0.9)]
+    s2, s1 = bootstrap_data.preference_examples(soft_rows, vocab, [v], 4096, soft=True)
+    assert vocab.decode(s2.ids[-1:]) == "2" and vocab.decode([s2.alt_id]) == "1"
+    assert vocab.decode(s1.ids[-1:]) == "1" and vocab.decode([s1.alt_id]) == "2"
+    assert (s2.alt_weight, s1.alt_weight) == pytest.approx((0.2, 0.1))
+    batch = bootstrap_data.to_batch([s2, s1], 2048, vocab.pad_id)
+    assert batch["alt_weight"][0, len(s2.ids) - 1] == pytest.approx(0.2)
+    assert batch["alt_tokens"][1, len(s1.ids) - 1] == s1.alt_id
+    assert batch["alt_weight"].sum() == pytest.approx(0.3)
 
 
 def _fake_decoding(monkeypatch):

@@ -147,3 +147,23 @@ def test_preset_sizes():
         config_lib.get_config("nope")
     with pytest.raises(ValueError, match="num_kv_heads"):
         config_lib.get_config("tiny", num_kv_heads=3)
+
+
+def test_grow_depth_starts_as_the_shallow_model_and_can_learn():
+    shallow_cfg = config_lib.get_config("tiny")
+    deep_cfg = shallow_cfg.replace(num_layers=shallow_cfg.num_layers + 2)
+    shallow, deep = _params(shallow_cfg, seed=1), _params(deep_cfg, seed=2)
+    grown = model_lib.grow_depth(shallow, deep)
+    assert jax.tree.structure(grown) == jax.tree.structure(deep)
+    toks = jnp.array([[1, 5, 9, 2, 7], [3, 3, 8, 1, 4]], jnp.int32)
+    want, _ = apply(shallow_cfg, shallow, toks)
+    got, _ = apply(deep_cfg, grown, toks)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+    top = grown[f"layers_{deep_cfg.num_layers - 1}"]
+    assert not np.any(np.asarray(top["mlp"]["down"]["kernel"]))
+    # The new blocks are not dead: the loss has a gradient on their zeroed writers.
+    loss = lambda p: jnp.mean(apply(deep_cfg, p, toks)[0] ** 2)  # noqa: E731
+    g = jax.grad(loss)(grown)[f"layers_{deep_cfg.num_layers - 1}"]
+    assert np.any(np.asarray(g["mlp"]["down"]["kernel"]))
+    with pytest.raises(ValueError, match="cannot grow"):
+        model_lib.grow_depth(deep, shallow)

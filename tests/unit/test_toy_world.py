@@ -25,19 +25,23 @@ from rlaif_jax.data.toy_oracle import (
 )
 from rlaif_jax.data.toy_text import (
     ALL_WORDS,
+    EDIT_KINDS,
     MAIN_SUBJECTS,
     OBJECTS,
     PHANTOM_OBJECTS,
+    PROFILES,
     SIDE_OBJECTS,
     SIDE_SUBJECTS,
     SUBJECTS,
     VERB_OF,
     ContextError,
+    edited_facts,
     generate_summary,
     make_post,
     parse_context,
     parse_summary,
     render_summary,
+    summary_facts,
 )
 from rlaif_jax.data.toy_world import ToyWorld, ToyWorldConfig, toy_sources
 
@@ -286,6 +290,64 @@ def test_bootstrap_rater_blind_spots_and_position_bias():
     assert rater.prob_first(0.5, 0.5) == pytest.approx(1 / (1 + np.exp(-rater.position_bias)))
 
 
+def test_bootstrap_rater_invented_penalty_partly_opens_the_blind_spot():
+    rng = random.Random(3)
+    seeing = BootstrapRater(invented_penalty=0.15)
+    for _ in range(50):
+        post = make_post(rng)
+        c = _corruptions(post, rng)
+        perfect = render_summary(post.key_facts)
+        main, facts = post.main_subject, post.facts
+        assert seeing.quality(main, facts, c["invented_extra"]) == pytest.approx(
+            seeing.quality(main, facts, perfect) - 0.15
+        )
+        blind = BootstrapRater()
+        assert blind.quality(main, facts, c["invented_extra"]) == blind.quality(
+            main, facts, perfect
+        )
+        rationale = seeing.rationale(post.main_subject, post.facts, c["invented_extra"], perfect, 2)
+        assert "summary 1 covers" in rationale and "invents 1 facts" in rationale
+
+
+def test_edited_facts_change_content_not_length():
+    rng = random.Random(4)
+    kinds = set()
+    for _ in range(300):
+        post = make_post(rng)
+        facts = summary_facts(post, PROFILES["good"], rng)
+        edited, kind = edited_facts(post, facts, rng)
+        kinds.add(kind)
+        assert len(edited) == len(facts) and sum(a != b for a, b in zip(facts, edited)) == 1
+        before, after = (oracle_score(post.context, render_summary(f)) for f in (facts, edited))
+        # Taking a stated key fact away always costs; restoring a missing one always helps.
+        assert (after > before) if kind == "key" else (after < before)
+    assert kinds >= set(EDIT_KINDS)
+
+
+def test_contrastive_rating_pairs_decouple_length_from_the_rater():
+    world = ToyWorld(
+        ToyWorldConfig(**{**SMALL, "num_rating_corpus": 400}, rating_edit_fraction=1.0)
+    )
+    recs, infos = world._pairs("rating", 400)
+    edits = [i for i in infos if any("+" in g for g in i.generators)]
+    assert len(edits) > 350  # a few edits restate a sentence and fall back to generators
+    same_length = [
+        len(parse_summary(r["response1"]).facts) == len(parse_summary(r["response2"]).facts)
+        for r, i in zip(recs, infos)
+        if i in edits
+    ]
+    assert np.mean(same_length) > 0.95
+    plain = ToyWorld(ToyWorldConfig(**SMALL)).rating_corpus()
+    assert not any(
+        "+" in g
+        for i in ToyWorld(ToyWorldConfig(**SMALL))._pairs("rating", 80)[1]
+        for g in i.generators
+    )
+    assert len(plain) == 80
+    with pytest.raises(ValueError, match="rating_edit_fraction"):
+        ToyWorldConfig(rating_edit_fraction=1.5)
+
+
 def test_rating_corpus_shows_position_bias(world):
     recs = world.rating_corpus()
     infos = world.pair_infos("rating")
@@ -342,6 +404,17 @@ def test_sources_corpus_config_and_speed():
     big = ToyWorld(ToyWorldConfig(num_sft=10000, num_pairs=10000))
     big.sft_examples(), big.human_preferences()
     assert time.perf_counter() - t0 < 20.0  # ~2 s alone on one core
+
+
+def test_soft_rating_corpus_carries_the_raters_probability(world):
+    hard, soft = world.rating_corpus(both_orders=True), world.rating_corpus(True, soft=True)
+    infos = world._pairs("rating", world.config.num_rating_corpus)[1]
+    assert [r["id"] for r in hard] == [r["id"] for r in soft]
+    for k, info in enumerate(infos[:20]):
+        shown, swapped = soft[2 * k], soft[2 * k + 1]
+        assert shown["label"] == pytest.approx(world.rater.prob_first(*info.rater))
+        assert swapped["label"] == pytest.approx(world.rater.prob_first(*info.rater[::-1]))
+        assert 0.0 < shown["label"] < 1.0
 
 
 def test_rating_corpus_both_orders_are_two_queries_of_the_rater(world):

@@ -24,6 +24,35 @@ def test_next_token_loss_matches_numpy():
     np.testing.assert_allclose(float(loss), np.mean(nll), rtol=1e-6)
 
 
+def test_next_token_loss_soft_targets_match_numpy():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(2, 5, 7)).astype(np.float32)
+    tokens = rng.integers(0, 7, size=(2, 5))
+    mask = np.array([[0, 1, 1, 1, 1], [0, 0, 1, 1, 0]], np.float32)
+    alt = np.zeros((2, 5), np.int64)
+    weight = np.zeros((2, 5), np.float32)
+    alt[0, 4], weight[0, 4] = 2, 0.3  # "token with 0.7, token 2 with 0.3"
+    alt[1, 3], weight[1, 3] = 5, 0.5
+    loss, count = losses.next_token_loss(
+        jnp.array(logits), jnp.array(tokens), jnp.array(mask), jnp.array(alt), jnp.array(weight)
+    )
+    lp = _np_log_softmax(logits)
+    nll = [
+        -(1 - weight[b, t]) * lp[b, t - 1, tokens[b, t]] - weight[b, t] * lp[b, t - 1, alt[b, t]]
+        for b in range(2)
+        for t in range(1, 5)
+        if mask[b, t]
+    ]
+    assert float(count) == len(nll)
+    np.testing.assert_allclose(float(loss), np.mean(nll), rtol=1e-6)
+    # Zero weights are the hard loss.
+    hard, _ = losses.next_token_loss(jnp.array(logits), jnp.array(tokens), jnp.array(mask))
+    zero, _ = losses.next_token_loss(
+        jnp.array(logits), jnp.array(tokens), jnp.array(mask), jnp.array(alt), jnp.zeros((2, 5))
+    )
+    np.testing.assert_allclose(float(zero), float(hard), rtol=1e-6)
+
+
 @pytest.mark.parametrize("p", [0.0, 1.0, 0.3, 0.85])
 def test_soft_label_rm_loss_matches_numpy(p):
     rng = np.random.default_rng(1)
