@@ -32,6 +32,9 @@ data, and the numbers it produces mean this:
   spots (does not check facts against the post, ignores length) and a first-position
   bias. The toy "off-the-shelf" labeler is bootstrapped on it, so its alignment with the
   human is above chance but imperfect, and position debiasing (both orders) matters.
+  Options: the rater may dock invented facts (`bootstrap_invented_penalty`), and a share
+  of the pairs may be contrastive one-edit pairs of equal length (`rating_edit_fraction`);
+  what they did to the demo's labeler is in docs/toy_labeler.md.
 - **Win rates** are judged by `oracle_prefers` (the toy "human evaluation").
 
 Every set uses its own posts (disjoint index namespaces); record i of a set depends only on
