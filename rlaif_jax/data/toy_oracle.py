@@ -216,8 +216,12 @@ class BootstrapRater:
         return qb, covered, len(key), n_side, repeated, parsed.num_broken, invented
 
     def prob_first(self, qb_first: float, qb_second: float) -> float:
-        """P(the first-shown summary is preferred)."""
-        return _sigmoid((qb_first - qb_second) / self.tau + self.position_bias)
+        """P(the first-shown summary is preferred) under `sample`'s choice noise (noise 0:
+        1, 0, or 0.5 on an exact tie of the perceived margin)."""
+        d = (qb_first - qb_second) / self.tau + self.position_bias
+        if self.noise > 0:
+            return _sigmoid(d / self.noise)
+        return 0.5 if d == 0 else float(d > 0)
 
     def sample(self, qb1: float, qb2: float, rng: random.Random) -> tuple[float, int]:
         """(label 1.0/0.0 = response1 (shown first) chosen or not, confidence 1..9)."""

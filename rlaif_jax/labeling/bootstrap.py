@@ -81,8 +81,8 @@ def run_stage(
     corpus pair in both orders (each labeled by the rater as shown: the answer's prior is
     balanced, so the labeler must compare the summaries, and it learns the rater's position
     bias only where the rater has it, on near ties); `soft_targets` trains on the rater's
-    probability of each answer instead of its sampled choice (distillation); `text_loss` adds a next-token loss on
-    the prompt text (see `bootstrap_data.to_batch`). `init_from` (a stage dir under WORKDIR,
+    probability of each answer instead of its sampled choice (distillation); `text_loss`
+    adds a next-token loss on the prompt text (see `bootstrap_data.to_batch`). `init_from` (a stage dir under WORKDIR,
     e.g. 'sft'): start from that stage's LM checkpoint and use its vocabulary (`model_preset`
     must name that stage's architecture), like an instruction-tuned LLM that shares the
     policy's pretraining; `model_overrides={'num_layers': n}` with n above the preset's

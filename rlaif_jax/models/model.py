@@ -59,6 +59,10 @@ def lm_to_scalar_params(lm_params: PyTree, scalar_params: PyTree) -> PyTree:
 _RESIDUAL_WRITERS = (("attn", "o", "kernel"), ("mlp", "down", "kernel"))
 
 
+def _layer_names(params: PyTree) -> list[str]:
+    return sorted((k for k in params if k.startswith("layers_")), key=lambda k: int(k[7:]))
+
+
 def grow_depth(shallow_params: PyTree, deep_params: PyTree) -> PyTree:
     """A deeper tree computing the same function as a shallower one (depth growth).
 
@@ -69,8 +73,7 @@ def grow_depth(shallow_params: PyTree, deep_params: PyTree) -> PyTree:
     and the grown model's outputs equal the shallow model's until training moves them.
     Needs a config without post-block norms (a zero branch output stays zero without them).
     """
-    layers = lambda t: sorted((k for k in t if k.startswith("layers_")), key=lambda k: int(k[7:]))  # noqa: E731
-    shallow, deep = layers(shallow_params), layers(deep_params)
+    shallow, deep = _layer_names(shallow_params), _layer_names(deep_params)
     if len(shallow) > len(deep) or set(shallow_params) - set(deep_params):
         raise ValueError(
             f"grow_depth: cannot grow {len(shallow)} layers into {len(deep)} "

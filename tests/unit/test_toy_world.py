@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -337,13 +338,8 @@ def test_contrastive_rating_pairs_decouple_length_from_the_rater():
         if i in edits
     ]
     assert np.mean(same_length) > 0.95
-    plain = ToyWorld(ToyWorldConfig(**SMALL)).rating_corpus()
-    assert not any(
-        "+" in g
-        for i in ToyWorld(ToyWorldConfig(**SMALL))._pairs("rating", 80)[1]
-        for g in i.generators
-    )
-    assert len(plain) == 80
+    plain = ToyWorld(ToyWorldConfig(**SMALL))._pairs("rating", 80)[1]
+    assert not any("+" in g for i in plain for g in i.generators)  # off by default
     with pytest.raises(ValueError, match="rating_edit_fraction"):
         ToyWorldConfig(rating_edit_fraction=1.5)
 
@@ -415,6 +411,9 @@ def test_soft_rating_corpus_carries_the_raters_probability(world):
         assert shown["label"] == pytest.approx(world.rater.prob_first(*info.rater))
         assert swapped["label"] == pytest.approx(world.rater.prob_first(*info.rater[::-1]))
         assert 0.0 < shown["label"] < 1.0
+    # A noiseless rater's probability is its (deterministic) choice.
+    hard_rater = dataclasses.replace(world.rater, noise=0.0)
+    assert hard_rater.prob_first(0.5, 0.5) == 1.0 and hard_rater.prob_first(0.0, 0.9) == 0.0
 
 
 def test_rating_corpus_both_orders_are_two_queries_of_the_rater(world):
