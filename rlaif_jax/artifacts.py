@@ -27,6 +27,22 @@ def is_complete(stage_dir: str) -> bool:
     return os.path.isfile(marker_path(stage_dir))
 
 
+def atomic_write(path: str, text: str) -> None:
+    """Writes `text` to `path` so that a reader sees the old file or the whole new one,
+    never a part (a per-process temporary file, fsynced, then renamed over `path`)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def write_complete(stage_dir: str, metrics: Mapping[str, Any], wall_seconds: float) -> None:
     """Atomically writes the completion marker (host 0 only)."""
     if jax.process_index() != 0:
@@ -37,10 +53,7 @@ def write_complete(stage_dir: str, metrics: Mapping[str, Any], wall_seconds: flo
         "wall_seconds": float(wall_seconds),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    tmp = marker_path(stage_dir) + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(tmp, marker_path(stage_dir))
+    atomic_write(marker_path(stage_dir), json.dumps(payload, indent=2, sort_keys=True))
 
 
 def read_complete(stage_dir: str) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import gin
 
+from rlaif_jax import artifacts
+
 
 class GinUsageError(ValueError):
     """A misuse of gin files or bindings, with a message written for people."""
@@ -172,11 +174,9 @@ def write_operative_config(workdir: str, stage: str) -> str | None:
     os.makedirs(workdir, exist_ok=True)
     text = gin.operative_config_str()
     for name in ("config.gin", f"config_{stage}.gin"):
-        path = os.path.join(workdir, name)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(f"# Operative gin config of `rlaif-jax {stage}`.\n{text}")
-        os.replace(tmp, path)
+        artifacts.atomic_write(
+            os.path.join(workdir, name), f"# Operative gin config of `rlaif-jax {stage}`.\n{text}"
+        )
     return os.path.join(workdir, "config.gin")
 
 

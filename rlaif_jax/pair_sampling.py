@@ -32,7 +32,7 @@ import jax
 from rlaif_jax import artifacts
 from rlaif_jax.data import tasks
 from rlaif_jax.data import vocab as vocab_lib
-from rlaif_jax.evaluation import report, samples
+from rlaif_jax.evaluation import samples
 from rlaif_jax.models.config import get_config
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
@@ -140,7 +140,7 @@ def run_stage(
                 rec["label"], rec["confidence"] = float(label), int(confidence)
         if jax.process_index() == 0:
             text = "".join(json.dumps(row) + "\n" for row in pairs)
-            report.atomic_write(os.path.join(out_dir, f"{split}.jsonl"), text)
+            artifacts.atomic_write(os.path.join(out_dir, f"{split}.jsonl"), text)
         metrics[f"{split}_pairs"] = float(len(pairs))
         metrics[f"{split}_dropped_identical"] = float(dropped)
         logger.info("sample_pairs: %s: %d pairs, %d contexts dropped", split, len(pairs), dropped)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from rlaif_jax import artifacts
+
 # DESIGN §5: keys that metrics.json must hold (floats in [0, 1] unless noted).
 REQUIRED_KEYS = (
     "labeler_alignment",
@@ -29,14 +31,6 @@ REQUIRED_KEYS = (
     "num_eval_prompts",
     "wall_seconds",
 )
-
-
-def atomic_write(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _clean(value: Any) -> Any:
@@ -58,7 +52,7 @@ def write_metrics(report_dir: str, metrics: Mapping[str, Any]) -> str:
     if missing:
         raise KeyError(f"metrics.json would lack required keys {missing}")
     path = os.path.join(report_dir, "metrics.json")
-    atomic_write(path, json.dumps(_clean(dict(metrics)), indent=2, sort_keys=True) + "\n")
+    artifacts.atomic_write(path, json.dumps(_clean(dict(metrics)), indent=2, sort_keys=True) + "\n")
     return path
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from rlaif_jax import artifacts
 from rlaif_jax.data import batching
 from rlaif_jax.decoding import sample as sample_lib
 from rlaif_jax.models import model as model_lib
@@ -117,24 +118,24 @@ def load_samples(path: str, ids: Sequence[str]) -> list[str] | None:
 def write_samples(path: str, prompts: Sequence[dict], responses: Sequence[str]) -> None:
     if jax.process_index() != 0:
         return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for p, r in zip(prompts, responses):
-            f.write(json.dumps({"id": p["id"], "context": p["context"], "response": r}) + "\n")
-    os.replace(tmp, path)
+    rows = (
+        json.dumps({"id": p["id"], "context": p["context"], "response": r}) + "\n"
+        for p, r in zip(prompts, responses)
+    )
+    artifacts.atomic_write(path, "".join(rows))
 
 
 def write_side_by_side(report_dir: str, prompts, responses: dict[str, list[str]], limit: int = 200):
     """side_by_side.jsonl (every prompt) and side_by_side.html (first `limit`) for raters."""
     if jax.process_index() != 0:
         return
-    os.makedirs(report_dir, exist_ok=True)
     names = sorted(responses)
-    with open(os.path.join(report_dir, "side_by_side.jsonl"), "w") as f:
-        for i, p in enumerate(prompts):
-            row = {"id": p["id"], "context": p["context"], **{n: responses[n][i] for n in names}}
-            f.write(json.dumps(row) + "\n")
+    lines = (
+        json.dumps({"id": p["id"], "context": p["context"], **{n: responses[n][i] for n in names}})
+        + "\n"
+        for i, p in enumerate(prompts)
+    )
+    artifacts.atomic_write(os.path.join(report_dir, "side_by_side.jsonl"), "".join(lines))
     cells = "".join(f"<th>{html.escape(n)}</th>" for n in names)
     rows = []
     for i, p in enumerate(prompts[:limit]):
@@ -146,8 +147,7 @@ def write_side_by_side(report_dir: str, prompts, responses: dict[str, list[str]]
         "pre{white-space:pre-wrap;margin:0}</style>"
         f"<table><tr><th>context</th>{cells}</tr>{''.join(rows)}</table>"
     )
-    with open(os.path.join(report_dir, "side_by_side.html"), "w") as f:
-        f.write(page)
+    artifacts.atomic_write(os.path.join(report_dir, "side_by_side.html"), page)
 
 
 def restore_policy(workdir: str, policy_dir: str, config: ModelConfig, mesh, rules):

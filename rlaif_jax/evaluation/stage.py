@@ -236,7 +236,7 @@ def run_stage(
     if jax.process_index() == 0:
         os.makedirs(out_dir, exist_ok=True)
         report.write_metrics(out_dir, metrics)
-        report.atomic_write(os.path.join(out_dir, "report.md"), report.render_markdown(metrics))
+        artifacts.atomic_write(os.path.join(out_dir, "report.md"), report.render_markdown(metrics))
         report.plot_curves(out_dir, curves)
         if rows:
             report.plot_win_rates(out_dir, rows)

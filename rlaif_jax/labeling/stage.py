@@ -40,15 +40,6 @@ LABEL_DIR = "labels"
 ALIGNMENT_SUBDIR = "alignment"
 
 
-def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def shard_name(k: int, n: int) -> str:
     return f"shard-{k:05d}-of-{n:05d}.jsonl"
 
@@ -78,7 +69,7 @@ def write_manifest(out_dir: str, num_shards: int, num_pairs: int, info: Mapping[
         "complete": len(shards) == num_shards,
         **info,
     }
-    _atomic_write(os.path.join(out_dir, "manifest.json"), json.dumps(payload, indent=1))
+    artifacts.atomic_write(os.path.join(out_dir, "manifest.json"), json.dumps(payload, indent=1))
 
 
 def read_records(out_dir: str) -> list[dict[str, Any]]:
@@ -116,7 +107,7 @@ def label_dataset(
         chunk = pairs[k * shard_size : (k + 1) * shard_size]
         recs = labeler.label(chunk, seed=seed * 1_000_003 + k)
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs)
-        _atomic_write(os.path.join(out_dir, shard_name(k, n)), text)
+        artifacts.atomic_write(os.path.join(out_dir, shard_name(k, n)), text)
         write_manifest(out_dir, n, len(pairs), info)
         labeled += 1
         logger.info(
@@ -228,7 +219,7 @@ def run_stage(
     metrics["truncated_prompts"] = float(labeler.truncated)
     metrics["wall_seconds"] = time.time() - start
     metrics_out = {**metrics, "variant": variant.display_name}
-    _atomic_write(os.path.join(out_dir, "metrics.json"), json.dumps(metrics_out, indent=1))
+    artifacts.atomic_write(os.path.join(out_dir, "metrics.json"), json.dumps(metrics_out, indent=1))
     artifacts.write_complete(out_dir, metrics, time.time() - start)
     logger.info("label: %s", json.dumps(metrics_out))
     return metrics
