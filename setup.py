@@ -29,7 +29,11 @@ setup(
     package_dir={"rlaif_jax.gin": "gin"},
     package_data={
         "rlaif_jax.gin": _gin_package_data(),
-        "rlaif_jax": ["data/assets/*", "labeling/exemplars/*.json"],
+        "rlaif_jax": [
+            "data/assets/*",
+            "labeling/exemplars/*.json",
+            "labeling/releases/*/*",
+        ],
     },
     install_requires=[
         "jax>=0.6",

@@ -338,12 +338,34 @@ def summary_facts(post: Post, profile: SummaryProfile, rng: random.Random) -> li
 EDIT_KINDS: tuple[str, ...] = ("side", "invent", "repeat")
 
 
-def edited_facts(post: Post, facts: Sequence[Fact], rng: random.Random) -> tuple[list[Fact], str]:
-    """(facts with one content edit at the same length, the edit's kind): a key fact stated
-    once becomes a side fact, an invented fact or a repeat of another stated sentence; if
-    there is none, a side, invented or repeated sentence becomes a missing key fact (kind
-    'key'; facts come back unchanged if nothing is missing). The two summaries of such a
-    pair differ in what a rater must check, not in length (a contrastive pair)."""
+def edited_facts(
+    post: Post, facts: Sequence[Fact], rng: random.Random, insert: bool = False
+) -> tuple[list[Fact], str]:
+    """(facts with one content edit, the edit's kind).
+
+    Default (a swap, same length): a key fact stated once becomes a side fact, an invented
+    fact or a repeat of another stated sentence; if there is none, a side, invented or
+    repeated sentence becomes a missing key fact (kind 'key'; facts come back unchanged if
+    nothing is missing). The two summaries differ in what a rater must check, not in length.
+    insert=True: one side fact, invented fact or repeat of a stated sentence is added at a
+    random place (kinds '+side', '+invent', '+repeat'; a side or invented fact the summary
+    already states reads as a repeat): coverage stays, so only the added error separates the two — the case a swap never shows (a swap's repeat also loses a key
+    fact, so coverage alone explains it; a policy's loops add repeats on top).
+    """
+    if insert:
+        kinds = [
+            k for k in EDIT_KINDS if (k != "side" or post.side_facts) and (k != "repeat" or facts)
+        ]
+        kind = rng.choice(kinds)
+        if kind == "side":
+            extra = rng.choice(post.side_facts)
+        elif kind == "repeat":
+            extra = rng.choice(list(facts))
+        else:
+            extra = _invented_fact(post, rng)[0]
+        out = list(facts)
+        out.insert(rng.randrange(len(out) + 1), extra)
+        return out, "+" + kind
     out = list(facts)
     key = set(post.key_facts)
     stated_once = [i for i, f in enumerate(out) if f in key and out.count(f) == 1]

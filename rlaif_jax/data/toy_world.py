@@ -102,6 +102,10 @@ class ToyWorldConfig:
       logit bonus for the first-shown summary; bootstrap_noise: the scale of its choice
       noise (0: it always picks the summary it finds likelier to be better, blind spots and
       position bias included — a cleaner teacher for a labeler trained in minutes).
+    bootstrap_invented_penalty: what the rater docks per invented fact (0: blind to them).
+    rating_edit_fraction: share of rating-corpus pairs that are a generator summary and its
+      one-edit variant; rating_insert_share: share of those edits that add an error
+      (`toy_text.edited_facts(insert=True)`) instead of swapping a key fact out.
     """
 
     seed: int = 0
@@ -120,6 +124,7 @@ class ToyWorldConfig:
     bootstrap_noise: float = 1.0
     bootstrap_invented_penalty: float = 0.0
     rating_edit_fraction: float = 0.0
+    rating_insert_share: float = 0.0
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -129,11 +134,11 @@ class ToyWorldConfig:
         for name in ("human_tau", "bootstrap_tau"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ToyWorldConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        if not 0.0 <= self.rating_edit_fraction <= 1.0:
-            raise ValueError(
-                "ToyWorldConfig.rating_edit_fraction must be in [0, 1], "
-                f"got {self.rating_edit_fraction!r}"
-            )
+        for name in ("rating_edit_fraction", "rating_insert_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(
+                    f"ToyWorldConfig.{name} must be in [0, 1], got {getattr(self, name)!r}"
+                )
         if not 0.0 < self.alignment_fraction <= 1.0:
             raise ValueError(
                 f"ToyWorldConfig.alignment_fraction must be in (0, 1], got {self.alignment_fraction!r}"
@@ -195,11 +200,15 @@ class ToyWorld:
         return a, generate_summary(post, "perfect", rng), g1, "perfect"  # a was perfect-like
 
     def _contrastive_texts(self, post: Post, rng: random.Random) -> tuple[str, str, str, str]:
-        """A generator's summary and its one-edit variant (`toy_text.edited_facts`), in
-        random order; generator names 'g' and 'g+edit'."""
+        """A generator's summary and its one-edit variant (`toy_text.edited_facts`: an
+        insertion with probability `rating_insert_share`, else a swap), in random order;
+        generator names 'g' and 'g+edit'."""
         g = rng.choice(PAIR_GENERATORS)
         facts = summary_facts(post, PROFILES[g], rng)
-        edited, kind = edited_facts(post, facts, rng)
+        insert = (
+            self.config.rating_insert_share > 0 and rng.random() < self.config.rating_insert_share
+        )
+        edited, kind = edited_facts(post, facts, rng, insert=insert)
         a, b = render_summary(facts), render_summary(edited)
         if a == b:  # the edit restated the same sentence: a plain generator pair instead
             return self._pair_texts(post, rng)

@@ -75,6 +75,7 @@ def run_stage(
     bucket: int = 32,
     text_loss: bool = True,
     settings: TrainSettings | None = None,
+    release: str | None = None,
 ) -> dict[str, float]:
     """Trains the toy labeler; `variants` default to [Base 0-shot] (CoT variants use the
     world's rationales); `direct_examples` d-RLAIF rows are mixed in; `both_orders` shows each
@@ -87,9 +88,19 @@ def run_stage(
     must name that stage's architecture), like an instruction-tuned LLM that shares the
     policy's pretraining; `model_overrides={'num_layers': n}` with n above the preset's
     grows it to a larger labeler, the new layers stacked on top as identity blocks
-    (`models.model.grow_depth`; the label stage then needs the same overrides)."""
+    (`models.model.grow_depth`; the label stage then needs the same overrides).
+
+    `release` (a name under `labeling/releases/` or a directory): install a labeler that
+    was bootstrapped once and exported (`labeling.release`) instead of training one; every
+    training argument is then unused, `model_preset` / `model_overrides` must match it."""
     start = time.time()
     stage_dir = os.path.join(workdir, output_dir)
+    if release:
+        from rlaif_jax.labeling.release import install_release
+
+        metrics = install_release(release, stage_dir, model_preset, model_overrides)
+        finish(stage_dir, metrics, start)
+        return metrics
     settings = settings or TrainSettings()
     world = ToyWorld()
     config = get_config(model_preset, **(model_overrides or {}))

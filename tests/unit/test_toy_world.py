@@ -325,6 +325,30 @@ def test_edited_facts_change_content_not_length():
     assert kinds >= set(EDIT_KINDS)
 
 
+def test_inserted_errors_keep_coverage_and_cost_with_oracle_and_rater():
+    rng = random.Random(5)
+    kinds = set()
+    seeing = BootstrapRater(invented_penalty=0.5)
+    for _ in range(300):
+        post = make_post(rng)
+        facts = summary_facts(post, PROFILES["good"], rng)
+        edited, kind = edited_facts(post, facts, rng, insert=True)
+        kinds.add(kind)
+        assert len(edited) == len(facts) + 1 and kind.startswith("+")
+        before, after = (judge(post.context, render_summary(f)) for f in (facts, edited))
+        assert after.key_covered == before.key_covered and after.score < before.score
+        errors = [j.side + j.invented + j.repeated for j in (before, after)]
+        assert errors[1] == errors[0] + 1  # one added error (a restated side fact: a repeat)
+        qb = [
+            seeing.quality(post.main_subject, post.facts, render_summary(f))
+            for f in (facts, edited)
+        ]
+        assert (
+            qb[1] < qb[0]
+        )  # the added error is one the rater sees (invented ones: if it docks them)
+    assert kinds == {"+" + k for k in EDIT_KINDS}
+
+
 def test_contrastive_rating_pairs_decouple_length_from_the_rater():
     world = ToyWorld(
         ToyWorldConfig(**{**SMALL, "num_rating_corpus": 400}, rating_edit_fraction=1.0)
@@ -342,6 +366,14 @@ def test_contrastive_rating_pairs_decouple_length_from_the_rater():
     assert not any("+" in g for i in plain for g in i.generators)  # off by default
     with pytest.raises(ValueError, match="rating_edit_fraction"):
         ToyWorldConfig(rating_edit_fraction=1.5)
+    inserts = ToyWorld(
+        ToyWorldConfig(
+            **{**SMALL, "num_rating_corpus": 200}, rating_edit_fraction=1.0, rating_insert_share=1.0
+        )
+    )._pairs("rating", 200)[1]
+    # Generator names: 'good+side' for a swap, 'good++side' for an insertion.
+    assert sum(any("++" in g for g in i.generators) for i in inserts) > 150
+    assert not any("++" in g for i in edits for g in i.generators)  # swaps only by default
 
 
 def test_rating_corpus_shows_position_bias(world):
