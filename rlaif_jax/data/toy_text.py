@@ -347,23 +347,34 @@ def edited_facts(
     fact or a repeat of another stated sentence; if there is none, a side, invented or
     repeated sentence becomes a missing key fact (kind 'key'; facts come back unchanged if
     nothing is missing). The two summaries differ in what a rater must check, not in length.
-    insert=True: one side fact, invented fact or repeat of a stated sentence is added at a
-    random place (kinds '+side', '+invent', '+repeat'; a side or invented fact the summary
-    already states reads as a repeat): coverage stays, so only the added error separates the two — the case a swap never shows (a swap's repeat also loses a key
-    fact, so coverage alone explains it; a policy's loops add repeats on top).
+    insert=True: one sentence more or less. Half the time a missing key fact is added (kind
+    '+key', better) or, if none is missing, a stated one is taken out ('-key', worse); else
+    an unstated side fact, an invented fact or a repeat of a stated sentence is added at a
+    random place ('+side', '+invent', '+repeat', worse at equal coverage — the case a swap
+    never shows: a swap's repeat also loses a key fact, so coverage alone explains it, while
+    a policy's loops add repeats on top). Longer is better in about half of these pairs, so
+    length does not decide them: what the added sentence *is* does.
     """
     if insert:
-        kinds = [
-            k for k in EDIT_KINDS if (k != "side" or post.side_facts) and (k != "repeat" or facts)
-        ]
+        out = list(facts)
+        if rng.random() < 0.5:  # a key fact added (better) or taken out (worse)
+            missing = [f for f in post.key_facts if f not in out]
+            if missing:
+                out.insert(rng.randrange(len(out) + 1), rng.choice(missing))
+                return out, "+key"
+            once = [i for i, f in enumerate(out) if f in post.key_facts and out.count(f) == 1]
+            if once:
+                del out[rng.choice(once)]
+                return out, "-key"
+        unstated_side = [f for f in post.side_facts if f not in out]
+        kinds = [k for k in EDIT_KINDS if (k != "side" or unstated_side) and (k != "repeat" or out)]
         kind = rng.choice(kinds)
         if kind == "side":
-            extra = rng.choice(post.side_facts)
+            extra = rng.choice(unstated_side)
         elif kind == "repeat":
-            extra = rng.choice(list(facts))
+            extra = rng.choice(out)
         else:
             extra = _invented_fact(post, rng)[0]
-        out = list(facts)
         out.insert(rng.randrange(len(out) + 1), extra)
         return out, "+" + kind
     out = list(facts)

@@ -325,28 +325,33 @@ def test_edited_facts_change_content_not_length():
     assert kinds >= set(EDIT_KINDS)
 
 
-def test_inserted_errors_keep_coverage_and_cost_with_oracle_and_rater():
+def test_insertions_add_or_remove_one_sentence_and_length_does_not_decide():
     rng = random.Random(5)
-    kinds = set()
+    kinds, longer_better = set(), []
     seeing = BootstrapRater(invented_penalty=0.5)
-    for _ in range(300):
+    for _ in range(400):
         post = make_post(rng)
-        facts = summary_facts(post, PROFILES["good"], rng)
+        facts = summary_facts(post, PROFILES[rng.choice(["good", "lazy", "chatty"])], rng)
         edited, kind = edited_facts(post, facts, rng, insert=True)
         kinds.add(kind)
-        assert len(edited) == len(facts) + 1 and kind.startswith("+")
+        assert len(edited) == len(facts) + (-1 if kind == "-key" else 1)
         before, after = (judge(post.context, render_summary(f)) for f in (facts, edited))
-        assert after.key_covered == before.key_covered and after.score < before.score
-        errors = [j.side + j.invented + j.repeated for j in (before, after)]
-        assert errors[1] == errors[0] + 1  # one added error (a restated side fact: a repeat)
         qb = [
             seeing.quality(post.main_subject, post.facts, render_summary(f))
             for f in (facts, edited)
         ]
-        assert (
-            qb[1] < qb[0]
-        )  # the added error is one the rater sees (invented ones: if it docks them)
-    assert kinds == {"+" + k for k in EDIT_KINDS}
+        if kind in ("+key", "-key"):
+            assert after.key_covered == before.key_covered + (1 if kind == "+key" else -1)
+            assert (after.score > before.score) == (kind == "+key") and (qb[1] > qb[0]) == (
+                kind == "+key"
+            )
+        else:
+            errors = [j.side + j.invented + j.repeated for j in (before, after)]
+            assert after.key_covered == before.key_covered and errors[1] == errors[0] + 1
+            assert after.score < before.score and qb[1] < qb[0]  # the rater sees it too
+        longer_better.append((len(edited) > len(facts)) == (after.score > before.score))
+    assert kinds == {"+key", "-key"} | {"+" + k for k in EDIT_KINDS}
+    assert 0.35 < np.mean(longer_better) < 0.65
 
 
 def test_contrastive_rating_pairs_decouple_length_from_the_rater():
