@@ -2,7 +2,7 @@
 
 DESIGN §4: the toy world's "off-the-shelf" labeler is a stand-in for an instruction-tuned
 LLM, bootstrapped *once*. A bootstrap that makes a good labeler takes far longer than a
-demo may (docs/toy_labeler.md), so it is run once with a recipe gin file and shipped:
+demo may (docs/toy_labeler.md), so it can be run once with a recipe gin file and reused:
 
 - `export_release` turns a finished `bootstrap_labeler` stage into a release directory:
   the model in the Hugging Face Llama layout (`config.json` + `model.safetensors`, through
@@ -14,10 +14,12 @@ demo may (docs/toy_labeler.md), so it is run once with a recipe gin file and shi
   WORKDIR/labeler/{ckpt, spm.model} exactly where a bootstrap would have, so the label
   stage, d-RLAIF and the report use it unchanged.
 
-Releases named without a path live in `rlaif_jax/labeling/releases/NAME`.
+A release given by name (not a path) is looked up in `rlaif_jax/labeling/releases/NAME`,
+where one shipped with the package would live (none is shipped yet: no long bootstrap has
+beaten the demo's in-budget labeler on RLAIF win rate, docs/toy_labeler.md).
 
     python -m rlaif_jax.labeling.release --workdir W --out DIR \\
-        --model_preset toy_policy --recipe gin/labeler/toy_labeler_release.gin
+        --model_preset toy_policy --recipe gin/experiments/toy_labeler_release.gin
 """
 
 from __future__ import annotations
