@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -41,6 +42,14 @@ def atomic_write(path: str, text: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_copy(src: str, dst: str) -> None:
+    """Copies `src` to `dst` so that a reader sees no half-written `dst` (copy, then rename)."""
+    os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
+    tmp = f"{dst}.tmp{os.getpid()}"
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def write_complete(stage_dir: str, metrics: Mapping[str, Any], wall_seconds: float) -> None:

@@ -105,16 +105,15 @@ def stage_vocabulary(
     on `texts_fn()` once — a rerun reuses the file. BPE keeps every word of a small
     closed corpus whole (unigram training on it stops early and splits words).
     """
-    import shutil
-
     import jax
+
+    from rlaif_jax import artifacts
 
     target = os.path.join(stage_dir, "spm.model")
     if jax.process_index() == 0 and not os.path.exists(target):
         os.makedirs(stage_dir, exist_ok=True)
         if vocab_path:
-            shutil.copyfile(vocab_path, target + ".tmp")
-            os.replace(target + ".tmp", target)
+            artifacts.atomic_copy(vocab_path, target)
         else:
             train_sentencepiece(
                 texts_fn(), os.path.join(stage_dir, "spm"), vocab_size, model_type=model_type

@@ -208,9 +208,9 @@ def install_release(
         )
     save_params(os.path.join(stage_dir, "ckpt"), params, {"release": os.path.basename(release_dir)})
     if jax.process_index() == 0:
-        target = os.path.join(stage_dir, "spm.model")
-        shutil.copyfile(os.path.join(release_dir, "spm.model"), target + ".tmp")
-        os.replace(target + ".tmp", target)
+        artifacts.atomic_copy(
+            os.path.join(release_dir, "spm.model"), os.path.join(stage_dir, "spm.model")
+        )
     boot = manifest["bootstrap"]
     metrics = {k: v for k, v in boot.get("metrics", {}).items() if isinstance(v, (int, float))}
     metrics["release_bootstrap_seconds"] = float(boot.get("wall_seconds", 0.0))
