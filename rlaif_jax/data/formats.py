@@ -14,24 +14,27 @@
 - TFDS datasets by name (`read_tfds`).
 
 Bad input raises `RecordError` naming file, line (or parquet row) and field; with
-`skip_bad_records=True` the record is skipped and counted in a `ReadStats`.
+`skip_bad_records=True` the record is skipped and counted in a `ReadStats`. Rows are read
+and their fields checked by `record_io`; each reader here maps one format's fields to
+records.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import gzip
 import json
-import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from rlaif_jax.data import records
-
-logger = logging.getLogger(__name__)
-
-Record = dict[str, Any]
+from rlaif_jax.data.record_io import (
+    ReadStats,
+    Record,
+    RecordError,
+    get_field,
+    get_text,
+    parse_rows,
+)
 
 # Orientation of HH pairs as read: response1 is always the human-chosen response, so
 # label == 1.0 means "response1 preferred". For helpful-base the chosen response is the
@@ -41,127 +44,9 @@ HH_CHOSEN_MEANS = {"helpful": "more helpful", "harmless": "less harmful"}
 ASSISTANT_TAG = "\n\nAssistant:"
 
 
-class RecordError(ValueError):
-    """A malformed input record; the message names file, line (or row) and field."""
-
-    def __init__(self, path: str, where: str, field: str, problem: str):
-        self.path, self.where, self.field, self.problem = path, where, field, problem
-        super().__init__(f"{path}, {where}, field {field!r}: {problem}")
-
-
-@dataclasses.dataclass
-class ReadStats:
-    """Counts of one read: records yielded, records skipped, and the first few errors."""
-
-    read: int = 0
-    skipped: int = 0
-    errors: list[str] = dataclasses.field(default_factory=list)
-    max_errors_kept: int = 20
-
-    def skip(self, err: Exception) -> None:
-        self.skipped += 1
-        if len(self.errors) < self.max_errors_kept:
-            self.errors.append(str(err))
-
-    def log(self, what: str) -> None:
-        if self.skipped:
-            logger.warning(
-                "%s: read %d records, skipped %d bad ones (first: %s)",
-                what,
-                self.read,
-                self.skipped,
-                self.errors[0],
-            )
-        else:
-            logger.info("%s: read %d records", what, self.read)
-
-
 def format_tldr_context(subreddit: str, title: str, post: str) -> str:
     """The summarization context shown to models (as in the paper's prompts)."""
     return f"SUBREDDIT: r/{subreddit}\nTITLE: {title}\nPOST: {post}"
-
-
-def _open_text(path: str):
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
-def _json_lines(path: str) -> Iterator[tuple[str, Any]]:
-    """(where, parsed object) for each non-blank line; bad JSON raises RecordError."""
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"line {lineno}"
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as e:
-                yield where, RecordError(path, where, "<json>", f"not valid JSON ({e.msg})")
-
-
-def _parquet_rows(path: str) -> Iterator[tuple[str, Any]]:
-    import pyarrow.parquet as pq
-
-    row = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-        for obj in batch.to_pylist():
-            yield f"row {row}", obj
-            row += 1
-
-
-def _rows(path: str) -> Iterator[tuple[str, Any]]:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Data file not found: {path}")
-    return _parquet_rows(path) if path.endswith(".parquet") else _json_lines(path)
-
-
-def _get(obj: Any, dotted: str, path: str, where: str) -> Any:
-    """obj['a']['b'] for 'a.b', with a RecordError naming the missing field."""
-    cur = obj
-    for part in dotted.split("."):
-        if isinstance(cur, list | tuple) and part.isdigit() and int(part) < len(cur):
-            cur = cur[int(part)]
-        elif isinstance(cur, Mapping) and cur.get(part) is not None:
-            cur = cur[part]
-        else:
-            raise RecordError(path, where, dotted, "missing")
-    return cur
-
-
-def _text(obj: Any, dotted: str, path: str, where: str, allow_empty: bool = False) -> str:
-    value = _get(obj, dotted, path, where)
-    if not isinstance(value, str):
-        raise RecordError(path, where, dotted, f"expected a string, got {type(value).__name__}")
-    if not allow_empty and not value.strip():
-        raise RecordError(path, where, dotted, "empty text")
-    return value
-
-
-def _read(
-    path: str,
-    parse: Callable[[Any, str], Record | None],
-    skip_bad_records: bool,
-    stats: ReadStats | None,
-) -> Iterator[Record]:
-    """Runs `parse(obj, where)` over every row; None from parse means "filtered out"."""
-    stats = stats if stats is not None else ReadStats()
-    for where, obj in _rows(path):
-        try:
-            if isinstance(obj, RecordError):
-                raise obj
-            if not isinstance(obj, Mapping):
-                raise RecordError(path, where, "<record>", "expected a JSON object")
-            rec = parse(obj, where)
-        except RecordError as e:
-            if not skip_bad_records:
-                raise
-            stats.skip(e)
-            continue
-        if rec is not None:
-            stats.read += 1
-            yield rec
-    stats.log(path)
 
 
 def read_tldr(
@@ -178,17 +63,17 @@ def read_tldr(
         raise ValueError(f"read_tldr role must be 'sft' or 'prompts', got {role!r}")
 
     def parse(obj, where):
-        rid = str(_get(obj, "id", path, where))
+        rid = str(get_field(obj, "id", path, where))
         context = format_tldr_context(
-            _text(obj, "subreddit", path, where),
-            _text(obj, "title", path, where),
-            _text(obj, "post", path, where),
+            get_text(obj, "subreddit", path, where),
+            get_text(obj, "title", path, where),
+            get_text(obj, "post", path, where),
         )
         if role == "prompts":
             return {"id": rid, "context": context}
-        return {"id": rid, "context": context, "target": _text(obj, "summary", path, where)}
+        return {"id": rid, "context": context, "target": get_text(obj, "summary", path, where)}
 
-    return _read(path, parse, skip_bad_records, stats)
+    return parse_rows(path, parse, skip_bad_records, stats)
 
 
 def read_comparisons(
@@ -209,7 +94,7 @@ def read_comparisons(
         row_split = obj.get("split")
         if split is not None and row_split != split:
             return None
-        info = _get(obj, "info", path, where)
+        info = get_field(obj, "info", path, where)
         # CNN/DM rows in the validation data have an article instead of a post.
         post = info.get("post") if isinstance(info, Mapping) else None
         if post is None and isinstance(info, Mapping) and info.get("article") is not None:
@@ -219,15 +104,15 @@ def read_comparisons(
             )
         else:
             context = format_tldr_context(
-                _text(obj, "info.subreddit", path, where),
-                _text(obj, "info.title", path, where),
-                _text(obj, "info.post", path, where),
+                get_text(obj, "info.subreddit", path, where),
+                get_text(obj, "info.title", path, where),
+                get_text(obj, "info.post", path, where),
             )
-        summaries = _get(obj, "summaries", path, where)
+        summaries = get_field(obj, "summaries", path, where)
         if not isinstance(summaries, list | tuple) or len(summaries) != 2:
             raise RecordError(path, where, "summaries", "expected a list of exactly 2")
-        r1, r2 = (_text(obj, f"summaries.{i}.text", path, where) for i in (0, 1))
-        choice = _get(obj, "choice", path, where)
+        r1, r2 = (get_text(obj, f"summaries.{i}.text", path, where) for i in (0, 1))
+        choice = get_field(obj, "choice", path, where)
         if choice not in (0, 1) or isinstance(choice, bool):
             raise RecordError(path, where, "choice", f"expected 0 or 1, got {choice!r}")
         extra = obj.get("extra") or {}
@@ -237,7 +122,7 @@ def read_comparisons(
         elif not isinstance(confidence, int) or not 1 <= confidence <= 9:
             raise RecordError(path, where, "extra.confidence", f"expected 1..9, got {confidence!r}")
         return {
-            "id": f"{_get(obj, 'info.id', path, where)}:{row_split}:{where.split()[-1]}",
+            "id": f"{get_field(obj, 'info.id', path, where)}:{row_split}:{where.split()[-1]}",
             "context": context,
             "response1": r1,
             "response2": r2,
@@ -245,7 +130,7 @@ def read_comparisons(
             "confidence": int(confidence),
         }
 
-    return _read(path, parse, skip_bad_records, stats)
+    return parse_rows(path, parse, skip_bad_records, stats)
 
 
 def read_policy_pairs(
@@ -257,9 +142,9 @@ def read_policy_pairs(
     `labeling.labeler.human_label` reads it), so they never enter alignment metrics."""
 
     def parse(obj, where):
-        rec = {"id": str(_get(obj, "id", path, where))}
+        rec = {"id": str(get_field(obj, "id", path, where))}
         for name in ("context", "response1", "response2"):
-            rec[name] = _text(obj, name, path, where)
+            rec[name] = get_text(obj, name, path, where)
         label, confidence = obj.get("label"), obj.get("confidence")
         if label is None and confidence is None:
             rec["label"], rec["confidence"] = -1.0, 0
@@ -275,7 +160,7 @@ def read_policy_pairs(
         rec["label"], rec["confidence"] = float(label), confidence
         return rec
 
-    return _read(path, parse, skip_bad_records, stats)
+    return parse_rows(path, parse, skip_bad_records, stats)
 
 
 def split_hh_transcript(chosen: str, rejected: str) -> tuple[str, str, str] | None:
@@ -311,8 +196,8 @@ def read_hh(
     base = os.path.basename(path)
 
     def parse(obj, where):
-        chosen = _text(obj, "chosen", path, where)
-        rejected = _text(obj, "rejected", path, where)
+        chosen = get_text(obj, "chosen", path, where)
+        rejected = get_text(obj, "rejected", path, where)
         parts = split_hh_transcript(chosen, rejected)
         if parts is None:
             raise RecordError(
@@ -335,7 +220,7 @@ def read_hh(
             "confidence": 0,
         }
 
-    return _read(path, parse, skip_bad_records, stats)
+    return parse_rows(path, parse, skip_bad_records, stats)
 
 
 def read_manifest(label_dir: str) -> list[str]:
@@ -376,7 +261,7 @@ def read_ai_preferences(
         def parse(obj, where, shard=shard):
             rec = {}
             for name in records.AI_PREFERENCE_FEATURES:
-                value = _get(obj, name, shard, where)
+                value = get_field(obj, name, shard, where)
                 if name in floats:
                     if isinstance(value, bool) or not isinstance(value, int | float):
                         raise RecordError(shard, where, name, f"expected a number, got {value!r}")
@@ -384,13 +269,13 @@ def read_ai_preferences(
                 elif name == "confidence":
                     value = int(value)
                 elif name in ("context", "response1", "response2"):
-                    value = _text(obj, name, shard, where)
+                    value = get_text(obj, name, shard, where)
                 else:
                     value = str(value)
                 rec[name] = value
             return rec
 
-        yield from _read(shard, parse, skip_bad_records, stats)
+        yield from parse_rows(shard, parse, skip_bad_records, stats)
 
 
 def read_tfds(
@@ -413,7 +298,7 @@ def read_tfds(
     for i, ex in enumerate(tfds.as_numpy(ds)):
         rec = dict(constants or {})
         for field, key in fields.items():
-            value = _get(ex, key, f"tfds:{name}/{split}", f"example {i}")
+            value = get_field(ex, key, f"tfds:{name}/{split}", f"example {i}")
             if isinstance(value, bytes):
                 value = value.decode("utf-8")
             elif hasattr(value, "item"):

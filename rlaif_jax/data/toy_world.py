@@ -13,8 +13,9 @@ data, and the numbers it produces mean this:
   a summary's words or in whether they occur in the post — learnable by the tiny demo
   models in minutes.
 - **SFT examples** pair a post with a noisy "reference TL;DR" (misses key facts, adds side
-  facts, sometimes invents one or is truncated — the `reference` profile). A policy that
-  imitates them inherits their mistakes, which is the headroom RL has.
+  facts, sometimes invents one or is truncated — the `reference` profile of
+  `toy_summaries`). A policy that imitates them inherits their mistakes, which is the
+  headroom RL has.
 - **Oracle quality** (`toy_oracle.oracle_score`): coverage of the key facts minus
   penalties; 1.0 = the perfect summary. It plays the role of "what humans actually want".
 - **Human preferences**: pairs of summaries from several generators (good, lazy, chatty,
@@ -28,13 +29,9 @@ data, and the numbers it produces mean this:
   train split, rated by the same simulated human (`ToyWorld.human_labels`). They replace
   the generator pairs as the RLHF RM's data, the label stage's input and the alignment
   subset; RM accuracy stays measured on the generator validation pairs.
-- **Rating corpus**: pairs on disjoint posts labeled by a *different* rater with blind
-  spots (does not check facts against the post, ignores length) and a first-position
-  bias. The toy "off-the-shelf" labeler is bootstrapped on it, so its alignment with the
-  human is above chance but imperfect, and position debiasing (both orders) matters.
-  Options: the rater may dock invented facts (`bootstrap_invented_penalty`), and a share
-  of the pairs may be contrastive one-edit pairs of equal length (`rating_edit_fraction`);
-  what they did to the demo's labeler is in docs/toy_labeler.md.
+- **Rating corpus** (`toy_rating_corpus`): pairs on disjoint posts labeled by a *different*
+  rater with blind spots and a position bias; the toy "off-the-shelf" labeler is
+  bootstrapped on it.
 - **Win rates** are judged by `oracle_prefers` (the toy "human evaluation").
 
 Every set uses its own posts (disjoint index namespaces); record i of a set depends only on
@@ -61,7 +58,7 @@ from typing import Any
 
 import gin
 
-from rlaif_jax.data import splits
+from rlaif_jax.data import splits, toy_rating_corpus
 from rlaif_jax.data.toy_oracle import (
     DEFAULT_HUMAN_TAU,
     BootstrapRater,
@@ -69,18 +66,8 @@ from rlaif_jax.data.toy_oracle import (
     judge_facts,
     oracle_score,
 )
-from rlaif_jax.data.toy_text import (
-    ALL_WORDS,
-    PAIR_GENERATORS,
-    PROFILES,
-    Post,
-    edited_facts,
-    generate_summary,
-    make_post,
-    parse_context,
-    render_summary,
-    summary_facts,
-)
+from rlaif_jax.data.toy_summaries import generate_summary, pair_texts
+from rlaif_jax.data.toy_text import ALL_WORDS, Post, make_post
 
 Record = dict[str, Any]
 
@@ -105,7 +92,7 @@ class ToyWorldConfig:
     bootstrap_invented_penalty: what the rater docks per invented fact (0: blind to them).
     rating_edit_fraction: share of rating-corpus pairs that are a generator summary and its
       one-edit variant; rating_insert_share: share of those edits that add an error
-      (`toy_text.edited_facts(insert=True)`) instead of swapping a key fact out.
+      (`toy_summaries.edited_facts(insert=True)`) instead of swapping a key fact out.
     """
 
     seed: int = 0
@@ -188,34 +175,6 @@ class ToyWorld:
             self._cache[key] = [self.post(kind, i) for i in range(n)]
         return self._cache[key]
 
-    def _pair_texts(self, post: Post, rng: random.Random) -> tuple[str, str, str, str]:
-        """Two different summaries of `post` from randomly drawn generators."""
-        g1 = rng.choice(PAIR_GENERATORS)
-        a = generate_summary(post, g1, rng)
-        for _ in range(20):
-            g2 = rng.choice(PAIR_GENERATORS)
-            b = generate_summary(post, g2, rng)
-            if b != a:
-                return a, b, g1, g2
-        return a, generate_summary(post, "perfect", rng), g1, "perfect"  # a was perfect-like
-
-    def _contrastive_texts(self, post: Post, rng: random.Random) -> tuple[str, str, str, str]:
-        """A generator's summary and its one-edit variant (`toy_text.edited_facts`: an
-        insertion with probability `rating_insert_share`, else a swap), in random order;
-        generator names 'g' and 'g+edit'."""
-        g = rng.choice(PAIR_GENERATORS)
-        facts = summary_facts(post, PROFILES[g], rng)
-        insert = (
-            self.config.rating_insert_share > 0 and rng.random() < self.config.rating_insert_share
-        )
-        edited, kind = edited_facts(post, facts, rng, insert=insert)
-        a, b = render_summary(facts), render_summary(edited)
-        if a == b:  # the edit restated the same sentence: a plain generator pair instead
-            return self._pair_texts(post, rng)
-        pair = [(a, g), (b, f"{g}+{kind}")]
-        rng.shuffle(pair)
-        return pair[0][0], pair[1][0], pair[0][1], pair[1][1]
-
     def _pairs(self, kind: str, n: int) -> tuple[list[Record], list[PairInfo]]:
         """Pairs on posts of `kind`: human-labeled ('pairs-*') or rater-labeled ('rating')."""
         key = f"pairs:{kind}"
@@ -228,8 +187,11 @@ class ToyWorld:
                 kind == "rating"
                 and self._rng(kind, i, "edit").random() < self.config.rating_edit_fraction
             )
-            texts = self._contrastive_texts if contrastive else self._pair_texts
-            a, b, g1, g2 = texts(post, rng)
+            if contrastive:  # a generator summary and its one-edit variant
+                insert_share = self.config.rating_insert_share
+                a, b, g1, g2 = toy_rating_corpus.contrastive_texts(post, rng, insert_share)
+            else:
+                a, b, g1, g2 = pair_texts(post, rng)
             q = tuple(judge_facts(post.main_subject, post.facts, t).score for t in (a, b))
             qb = tuple(self.rater.quality(post.main_subject, post.facts, t) for t in (a, b))
             if kind == "rating":
@@ -325,47 +287,19 @@ class ToyWorld:
         return list(itertools.islice(subset, c.num_alignment))
 
     def rating_corpus(self, both_orders: bool = False, soft: bool = False) -> list[Record]:
-        """Generic rating corpus (disjoint posts): pairs in shown order, label = 1.0 if the
-        bootstrap rater chose response1 (shown first) else 0.0, its confidence 1..9.
-
-        both_orders: each pair is followed by its swapped copy (id suffix '-swapped'),
-        labeled by a second, independent query of the rater in that order (so its position
-        bias favours the other summary there).
-        soft: label = the rater's probability of choosing response1 in the shown order
-        (position bias included) instead of one sampled choice; confidence stays sampled.
-        """
-        recs, infos = self._pairs("rating", self.config.num_rating_corpus)
-        out = []
-        for i, (rec, info) in enumerate(zip(recs, infos)):
-            out.append(dict(rec))
-            if soft:
-                out[-1]["label"] = self.rater.prob_first(info.rater[0], info.rater[1])
-            if both_orders:
-                rng = self._rng("rating", i, "swapped")
-                label, confidence = self.rater.sample(info.rater[1], info.rater[0], rng)
-                if soft:
-                    label = self.rater.prob_first(info.rater[1], info.rater[0])
-                swapped = splits.swap_pair(rec)  # the rater's own answer replaces the flip
-                swapped.update(id=rec["id"] + "-swapped", label=label, confidence=confidence)
-                out.append(swapped)
-        return out
+        """The generic rating corpus, labeled by the bootstrap rater: pairs in shown order,
+        optionally also swapped or with soft labels (`toy_rating_corpus.rating_corpus`)."""
+        return toy_rating_corpus.rating_corpus(self, both_orders, soft)
 
     def rating_scores(self) -> list[tuple[str, str, int]]:
-        """(context, summary, 1..10 rating by the bootstrap rater) for each corpus summary:
-        the d-RLAIF bootstrap rows (`labeling.bootstrap_data.direct_examples`)."""
-        recs, infos = self._pairs("rating", self.config.num_rating_corpus)
-        out = []
-        for i, (rec, info) in enumerate(zip(recs, infos)):
-            rng = self._rng("rating", i, "scores")
-            for text, qb in ((rec["response1"], info.rater[0]), (rec["response2"], info.rater[1])):
-                out.append((rec["context"], text, self.rater.score_1_to_10(qb, rng)))
-        return out
+        """The bootstrap rater's 1..10 rating of each corpus summary, as (context, summary,
+        rating) (`toy_rating_corpus.rating_scores`)."""
+        return toy_rating_corpus.rating_scores(self)
 
     def rating_rationale(self, row: Record, choice: int) -> str:
-        """CoT rationale for a corpus `row` concluding `choice` (1 or 2), in the bootstrap
-        rater's (blind) words; the `rationale_fn` of the labeler bootstrap."""
-        main, facts = parse_context(row["context"])
-        return self.rater.rationale(main, facts, row["response1"], row["response2"], choice)
+        """The bootstrap rater's CoT rationale for a corpus `row` concluding `choice`
+        (`toy_rating_corpus.rating_rationale`)."""
+        return toy_rating_corpus.rating_rationale(self, row, choice)
 
     def corpus_texts(self, extra: Iterable[str] = ()) -> Iterator[str]:
         """Texts for training the toy SentencePiece vocabulary: every word once, all

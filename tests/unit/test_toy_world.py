@@ -24,25 +24,27 @@ from rlaif_jax.data.toy_oracle import (
     oracle_score,
     world_statistics,
 )
+from rlaif_jax.data.toy_summaries import (
+    EDIT_KINDS,
+    PROFILES,
+    edited_facts,
+    generate_summary,
+    summary_facts,
+)
 from rlaif_jax.data.toy_text import (
     ALL_WORDS,
-    EDIT_KINDS,
     MAIN_SUBJECTS,
     OBJECTS,
     PHANTOM_OBJECTS,
-    PROFILES,
     SIDE_OBJECTS,
     SIDE_SUBJECTS,
     SUBJECTS,
     VERB_OF,
     ContextError,
-    edited_facts,
-    generate_summary,
     make_post,
     parse_context,
     parse_summary,
     render_summary,
-    summary_facts,
 )
 from rlaif_jax.data.toy_world import ToyWorld, ToyWorldConfig, toy_sources
 
