@@ -71,8 +71,12 @@ def _rate_cell(rate: Mapping[str, Any] | None) -> str:
 def render_markdown(metrics: Mapping[str, Any]) -> str:
     """report.md with the paper's tables: win rates (Table 1 / App. J), alignment (Table 2), RM (Table 5)."""
     lines = ["# rlaif_jax report", ""]
+    decoding = metrics.get("eval_decoding") or {}
+    temperature = decoding.get("temperature", 0.0)
+    k = decoding.get("samples_per_prompt", 1)
+    how = "greedy" if not temperature else f"{k} sample(s) per prompt at temperature {temperature}"
     lines += [
-        f"Held-out prompts: {metrics.get('num_eval_prompts')}; wall time "
+        f"Held-out prompts: {metrics.get('num_eval_prompts')} ({how}); wall time "
         f"{metrics.get('wall_seconds', 0):.0f} s.",
         "",
         "## Win rates (paper Table 1; length control as App. J)",

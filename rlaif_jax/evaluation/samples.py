@@ -1,7 +1,9 @@
 """Decode held-out prompts with a policy checkpoint; side-by-side samples for raters.
 
-Samples are written to WORKDIR/eval/samples_<policy>.jsonl ({id, context, response})
-and reused when complete, so a rerun of evaluation never decodes twice.
+Samples are written to WORKDIR/eval/samples_<policy>.jsonl ({id, sample, temperature,
+context, response}; `sample` numbers the samples of one prompt) and reused when they hold
+every (prompt, sample) at the same temperature, so a rerun of evaluation never decodes
+twice and a changed decoding setting never reuses stale samples.
 """
 
 from __future__ import annotations
@@ -103,33 +105,55 @@ def samples_path(workdir: str, policy: str) -> str:
     return os.path.join(workdir, "eval", f"samples_{policy}.jsonl")
 
 
-def load_samples(path: str, ids: Sequence[str]) -> list[str] | None:
-    """Responses in `ids` order if `path` holds exactly those ids, else None."""
+def load_samples(
+    path: str, ids: Sequence[str], samples_per_prompt: int = 1, temperature: float = 0.0
+) -> list[str] | None:
+    """Responses [len(ids) · samples_per_prompt], prompt-major, if `path` holds exactly
+    those (id, sample) rows decoded at `temperature`; else None (decode again)."""
     if not os.path.isfile(path):
         return None
     with open(path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    by_id = {r["id"]: r["response"] for r in rows}
-    if set(by_id) != set(ids):
+    if any(r.get("temperature") != temperature for r in rows):
         return None
-    return [by_id[i] for i in ids]
+    by_key = {(r["id"], r.get("sample", 0)): r["response"] for r in rows}
+    keys = [(i, j) for i in ids for j in range(samples_per_prompt)]
+    if set(by_key) != set(keys):
+        return None
+    return [by_key[k] for k in keys]
 
 
-def write_samples(path: str, prompts: Sequence[dict], responses: Sequence[str]) -> None:
+def write_samples(
+    path: str, prompts: Sequence[dict], responses: Sequence[str], temperature: float = 0.0
+) -> None:
+    """Writes `responses` [len(prompts) · k] (prompt-major, k samples per prompt)."""
     if jax.process_index() != 0:
         return
+    k = len(responses) // max(1, len(prompts))
     rows = (
-        json.dumps({"id": p["id"], "context": p["context"], "response": r}) + "\n"
-        for p, r in zip(prompts, responses)
+        json.dumps(
+            {
+                "id": prompts[n // k]["id"],
+                "sample": n % k,
+                "temperature": temperature,
+                "context": prompts[n // k]["context"],
+                "response": r,
+            }
+        )
+        + "\n"
+        for n, r in enumerate(responses)
     )
     artifacts.atomic_write(path, "".join(rows))
 
 
 def write_side_by_side(report_dir: str, prompts, responses: dict[str, list[str]], limit: int = 200):
-    """side_by_side.jsonl (every prompt) and side_by_side.html (first `limit`) for raters."""
+    """side_by_side.jsonl (every prompt) and side_by_side.html (first `limit`) for raters:
+    the first sample of each prompt (responses are prompt-major, k per prompt)."""
     if jax.process_index() != 0:
         return
     names = sorted(responses)
+    k = len(responses[names[0]]) // max(1, len(prompts)) if names else 1
+    responses = {n: list(responses[n][::k]) for n in names}
     lines = (
         json.dumps({"id": p["id"], "context": p["context"], **{n: responses[n][i] for n in names}})
         + "\n"

@@ -25,7 +25,7 @@ from rlaif_jax.data import tasks
 from rlaif_jax.data import vocab as vocab_lib
 from rlaif_jax.evaluation import report, samples
 from rlaif_jax.evaluation.length_control import length_controlled_win_rate
-from rlaif_jax.evaluation.statistics import mean_rate, win_outcomes
+from rlaif_jax.evaluation.statistics import mean_rate, per_prompt_mean, win_outcomes
 from rlaif_jax.models.config import get_config
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
@@ -110,6 +110,7 @@ def run_stage(
     max_prompt_len: int = 128,
     max_new_tokens: int = 32,
     temperature: float = 0.0,
+    samples_per_prompt: int = 1,
     batch_size: int = 64,
     num_prompts: int | None = None,
     use_oracle: bool = True,
@@ -120,8 +121,20 @@ def run_stage(
     label_dir: str = "labels",
     output_dir: str = "report",
 ) -> dict[str, Any]:
-    """Evaluates `policies` ((name, stage dir) pairs) on the held-out prompts."""
+    """Evaluates `policies` ((name, stage dir) pairs) on the held-out prompts.
+
+    Each policy decodes `samples_per_prompt` responses per prompt at `temperature` (0:
+    greedy, one response); sample j of A is judged against sample j of B, and a win rate
+    is the mean over prompts of each prompt's mean outcome, so its interval counts prompts,
+    not samples (the length-controlled fit uses the same per-prompt means).
+    """
     start = time.time()
+    if samples_per_prompt < 1 or (temperature == 0.0 and samples_per_prompt > 1):
+        raise ValueError(
+            f"evaluate.samples_per_prompt = {samples_per_prompt} with evaluate.temperature = "
+            f"{temperature}: greedy decoding gives one response per prompt; set "
+            "evaluate.samples_per_prompt = 1 or a temperature above 0."
+        )
     out_dir = os.path.join(workdir, output_dir)
     prompts = list(tasks.task_sources().source("prompts", "test"))
     if num_prompts:
@@ -137,7 +150,7 @@ def run_stage(
     responses: dict[str, list[str]] = {}
     for name, stage_dir in policies:
         path = samples.samples_path(workdir, name)
-        cached = samples.load_samples(path, ids)
+        cached = samples.load_samples(path, ids, samples_per_prompt, temperature)
         if cached is not None:
             responses[name] = cached
             continue
@@ -154,22 +167,28 @@ def run_stage(
             temperature=temperature,
             prompt_suffix=prompt_suffix,
             batch_size=batch_size,
+            num_samples=samples_per_prompt,
         )
-        samples.write_samples(path, prompts, responses[name])
+        samples.write_samples(path, prompts, responses[name], temperature)
         del params
 
     rows = []
     policies_table: dict[str, dict[str, float]] = {}
     for name, texts in responses.items():
         policies_table[name] = {"mean_length_chars": float(np.mean([len(t) for t in texts]))}
+    judged = [p for p in prompts for _ in range(samples_per_prompt)]  # prompt-major
+
+    def per_prompt(values) -> np.ndarray:
+        return per_prompt_mean(values, len(prompts))
+
     if use_oracle:
         from rlaif_jax.data import toy_oracle
 
         for name, texts in responses.items():
-            scores = [toy_oracle.oracle_score(p["context"], t) for p, t in zip(prompts, texts)]
+            scores = [toy_oracle.oracle_score(p["context"], t) for p, t in zip(judged, texts)]
             policies_table[name]["mean_oracle_score"] = float(np.mean(scores))
         for a, b in comparisons:
-            outcome = win_outcomes(oracle_judge(prompts, responses[a], responses[b]))
+            outcome = per_prompt(win_outcomes(oracle_judge(judged, responses[a], responses[b])))
             rows.append(
                 {
                     "a": a,
@@ -177,14 +196,16 @@ def run_stage(
                     "judge": "oracle human",
                     "rate": mean_rate(outcome).to_dict(),
                     "length_controlled": length_controlled_win_rate(
-                        [len(t) for t in responses[a]], [len(t) for t in responses[b]], outcome
+                        per_prompt([len(t) for t in responses[a]]),
+                        per_prompt([len(t) for t in responses[b]]),
+                        outcome,
                     ).to_dict(),
                 }
             )
     if use_ai_judge and ai_judge_comparisons:
         judge = ai_judge(workdir)
         for a, b in ai_judge_comparisons:
-            outcome = win_outcomes(judge(prompts, responses[a], responses[b]))
+            outcome = per_prompt(win_outcomes(judge(judged, responses[a], responses[b])))
             rows.append(
                 {"a": a, "b": b, "judge": "AI labeler", "rate": mean_rate(outcome).to_dict()}
             )
@@ -216,6 +237,7 @@ def run_stage(
         "win_rate_rlaif_vs_sft_ai_judge": rate("rlaif", "sft", "AI labeler"),
         "length_controlled_win_rate_rlaif_vs_sft": rate("rlaif", "sft", field="length_controlled"),
         "num_eval_prompts": len(prompts),
+        "eval_decoding": {"temperature": temperature, "samples_per_prompt": samples_per_prompt},
         "win_rates": rows,
         "policies": policies_table,
         "alignment_by_variant": {label_metrics.get("variant", "labeler"): label_metrics}

@@ -58,3 +58,12 @@ def win_outcomes(p_a_preferred, hard: bool = True) -> np.ndarray:
     if not hard:
         return p
     return np.where(p > 0.5, 1.0, np.where(p < 0.5, 0.0, 0.5))
+
+
+def per_prompt_mean(values, num_prompts: int) -> np.ndarray:
+    """[N · k] per-sample values, prompt-major (k samples of prompt 0 first) -> [N] means
+    over each prompt's k samples, so that intervals count prompts, not samples."""
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    if num_prompts <= 0 or x.size % num_prompts:
+        raise ValueError(f"{x.size} values do not split into {num_prompts} prompts")
+    return x.reshape(num_prompts, -1).mean(axis=1)

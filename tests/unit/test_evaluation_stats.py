@@ -22,6 +22,15 @@ def test_win_outcomes_ties_count_half():
     np.testing.assert_array_equal(statistics.win_outcomes([0.9, 0.1, 0.5]), [1.0, 0.0, 0.5])
 
 
+def test_per_prompt_mean_groups_each_prompts_samples():
+    outcomes = [1.0, 0.0, 0.5, 1.0, 1.0, 1.0, 0.0, 0.0, 0.5]  # 3 prompts x 3 samples
+    np.testing.assert_allclose(statistics.per_prompt_mean(outcomes, 3), [0.5, 1.0, 1 / 6])
+    r = statistics.mean_rate(statistics.per_prompt_mean(outcomes, 3))
+    assert r.n == 3  # the interval counts prompts, not samples
+    with pytest.raises(ValueError, match="do not split into 2 prompts"):
+        statistics.per_prompt_mean(outcomes, 2)
+
+
 def _reference_logistic(x, y):
     def nll(w):
         z = w[0] + w[1] * x
