@@ -26,6 +26,7 @@ from rlaif_jax import artifacts
 from rlaif_jax.data import vocab as vocab_lib
 from rlaif_jax.data.toy_world import ToyWorld
 from rlaif_jax.labeling import bootstrap_data, render
+from rlaif_jax.labeling.release import install_release
 from rlaif_jax.models.config import get_config
 from rlaif_jax.sft import lm_loss
 from rlaif_jax.train.supervised import TrainSettings, finish, train_supervised
@@ -96,8 +97,6 @@ def run_stage(
     start = time.time()
     stage_dir = os.path.join(workdir, output_dir)
     if release:
-        from rlaif_jax.labeling.release import install_release
-
         metrics = install_release(release, stage_dir, model_preset, model_overrides)
         finish(stage_dir, metrics, start)
         return metrics

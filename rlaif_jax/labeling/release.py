@@ -15,8 +15,9 @@ demo may (docs/toy_labeler.md), so it can be run once with a recipe gin file and
   stage, d-RLAIF and the report use it unchanged.
 
 A release given by name (not a path) is looked up in `rlaif_jax/labeling/releases/NAME`,
-where one shipped with the package would live (none is shipped yet: no long bootstrap has
-beaten the demo's in-budget labeler on RLAIF win rate, docs/toy_labeler.md).
+where those shipped with the package live: `toy_world_v1`, the toy world's labeler that
+gin/runs/toy_world.gin installs (made with gin/experiments/toy_labeler_release.gin; its
+measurements are in its release.json notes and docs/toy_labeler.md).
 
     python -m rlaif_jax.labeling.release --workdir W --out DIR \\
         --model_preset toy_policy --recipe gin/experiments/toy_labeler_release.gin
@@ -35,6 +36,16 @@ from typing import Any
 import jax
 
 from rlaif_jax import artifacts
+from rlaif_jax.models import model as model_lib
+from rlaif_jax.models.config import get_config
+
+# Imported here, not inside the functions: importers.hf registers gin configurables, which
+# gin refuses once a stage has locked the config (the bootstrap stage installs releases).
+from rlaif_jax.models.importers.export import export_hf
+from rlaif_jax.models.importers.hf import import_hf
+from rlaif_jax.sharding import mesh as mesh_lib
+from rlaif_jax.sharding import rules as rules_lib
+from rlaif_jax.train.checkpoint import restore_params, save_params
 
 RELEASES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "releases")
 MANIFEST = "release.json"
@@ -102,9 +113,6 @@ def _versions() -> dict[str, str]:
 
 
 def _local_mesh():
-    from rlaif_jax.sharding import mesh as mesh_lib
-    from rlaif_jax.sharding import rules as rules_lib
-
     mesh = mesh_lib.make_mesh(data=-1, fsdp=1, tensor=1, devices=jax.local_devices())
     return mesh, rules_lib.get_rules()
 
@@ -119,11 +127,6 @@ def export_release(
 ) -> dict[str, Any]:
     """Writes the finished bootstrap stage `stage_dir` (ckpt + spm.model + COMPLETE) as a
     release in `out_dir`; `recipe` is the gin file that reproduces it. Returns the manifest."""
-    from rlaif_jax.models import model as model_lib
-    from rlaif_jax.models.config import get_config
-    from rlaif_jax.models.importers.export import export_hf
-    from rlaif_jax.train.checkpoint import restore_params
-
     done = artifacts.read_complete(stage_dir)
     config = get_config(model_preset, **(model_overrides or {}))
     mesh, rules = _local_mesh()
@@ -176,10 +179,6 @@ def install_release(
     model must be the gin-selected `model_preset` + `model_overrides` (the label stage
     builds that architecture). Returns the stage metrics (the bootstrap's own plus
     `release_*` fields)."""
-    from rlaif_jax.models.config import get_config
-    from rlaif_jax.models.importers.hf import import_hf
-    from rlaif_jax.train.checkpoint import save_params
-
     release_dir = resolve(release)
     manifest = read_manifest(release_dir)
     config = get_config(model_preset, **(model_overrides or {}))

@@ -30,6 +30,11 @@ def test_tiny_pipeline_end_to_end_then_rerun_skips(tmp_path):
     for key in report.REQUIRED_KEYS:
         assert key in metrics, key
     assert metrics["num_eval_prompts"] == 16
+    # Policies are judged as RL samples them: 4 samples per prompt at the rollout temperature.
+    assert metrics["eval_decoding"] == {"temperature": 0.9, "samples_per_prompt": 4}
+    rows = (tmp_path / "eval" / "samples_rlaif.jsonl").read_text().splitlines()
+    assert len(rows) == 16 * 4
+    assert all(r["rate"]["n"] == 16 for r in metrics["win_rates"])
     for f in ("report.md", "win_rates.png", "rl_reward_mean.png", "side_by_side.html"):
         assert (tmp_path / "report" / f).is_file(), f
     assert (tmp_path / "config.gin").is_file()

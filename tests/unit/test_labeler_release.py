@@ -71,3 +71,28 @@ def test_damaged_release_and_wrong_preset_are_refused_with_the_reason(bootstrapp
         release.install_release(out, str(tmp_path / "w" / "labeler"), "tiny")
     with pytest.raises(release.ReleaseError, match="bootstrap_labeler.release='no_such'"):
         release.resolve("no_such")
+
+
+def test_the_shipped_toy_world_release_installs_through_the_cli(tmp_path):
+    """The release gin/runs/toy_world.gin installs, through the CLI with gin locked as in a
+    pipeline run: shipped with the package, intact (not a Git LFS pointer), and shaped
+    like the toy world's labeler preset."""
+    from rlaif_jax import cli
+
+    assert "toy_world_v1" in release.available()
+    manifest = release.read_manifest(release.resolve("toy_world_v1"))
+    assert manifest["model_preset"] == "toy_policy" and manifest["recipe"]
+    args = ["bootstrap_labeler", "--gin_file", "experiments/demo.gin", "--workdir", str(tmp_path)]
+    assert cli.main(args) == 0
+    stage = tmp_path / "labeler"
+    assert (
+        artifacts.read_complete(str(stage))["metrics"]["release_num_params"]
+        == (manifest["num_params"])
+    )
+    assert (stage / "spm.model").read_bytes() == open(
+        os.path.join(release.resolve("toy_world_v1"), "spm.model"), "rb"
+    ).read()
+    mesh, rules = release._local_mesh()
+    structs, _ = model_lib.abstract_params(get_config("toy_policy"), mesh, rules, "lm")
+    params = restore_params(str(stage / "ckpt"), structs)
+    assert sum(x.size for x in _leaves(params)) == manifest["num_params"]
