@@ -6,9 +6,9 @@ facts against the post, ignores length) and a first-position bias. The toy "off-
 labeler is bootstrapped on it (`labeling.bootstrap`), so its alignment with the human is
 above chance but imperfect, and position debiasing (both orders) matters. Options
 (`ToyWorldConfig`): the rater may dock invented facts (`bootstrap_invented_penalty`), and
-a share of the pairs may be contrastive one-edit pairs of equal length
-(`rating_edit_fraction`, built by `contrastive_texts`); what they did to the demo's
-labeler is in docs/toy_labeler.md.
+a share of the pairs may be contrastive one-edit pairs (`rating_edit_fraction`, built by
+`contrastive_texts`: swaps of equal length, or with `rating_insert_share` one sentence more
+or less); what they did to the labeler is in docs/toy_labeler.md.
 
 `toy_world.ToyWorld` generates and caches the pairs with the rest of its record sets;
 the functions here read them for the bootstrap — as preference rows (`rating_corpus`),
@@ -19,9 +19,10 @@ methods of the same names delegate to them.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rlaif_jax.data import splits
+from rlaif_jax.data.splits import Record
 from rlaif_jax.data.toy_summaries import (
     PAIR_GENERATORS,
     PROFILES,
@@ -33,8 +34,6 @@ from rlaif_jax.data.toy_text import Post, parse_context, render_summary
 
 if TYPE_CHECKING:
     from rlaif_jax.data.toy_world import ToyWorld
-
-Record = dict[str, Any]
 
 
 def contrastive_texts(

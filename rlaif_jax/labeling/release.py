@@ -29,7 +29,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import time
 from typing import Any
 
@@ -134,7 +133,7 @@ def export_release(
     params = restore_params(os.path.join(stage_dir, "ckpt"), structs)
     os.makedirs(out_dir, exist_ok=True)
     files = export_hf(out_dir, params, config, FAMILY, head="lm")
-    shutil.copyfile(os.path.join(stage_dir, "spm.model"), os.path.join(out_dir, "spm.model"))
+    artifacts.atomic_copy(os.path.join(stage_dir, "spm.model"), os.path.join(out_dir, "spm.model"))
     files = sorted(set(files) | {"spm.model"})
     manifest = {
         "model_preset": model_preset,
