@@ -2,6 +2,8 @@
 
 Shapes: B batch (this process's rows), L length. Token arrays are int32, right-padded
 with `vocab.pad_id`. Over-long text is truncated and counted in `TruncationStats`.
+With `add_bos=True` (model families trained with a BOS, e.g. Llama, Gemma) every row
+starts with exactly one `vocab.bos_id`, counted inside the context budget.
 
 Multi-host: the data is cut into `num_data_shards` fixed shards (record i goes to shard
 i % S). Process p of P owns the contiguous shards [p*S/P, (p+1)*S/P) and reads only
@@ -52,23 +54,46 @@ def _truncate_context(ids: list[int], budget: int, mode: str) -> list[int]:
     raise ValueError(f"context truncation must be 'left' or 'middle', got {mode!r}")
 
 
-def _encode_context(
-    vocab: Vocab, context: str, suffix: str, max_context: int, mode: str
-) -> tuple[list[int], bool]:
-    """Context tokens then suffix tokens, at most `max_context`; the suffix always survives."""
-    sfx = list(vocab.encode(suffix)) if suffix else []
-    if len(sfx) >= max_context:
+def _bos(vocab: Vocab, add_bos: bool) -> list[int]:
+    """[vocab.bos_id] when `add_bos` (families such as Llama and Gemma expect it), else []."""
+    if not add_bos:
+        return []
+    bos = getattr(vocab, "bos_id", None)
+    if bos is None or int(bos) < 0:
         raise ValueError(
-            f"suffix {suffix!r} is {len(sfx)} tokens, which leaves no room in max_context="
-            f"{max_context}"
+            f"add_bos=True but the vocabulary {type(vocab).__name__} has no bos_id "
+            f"(got {bos!r}); set add_bos=False or use a vocabulary with a BOS token"
+        )
+    return [int(bos)]
+
+
+def _encode_context(
+    vocab: Vocab, context: str, suffix: str, max_context: int, mode: str, add_bos: bool = False
+) -> tuple[list[int], bool]:
+    """[BOS] then context tokens then suffix tokens, at most `max_context`; the BOS (with
+    `add_bos`) and the suffix always survive, the context is cut to make room."""
+    bos = _bos(vocab, add_bos)
+    sfx = list(vocab.encode(suffix)) if suffix else []
+    if len(bos) + len(sfx) >= max_context:
+        raise ValueError(
+            f"suffix {suffix!r} is {len(sfx)} tokens (+{len(bos)} BOS), which leaves no room "
+            f"in max_context={max_context}"
         )
     ctx = list(vocab.encode(context))
-    cut = _truncate_context(ctx, max_context - len(sfx), mode)
-    return cut + sfx, len(cut) < len(ctx)
+    if bos:
+        # Exactly one BOS: a context rendered by a chat template may already start with
+        # the BOS text (e.g. "<|begin_of_text|>"); drop it so truncation cannot cut it.
+        start = 0
+        while start < len(ctx) and ctx[start] == bos[0]:
+            start += 1
+        ctx = ctx[start:]
+    cut = _truncate_context(ctx, max_context - len(sfx) - len(bos), mode)
+    return bos + cut + sfx, len(cut) < len(ctx)
 
 
 def _encode_response(vocab: Vocab, text: str, max_len: int) -> tuple[list[int], bool]:
-    """Response tokens then EOS (when the vocabulary has one), at most `max_len`."""
+    """Response tokens then the primary EOS `vocab.eos_id` (when the vocabulary has one),
+    at most `max_len`. Samplers stop on every id of `data.vocab.stop_ids(vocab)`."""
     ids = list(vocab.encode(text))
     eos = [] if vocab.eos_id is None or vocab.eos_id < 0 else [int(vocab.eos_id)]
     room = max_len - len(eos)
@@ -90,6 +115,8 @@ def sft_batch(
     suffix: str = "",
     context_truncation: str = "middle",
     stats: TruncationStats | None = None,
+    *,
+    add_bos: bool = False,
 ) -> dict[str, np.ndarray]:
     """SFT examples -> decoder-only batch, L = max_context + max_target.
 
@@ -98,11 +125,14 @@ def sft_batch(
     model predicts tokens[:, t] from tokens[:, :t], so pair it with logits[:, t-1]).
     attention_mask [B, L] int32: 1 on real tokens.
     The context is cut (middle by default) so the target survives; a target longer
-    than max_target - 1 is cut on the right. Both are counted in `stats`.
+    than max_target - 1 is cut on the right. Both are counted in `stats`. `add_bos`:
+    tokens[:, 0] = vocab.bos_id (inside max_context; loss_mask 0 there).
     """
     rows, masks = [], []
     for rec in records:
-        ctx, cut_c = _encode_context(vocab, rec["context"], suffix, max_context, context_truncation)
+        ctx, cut_c = _encode_context(
+            vocab, rec["context"], suffix, max_context, context_truncation, add_bos
+        )
         tgt, cut_t = _encode_response(vocab, rec["target"], max_target)
         rows.append(ctx + tgt)
         masks.append((len(ctx), len(ctx) + len(tgt)))
@@ -129,14 +159,19 @@ def prompt_batch(
     suffix: str = "",
     context_truncation: str = "middle",
     stats: TruncationStats | None = None,
+    *,
+    add_bos: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Prompts -> (tokens [B, max_len] int32 right-padded, lengths [B] int32).
 
-    Each prompt is its context, cut to fit, then `suffix` (e.g. "\\nTL;DR:"), no EOS.
+    Each prompt is its context, cut to fit, then `suffix` (e.g. "\\nTL;DR:"), no EOS;
+    with `add_bos`, a BOS first (lengths include it).
     """
     rows = []
     for rec in records:
-        ids, cut = _encode_context(vocab, rec["context"], suffix, max_len, context_truncation)
+        ids, cut = _encode_context(
+            vocab, rec["context"], suffix, max_len, context_truncation, add_bos
+        )
         rows.append(ids)
         if stats is not None:
             stats.examples += 1
@@ -152,17 +187,22 @@ def pair_batch(
     suffix: str = "",
     context_truncation: str = "middle",
     stats: TruncationStats | None = None,
+    *,
+    add_bos: bool = False,
 ) -> dict[str, np.ndarray]:
     """Preference pairs -> RM batch, L = max_context + max_response.
 
     tokens1/tokens2 [B, L] int32: the same (cut) context + suffix, then response1 or
     response2 + EOS, right-padded; lengths1/lengths2 [B] int32 (the RM reads position
-    length - 1); label [B] float32 = P(response1 preferred).
+    length - 1); label [B] float32 = P(response1 preferred). `add_bos`: both rows
+    start with vocab.bos_id (inside max_context).
     """
     out: dict[str, list] = {"tokens1": [], "tokens2": [], "lengths1": [], "lengths2": []}
     labels = []
     for rec in records:
-        ctx, cut_c = _encode_context(vocab, rec["context"], suffix, max_context, context_truncation)
+        ctx, cut_c = _encode_context(
+            vocab, rec["context"], suffix, max_context, context_truncation, add_bos
+        )
         cut_r = False
         for i in (1, 2):
             resp, cut = _encode_response(vocab, rec[f"response{i}"], max_response)

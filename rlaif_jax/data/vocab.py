@@ -34,6 +34,23 @@ class Vocab(Protocol):
     def bos_id(self) -> int | None: ...
 
 
+def stop_ids(vocab: Any) -> tuple[int, ...]:
+    """Every token id that ends a generation, primary EOS first, for `sample(eos_id=...)`.
+
+    The vocabulary's `eos_ids` when it has them (`HFTokenizerVocabulary`: chat checkpoints
+    such as Llama-3-Instruct list several), else `(eos_id,)`, else (). The primary
+    `eos_id` (what batching appends to targets) is always included; negative ids (-1 =
+    none) are dropped, duplicates removed, order kept.
+    """
+    primary = getattr(vocab, "eos_id", None)
+    ids = [primary, *(getattr(vocab, "eos_ids", None) or ())]
+    out: list[int] = []
+    for i in ids:
+        if i is not None and int(i) >= 0 and int(i) not in out:
+            out.append(int(i))
+    return tuple(out)
+
+
 def sentencepiece_vocabulary(path: str, extra_ids: int = 0):
     """A seqio.SentencePieceVocabulary over the model file at `path`."""
     import seqio

@@ -7,18 +7,20 @@ length_b + t. So rows of different lengths share one write index and one compile
 loop, and the attended tokens and positions are exactly those of the contiguous
 sequence (prompt, response) — the teacher-forced scorer reproduces the log-probs.
 
-The loop exits as soon as every row has emitted EOS (unless `force_full_length`).
-Rows are prompt-major: row b * S + s is sample s of prompt b.
+A row is done as soon as it emits any of its stop ids (`eos_id`: one id, several —
+Llama-3-Instruct stops on three — or none); the loop exits as soon as every row is done
+(unless `force_full_length`). Rows are prompt-major: row b * S + s is sample s of prompt b.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 
 from rlaif_jax.models import model as model_lib
@@ -28,11 +30,32 @@ from rlaif_jax.sharding.rules import Rules
 
 _NEG = -1e30
 
+EosIds = int | Sequence[int] | None
+
+
+def normalize_eos_ids(eos_id: EosIds) -> tuple[int, ...]:
+    """`eos_id` (an int, a sequence of ints such as `data.vocab.stop_ids(vocab)`, or None:
+    no early stop) as a static tuple: sorted and unique (so equal id sets share one
+    compiled sampler), negative ids (SentencePiece's -1 = none) dropped."""
+    if eos_id is None:
+        return ()
+    if np.ndim(eos_id) == 0:
+        ids = [eos_id]
+    else:
+        ids = list(np.asarray(eos_id).reshape(-1))
+    out = set()
+    for i in ids:
+        if not np.issubdtype(np.asarray(i).dtype, np.integer):  # bools and floats too
+            raise TypeError(f"eos_id must be an int, a sequence of ints or None, got {eos_id!r}")
+        if int(i) >= 0:
+            out.add(int(i))
+    return tuple(sorted(out))
+
 
 class SampleOutput(NamedTuple):
     """N = B * S rows, T = max_new_tokens.
 
-    tokens [N, T] int32 (pad after EOS; EOS itself kept); logprobs [N, T] float32: log-prob
+    tokens [N, T] int32 (pad after the stop token; the stop token itself kept); logprobs [N, T] float32: log-prob
     of each token under the policy's raw distribution softmax(logits) (what RL needs);
     sampling_logprobs [N, T]: under the tempered, top-k/top-p-truncated distribution
     actually sampled from (0 for greedy); mask [N, T] int32: 1 for generated tokens (EOS
@@ -79,18 +102,21 @@ def sample_loop(
     temperature: float,
     top_k: int,
     top_p: float,
-    eos_id: int,
+    eos_id: EosIds,
     pad_id: int,
     force_full_length: bool = False,
 ):
     """The decode loop over abstract model steps (so tests can drive it with fake logits).
 
     prefill_fn() -> (logits [N, V] for the first new token, state); decode_fn(state, token
-    [N] int32, t scalar) -> (logits [N, V] for token t + 1, state). Returns
+    [N] int32, t scalar) -> (logits [N, V] for token t + 1, state). `eos_id`: stop id(s),
+    see `normalize_eos_ids`; a row is done once it emits any of them. Returns
     (tokens, logprobs, sampling_logprobs, mask) each [N, T] and the number of steps run
-    (T, or fewer when every row emitted EOS).
+    (T, or fewer when every row emitted a stop id).
     """
     t_max = max_new_tokens
+    # A compile-time constant [E]: one [N, E] compare per step, no host sync.
+    stop = jnp.asarray(normalize_eos_ids(eos_id), jnp.int32)
     logits0, state0 = prefill_fn()
     zeros_i = jnp.full((num_rows, t_max), pad_id, jnp.int32)
     zeros_f = jnp.zeros((num_rows, t_max), jnp.float32)
@@ -120,7 +146,8 @@ def sample_loop(
             slps.at[:, t].set(jnp.where(live, slp, 0.0)),
             mask.at[:, t].set(live.astype(jnp.int32)),
         )
-        return tok, done | (tok == eos_id), outs, key
+        hit = jnp.any(tok[:, None] == stop[None, :], axis=-1)  # False for E = 0
+        return tok, done | hit, outs, key
 
     def cond(carry):
         t, done = carry[0], carry[2]
@@ -165,7 +192,7 @@ def _sample_impl(
     temperature: float,
     top_k: int,
     top_p: float,
-    eos_id: int,
+    eos_id: tuple[int, ...],
     pad_id: int,
     num_samples: int,
     force_full_length: bool,
@@ -253,15 +280,16 @@ def sample(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
-    eos_id: int,
+    eos_id: EosIds,
     pad_id: int = 0,
     num_samples: int = 1,
     force_full_length: bool = False,
 ) -> SampleOutput:
     """Samples `num_samples` continuations of each prompt (temperature 0 = greedy).
 
-    prompt_tokens [B, Lp] right-padded, prompt_lengths [B]. Compiled once per
-    (config, shapes, decoding settings). See `SampleOutput` for the outputs.
+    prompt_tokens [B, Lp] right-padded, prompt_lengths [B]. `eos_id`: an int, a sequence
+    of ints (every one stops a row, e.g. `data.vocab.stop_ids(vocab)`) or None (no early stop).
+    Compiled once per (config, shapes, decoding settings). See `SampleOutput`.
     """
     fn = _jitted(
         config,
@@ -269,7 +297,7 @@ def sample(
         temperature=float(temperature),
         top_k=int(top_k),
         top_p=float(top_p),
-        eos_id=int(eos_id),
+        eos_id=normalize_eos_ids(eos_id),
         pad_id=int(pad_id),
         num_samples=int(num_samples),
         force_full_length=bool(force_full_length),
@@ -282,7 +310,8 @@ def make_sampler(
 ) -> Callable[..., SampleOutput]:
     """A jitted `(params, prompt_tokens, prompt_lengths, rng) -> SampleOutput` with the
     batch sharded over ('data', 'fsdp') and params as `param_shardings` (default: the
-    model's logical rules)."""
+    model's logical rules). `static` are `sample`'s keywords (`eos_id` required, an int,
+    a sequence of ints or None)."""
     if param_shardings is None:
         _, param_shardings = model_lib.abstract_params(config, mesh, rules, "lm")
     static = dict(
@@ -290,7 +319,7 @@ def make_sampler(
         temperature=float(static.pop("temperature", 1.0)),
         top_k=int(static.pop("top_k", 0)),
         top_p=float(static.pop("top_p", 1.0)),
-        eos_id=int(static.pop("eos_id")),
+        eos_id=normalize_eos_ids(static.pop("eos_id")),
         pad_id=int(static.pop("pad_id", 0)),
         num_samples=int(static.pop("num_samples", 1)),
         force_full_length=bool(static.pop("force_full_length", False)),

@@ -120,6 +120,61 @@ def test_fixed_seed_reproduces_and_rows_differ():
     assert len({tuple(r) for r in a}) > 1  # each row draws its own tokens
 
 
+def test_rows_stop_on_different_eos_ids_and_loop_exits_early():
+    # 3 rows, V = 8, stop ids {1, 5, 6}. Row 0 stops on 5 at step 1, row 1 on 6 at step
+    # 2, row 2 on 1 at step 0; after step 2 every row is done, so 3 of 6 steps run.
+    table = np.full((6, 3, 8), -2.0)
+    for r, seq in enumerate([[3, 5, 6, 1, 2, 2], [4, 2, 6, 5, 3, 3], [1, 5, 6, 2, 2, 2]]):
+        for t, tok in enumerate(seq):
+            table[t, r, tok] = 3.0
+    toks, lps, _, mask, steps = _run_table(table, temperature=0.0, eos_id=(5, 6, EOS))
+    np.testing.assert_array_equal(
+        toks, [[3, 5, PAD, PAD, PAD, PAD], [4, 2, 6, PAD, PAD, PAD], [EOS] + [PAD] * 5]
+    )
+    np.testing.assert_array_equal(mask.sum(1), [2, 3, 1])  # the stop token kept
+    assert steps == 3
+    assert (lps[mask == 0] == 0).all() and (lps[mask == 1] < 0).all()
+    # Any sequence form; the single-int form stops on 1 only (row 0 runs on to it).
+    same = _run_table(table, temperature=0.0, eos_id=np.array([6, 1, 5]))
+    np.testing.assert_array_equal(same[0], toks)
+    single = _run_table(table, temperature=0.0, eos_id=EOS)
+    np.testing.assert_array_equal(single[0][0], [3, 5, 6, EOS, PAD, PAD])
+    np.testing.assert_array_equal(single[0][2], [EOS] + [PAD] * 5)
+    assert single[4] == 6  # row 1 never emits 1: the loop runs all 6 steps
+    np.testing.assert_array_equal(single[3].sum(1), [4, 6, 1])
+    # No stop ids (None or empty): every row runs to the end.
+    for none in (None, ()):
+        _, _, _, m, n = _run_table(table, temperature=0.0, eos_id=none)
+        assert n == 6 and (m == 1).all()
+
+
+def test_sampled_rows_stop_on_any_eos():
+    # 256 sampled rows over 3 equally likely tokens, two of them stop ids: every row
+    # stops at its first 2 or 3; token 4 never stops.
+    table = np.full((8, 256, 5), -1e9)
+    table[:, :, [2, 3, 4]] = 0.0
+    toks, _, _, mask, steps = _run_table(table, rng=1, eos_id=[3, 2])
+    lengths = mask.sum(1)
+    for r in range(256):
+        row = toks[r, : lengths[r]]
+        stops = np.isin(row, [2, 3])
+        assert stops[-1] or lengths[r] == 8
+        assert not stops[:-1].any() and (toks[r, lengths[r] :] == PAD).all()
+    ends = toks[np.arange(256), lengths - 1]
+    assert {2, 3} <= set(ends[np.isin(ends, [2, 3])].tolist())  # both ids stop rows
+    assert steps == lengths.max()
+
+
+def test_normalize_eos_ids():
+    norm = sample_lib.normalize_eos_ids
+    assert norm(1) == (1,) and norm(np.int32(7)) == (7,) and norm(None) == () and norm(-1) == ()
+    assert norm((128009, 128001, 128008, 128001)) == (128001, 128008, 128009)
+    assert norm([5, -1]) == (5,) and norm(np.array([2, 3])) == (2, 3) and norm([]) == ()
+    for bad in (1.5, [1, 2.0], True):
+        with pytest.raises(TypeError, match="eos_id"):
+            norm(bad)
+
+
 # --- The real tiny model -------------------------------------------------------------
 
 
@@ -183,3 +238,30 @@ def test_model_greedy_equals_uncached_argmax(tiny):
         n += 1
     for b in range(3):
         np.testing.assert_array_equal(toks[2 * b], seqs[b, lengths[b] : lengths[b] + 4])
+
+
+def test_model_sampling_with_eos_tuple(tiny):
+    """A tuple of stop ids in which only one id can ever be sampled equals the single-id
+    run (tokens, log-probs, lengths), and an id in the tuple does stop rows."""
+    config, params, prompts, lengths = tiny
+    kw = dict(max_new_tokens=6, temperature=1.0, num_samples=4)
+    key, v = jax.random.PRNGKey(11), config.vocab_size
+    # Pick as EOS a token the model emits often at this seed, so rows do stop early; the
+    # free run goes through make_sampler (eos_id=None: no stop).
+    mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    run = sample_lib.make_sampler(config, mesh, get_rules("dp"), eos_id=None, **kw)
+    free = run(params, jnp.asarray(prompts), jnp.asarray(lengths), key)
+    assert (np.asarray(free.lengths) == 6).all()
+    common = int(np.bincount(np.asarray(free.tokens).ravel()).argmax())
+    one = sample_lib.sample(config, params, prompts, lengths, key, eos_id=common, **kw)
+    # Ids >= vocab_size can never be sampled.
+    many = sample_lib.sample(config, params, prompts, lengths, key, eos_id=(v + 5, common, v), **kw)
+    for a, b in zip(one, many):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    lens = np.asarray(one.lengths)
+    assert (lens < 6).any()  # the EOS did stop some rows, right after emitting it
+    toks = np.asarray(one.tokens)
+    np.testing.assert_array_equal(toks[lens < 6, lens[lens < 6] - 1], common)
+    # Same key, same draws: each row is the free row cut after its first `common`.
+    for r in range(len(lens)):
+        np.testing.assert_array_equal(toks[r, : lens[r]], np.asarray(free.tokens)[r, : lens[r]])
