@@ -57,3 +57,28 @@ def length_controlled_win_rate(len_a, len_b, a_preferred, ratio: float = 1.0) ->
 
     p_value = float(2 * stats.norm.sf(abs(logit) / se)) if se > 0 else math.nan
     return Rate(sig(logit), sig(logit - 1.96 * se), sig(logit + 1.96 * se), n, p_value)
+
+
+def logistic_rate_at(x, y, at: float = 1.0) -> Rate:
+    """Fits y ~ sigmoid(w0 + w1 · x) and predicts at x = `at`, with a delta-method 95%
+    interval on the logit scale. x, y: [N]; outcomes y in [0, 1]. N < 2 gives NaNs.
+
+    p_value_vs_half is the two-sided z-test of the predicted logit == 0 (rate 50%).
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    n = int(y.size)
+    if n < 2:
+        return Rate(math.nan, math.nan, math.nan, n, math.nan)
+    w, cov = fit_logistic(x, y)
+    z = np.array([1.0, at])
+    logit = float(z @ w)
+    se = float(math.sqrt(max(z @ cov @ z, 0.0)))
+
+    def sig(v: float) -> float:
+        return 1.0 / (1.0 + math.exp(-v))
+
+    from scipy import stats
+
+    p_value = float(2 * stats.norm.sf(abs(logit) / se)) if se > 0 else math.nan
+    return Rate(sig(logit), sig(logit - 1.96 * se), sig(logit + 1.96 * se), n, p_value)

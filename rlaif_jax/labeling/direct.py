@@ -21,8 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rlaif_jax.labeling import chat, render, tokens
 from rlaif_jax.labeling import prompts as P
-from rlaif_jax.labeling import render, tokens
 from rlaif_jax.labeling.debias import renormalize
 
 SCORES = np.arange(1, 11, dtype=np.float64)
@@ -61,6 +61,11 @@ class DirectScorer:
     __call__(contexts [B], responses [B]) -> float32 [B] rewards in [−1, 1].
     expected_scores(contexts, responses) -> float32 [B] expected scores in [1, 10]
     (for `rl.rewards.DirectLabelerReward`, which rescales itself).
+
+    prompt: the task's d-RLAIF prompt (`render.direct_prompt_for(task)`).
+    chat_template: 'auto' (the labeler vocabulary's chat template when it has one; the
+      model turn then starts with `SCORE: `), 'none', or 'gemma' | 'llama3' | 'qwen'.
+    add_bos: the labeler expects a BOS token first (see `tokens.tokenize_prompt`).
     """
 
     scorer: object  # scoring.PromptScorer
@@ -68,26 +73,50 @@ class DirectScorer:
     prompt: render.DirectPrompt = dataclasses.field(default_factory=render.DirectPrompt)
     ten_mode: str = "auto"  # 'auto' (single piece, else two-piece), 'two_piece', 'error'
     max_len: int | None = None
+    chat_template: str = chat.AUTO
+    add_bos: bool = False
 
     def __post_init__(self):
+        chat.validate_mode(self.chat_template, "DirectScorer.chat_template")
+        self.chat = chat.chat_format(self.vocab, self.chat_template)
         if self.ten_mode not in ("auto", "two_piece", "error"):
             raise ValueError(
                 f"DirectScorer.ten_mode must be auto|two_piece|error, got {self.ten_mode!r}"
             )
         ending = self.prompt.parts()[2]
-        allow = ("10",) if self.ten_mode != "error" else ()
-        self.candidates = tokens.resolve_candidates(
-            self.vocab, ending, P.SCORE_CANDIDATES, allow_two_piece=allow
-        )
+        self._cut = 0  # trailing whitespace of the ending read as part of the answer
+        try:
+            self.candidates = self._resolve(ending, "")
+        except tokens.CandidateTokenError:
+            # Byte-level BPEs (GPT-2 / Qwen style) fold the space of `SCORE: ` into the
+            # number (" 7" is one piece): end the prompt at `SCORE:` and read " 1".." 10".
+            stripped = ending.rstrip()
+            if stripped == ending or not stripped:
+                raise
+            self.candidates = self._resolve(stripped, ending[len(stripped) :])
+            self._cut = len(ending) - len(stripped)
+
+    def _resolve(self, ending: str, space: str) -> tokens.Candidates:
+        allow = (space + "10",) if self.ten_mode != "error" else ()
+        cands = tuple(space + c for c in P.SCORE_CANDIDATES)
+        return tokens.resolve_candidates(self.vocab, ending, cands, allow_two_piece=allow)
+
+    def render_prompt(self, context: str, response: str) -> render.RenderedPrompt:
+        """The prompt text the labeler reads (chat-wrapped when it has a template)."""
+        r = render.render_direct(self.prompt, context, response)
+        if self._cut:
+            k = self._cut
+            r = render.RenderedPrompt(r.prefix, r.suffix[:-k], r.cue[:-k], r.user)
+        return chat.wrap(self.chat, r)
 
     def score_logprobs(self, contexts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """[B, 10] log-probs of the scores 1..10 (not yet renormalised)."""
         if len(contexts) != len(responses):
             raise ValueError(f"{len(contexts)} contexts but {len(responses)} responses")
-        rendered = [render.render_direct(self.prompt, c, r) for c, r in zip(contexts, responses)]
+        rendered = [self.render_prompt(c, r) for c, r in zip(contexts, responses)]
         toks = [
             tokens.tokenize_prompt(
-                self.vocab, x.prefix, x.suffix, self.candidates.lead, self.max_len
+                self.vocab, x.prefix, x.suffix, self.candidates.lead, self.max_len, self.add_bos
             )
             for x in rendered
         ]

@@ -2,8 +2,10 @@
 two-step chain of thought, self-consistency, soft labels.
 
 For a batch of pairs the labeler
-1. renders each pair in both orders (`render.render_preference`) and tokenizes it as
-   shared prefix + per-pair suffix (`tokens.tokenize_prompt`);
+1. renders each pair in both orders (`render.render_preference`), wraps it in the
+   labeler's chat template when it has one (`chat.py`: the user turn holds the prompt,
+   the model turn starts with the answer cue), and tokenizes it as shared prefix +
+   per-pair suffix (`tokens.tokenize_prompt`);
 2. CoT only: samples S rationales per order after the CoT ending (greedy when S = 1 and
    temperature = 0, up to `cot_max_tokens`), then appends each rationale and the
    standard ending;
@@ -23,7 +25,7 @@ from typing import Any
 import gin
 import numpy as np
 
-from rlaif_jax.labeling import debias, render, tokens
+from rlaif_jax.labeling import chat, debias, render, tokens
 from rlaif_jax.labeling import prompts as P
 from rlaif_jax.labeling.scoring import PromptScorer
 
@@ -39,6 +41,11 @@ class LabelerSettings:
     num_samples: self-consistency rationales per order (1 = the paper's default).
     temperature: rationale sampling temperature (0 = greedy; > 0 needs num_samples >= 1).
     top_k: top-k for sampled rationales (40 in the paper).
+    chat_template: 'auto' (wrap prompts in the labeler vocabulary's chat template when it
+      has one, e.g. an instruction-tuned HF checkpoint), 'none' (plain text prompts), or
+      a built-in format 'gemma' | 'llama3' | 'qwen'.
+    add_bos: the labeler model expects a BOS token first (e.g. a pretrained Gemma without
+      chat template); prompts then start with exactly one `vocab.bos_id`.
     """
 
     pairs_per_call: int = 16
@@ -47,8 +54,11 @@ class LabelerSettings:
     num_samples: int = 1
     temperature: float = 0.0
     top_k: int = P.SELF_CONSISTENCY_TOP_K
+    chat_template: str = chat.AUTO
+    add_bos: bool = False
 
     def __post_init__(self):
+        chat.validate_mode(self.chat_template, "LabelerSettings.chat_template")
         if self.num_samples < 1:
             raise ValueError(f"LabelerSettings.num_samples must be >= 1, got {self.num_samples}")
         if self.num_samples > 1 and self.temperature <= 0:
@@ -76,7 +86,12 @@ def human_label(pair: Mapping[str, Any]) -> float:
 
 
 class Labeler:
-    """Labels preference pairs with a `PromptScorer` and a `PromptVariant`."""
+    """Labels preference pairs with a `PromptScorer` and a `PromptVariant`.
+
+    task: the labeled data's task, filling in a variant whose task is None
+      (`PromptVariant.with_task`); the variant's task picks the judge prompt's texts
+      (summaries for 'summarize', dialogue responses for 'helpful'/'harmless').
+    """
 
     def __init__(
         self,
@@ -84,11 +99,20 @@ class Labeler:
         vocab: Any,
         variant: render.PromptVariant,
         settings: LabelerSettings | None = None,
+        task: str | None = None,
     ):
+        if variant.task is None:
+            if task is None:
+                raise ValueError(
+                    "Labeler: the prompt variant has task=None and no data task was given; "
+                    "pass task= or set prompt_variant.task."
+                )
+            variant = variant.with_task(task)
         self.scorer = scorer
         self.vocab = vocab
         self.variant = variant
         self.settings = settings or LabelerSettings()
+        self.chat = chat.chat_format(vocab, self.settings.chat_template)
         self.candidates = tokens.resolve_candidates(
             vocab, variant.ending_string, P.PREFERENCE_CANDIDATES
         )
@@ -99,8 +123,10 @@ class Labeler:
     def _tokenize(
         self, rendered: render.RenderedPrompt, lead: Sequence[int]
     ) -> tokens.TokenizedPrompt:
+        rendered = chat.wrap(self.chat, rendered)
+        s = self.settings
         t = tokens.tokenize_prompt(
-            self.vocab, rendered.prefix, rendered.suffix, lead, self.settings.max_len
+            self.vocab, rendered.prefix, rendered.suffix, lead, s.max_len, s.add_bos
         )
         self.truncated += int(t.truncated)
         return t

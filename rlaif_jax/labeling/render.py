@@ -3,8 +3,12 @@
 Every prompt is split into a SHARED PREFIX (preamble + exemplar block, identical for
 all pairs of a variant) and a per-pair SUFFIX (sample + ending), so the scorer can
 encode the prefix once per batch. Tokenization is always `encode(prefix) +
-encode(suffix)` (see `labeler.tokenize_prompt`), in scoring and in labeler training
+encode(suffix)` (see `tokens.tokenize_prompt`), in scoring and in labeler training
 alike, so the shared-prefix and naive paths see identical token sequences.
+
+Each rendered prompt also names its answer cue (`RenderedPrompt.cue`) and the user part
+of its suffix, so `chat.py` can wrap it in an instruction-tuned labeler's chat template;
+without a template the text here is what the model reads.
 """
 
 from __future__ import annotations
@@ -234,12 +238,28 @@ def shared_prefix(variant: PromptVariant) -> str:
 
 @dataclass(frozen=True)
 class RenderedPrompt:
+    """One prompt as shared prefix + per-prompt suffix (text = prefix + suffix).
+
+    cue: the answer cue the suffix ends with, the text a labeler writes before its answer
+      (the ending, `Rationale:`, `Rationale: <r>\\n<ending>`, `SCORE: `); a chat
+      template puts it at the start of the model turn (`chat.py`).
+    user: the suffix part before the cue that belongs to the user turn (sample and any
+      instruction text, without the separator before the cue). Plain prompts have
+      suffix == user + SEP + cue.
+    """
+
     prefix: str  # shared by every pair of the variant
     suffix: str  # this pair: sample + ending (or CoT ending [+ rationale + ending])
+    cue: str = ""
+    user: str = ""
 
     @property
     def text(self) -> str:
         return self.prefix + self.suffix
+
+
+def _plain(prefix: str, user: str, cue: str) -> RenderedPrompt:
+    return RenderedPrompt(prefix, user + SEP + cue, cue, user)
 
 
 def render_preference(
@@ -255,18 +275,18 @@ def render_preference(
     (ends with 'Rationale:'). CoT step 2: `sample \\n cot_ending rationale \\n ending`.
     """
     sample = render_sample(variant, context, first, second)
+    prefix = shared_prefix(variant)
     if not variant.cot:
         if rationale is not None:
             raise ValueError("A rationale was given to a non-CoT prompt variant.")
-        suffix = sample + SEP + variant.ending_string
-    elif rationale is None:
-        suffix = sample + SEP + variant.cot_ending_string
-    else:
-        suffix = (
-            f"{sample}{SEP}{variant.cot_ending_string} {rationale.strip()}{SEP}"
-            f"{variant.ending_string}"
-        )
-    return RenderedPrompt(shared_prefix(variant), suffix)
+        return _plain(prefix, sample, variant.ending_string)
+    # The CoT ending's last line ('Rationale:') is the answer cue; lines before it are
+    # an instruction in the user turn.
+    instruction, _, cot_cue = variant.cot_ending_string.rpartition(SEP)
+    user = sample + SEP + instruction if instruction else sample
+    if rationale is None:
+        return _plain(prefix, user, cot_cue)
+    return _plain(prefix, user, f"{cot_cue} {rationale.strip()}{SEP}{variant.ending_string}")
 
 
 @dataclass(frozen=True)
@@ -298,10 +318,28 @@ class DirectPrompt:
 gin.external_configurable(DirectPrompt, "direct_prompt")
 
 
+def direct_prompt_for(task: str) -> DirectPrompt:
+    """The default d-RLAIF prompt of `task` (one of `prompts.TASKS`)."""
+    if task not in P.DIRECT_PROMPTS:
+        raise ValueError(
+            f"No default d-RLAIF prompt for task {task!r} (have {sorted(P.DIRECT_PROMPTS)}); "
+            "set direct_prompt.preamble_text, sample_format and ending."
+        )
+    return DirectPrompt(task=task)
+
+
+def render_single(
+    preamble: str, sample_format: str, ending: str, context: str, response: str
+) -> RenderedPrompt:
+    """A one-response prompt: `preamble \\n` | `sample \\n ending` (prefix | suffix);
+    `sample_format` has the fields {context} and {response}."""
+    sample = sample_format.format(context=context, response=response)
+    return _plain(preamble + SEP, sample, ending)
+
+
 def render_direct(prompt: DirectPrompt, context: str, response: str) -> RenderedPrompt:
     """`preamble \\n` | `sample \\n SCORE: ` (prefix | suffix)."""
-    pre, sample, end = prompt.parts()
-    return RenderedPrompt(pre + SEP, sample.format(context=context, response=response) + SEP + end)
+    return render_single(*prompt.parts(), context, response)
 
 
 def swap(pair: Mapping[str, str]) -> dict[str, str]:
@@ -326,11 +364,13 @@ __all__ = [
     "Exemplar",
     "PromptVariant",
     "RenderedPrompt",
+    "direct_prompt_for",
     "exemplars_for",
     "load_exemplars",
     "prompt_variant",
     "render_direct",
     "render_preference",
+    "render_single",
     "shared_prefix",
     "swap",
     "variants_for_task",

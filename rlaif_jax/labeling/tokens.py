@@ -102,12 +102,31 @@ class TokenizedPrompt:
         return len(self.prefix) + len(self.suffix)
 
 
+def bos_ids(vocab: Vocab, add_bos: bool) -> tuple[int, ...]:
+    """(bos_id,) when `add_bos` and the vocabulary has a BOS id (>= 0), else ()."""
+    bos = getattr(vocab, "bos_id", None) if add_bos else None
+    return (int(bos),) if bos is not None and int(bos) >= 0 else ()
+
+
 def tokenize_prompt(
-    vocab: Vocab, prefix: str, suffix: str, lead: Sequence[int] = (), max_len: int | None = None
+    vocab: Vocab,
+    prefix: str,
+    suffix: str,
+    lead: Sequence[int] = (),
+    max_len: int | None = None,
+    add_bos: bool = False,
 ) -> TokenizedPrompt:
     """`encode(prefix)`, `encode(suffix) + lead`; over-long suffixes lose tokens from
-    their START (the beginning of the context), keeping the sample's end and the ending."""
+    their START (the beginning of the context), keeping the sample's end and the ending.
+
+    add_bos: the model expects a BOS token first; the prefix ids then start with exactly
+    one `vocab.bos_id` (none is added when the text already encodes to it, e.g. a chat
+    template's '<bos>', and nothing when the vocabulary has no BOS).
+    """
     p = tuple(vocab.encode(prefix))
+    bos = bos_ids(vocab, add_bos)
+    if bos and p[:1] != bos:
+        p = bos + p
     s = tuple(vocab.encode(suffix)) + tuple(lead)
     truncated = False
     if max_len is not None and len(p) + len(s) > max_len:
