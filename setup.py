@@ -32,7 +32,7 @@ setup(
         "rlaif_jax": [
             "data/assets/*",
             "labeling/exemplars/*.json",
-            "labeling/releases/*/*",
+            "toy/releases/*/*",
         ],
     },
     install_requires=[

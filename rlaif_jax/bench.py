@@ -258,6 +258,10 @@ def run_bench(
 ) -> dict:
     """Runs the benchmark on one device; returns the result dict (the JSON contract)."""
     backend = jax.default_backend()
+    if preset not in config_lib.PRESETS:
+        # The toy world's presets (toy_policy, toy_labeler) register when their module is
+        # imported; the benchmark is not the real pipeline path, so it may reach for them.
+        import rlaif_jax.toy.presets  # noqa: F401
     config = config_lib.get_config(preset)
     if attention == "auto":
         # cuDNN flash attention needs bf16/fp16 inputs; elsewhere XLA's einsums.

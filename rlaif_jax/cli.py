@@ -31,7 +31,7 @@ STAGES: dict[str, tuple[str, str]] = {
         "Preference pairs sampled from a policy (on-policy pair data).",
     ),
     "bootstrap_labeler": (
-        "rlaif_jax.labeling.bootstrap",
+        "rlaif_jax.toy.labeler_bootstrap",
         "Toy world only: train the stand-in off-the-shelf labeler.",
     ),
 }

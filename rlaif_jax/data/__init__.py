@@ -1,1 +1,1 @@
-"""Data: real file formats, seqio tasks, vocabularies, the toy world, batching."""
+"""Data: real file formats, seqio tasks, vocabularies, batching (the toy world: rlaif_jax.toy)."""

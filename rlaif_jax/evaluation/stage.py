@@ -37,7 +37,7 @@ Judge = Callable[[Sequence[dict], Sequence[str], Sequence[str]], np.ndarray]
 
 def oracle_judge(prompts, a, b) -> np.ndarray:
     """P(a ≻ b) [N] from the toy world's oracle "human" (Bradley–Terry on oracle quality)."""
-    from rlaif_jax.data import toy_oracle
+    from rlaif_jax.toy import oracle as toy_oracle
 
     return np.array(
         [toy_oracle.oracle_prefers(p["context"], x, y) for p, x, y in zip(prompts, a, b)]
@@ -182,7 +182,7 @@ def run_stage(
         return per_prompt_mean(values, len(prompts))
 
     if use_oracle:
-        from rlaif_jax.data import toy_oracle
+        from rlaif_jax.toy import oracle as toy_oracle
 
         for name, texts in responses.items():
             scores = [toy_oracle.oracle_score(p["context"], t) for p, t in zip(judged, texts)]

@@ -104,31 +104,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         dtype="float32",
         max_len=512,
     ),
-    # The toy world runs end to end on a 2-core CPU (fp32 there): a policy over a
-    # 768-piece BPE vocab of the toy corpus and the labeling prompts (the demo's labeler
-    # starts from the SFT policy), and a larger labeler preset with its own vocab.
-    "toy_policy": dict(
-        vocab_size=768,
-        d_model=128,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=4,
-        head_dim=32,
-        mlp_dim=384,
-        dtype="float32",
-        max_len=512,
-    ),
-    "toy_labeler": dict(
-        vocab_size=768,
-        d_model=160,
-        num_layers=3,
-        num_heads=5,
-        num_kv_heads=5,
-        head_dim=32,
-        mlp_dim=448,
-        dtype="float32",
-        max_len=1024,
-    ),
     # The benchmark shape the peer figures were measured on (953M params).
     "bench_1b": _llama(32000, 2048, 16, 16, 16, 5632, max_len=2048),
     "llama3_1b": _llama(
@@ -202,12 +177,35 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def register_preset(name: str, fields: dict[str, Any]) -> None:
+    """Adds preset `name` (ModelConfig field values) to the table `get_config` reads.
+
+    For presets that live outside this module (the toy world's, `rlaif_jax.toy.presets`).
+    Registering the same name again with the same fields is a no-op (modules may be
+    imported twice, e.g. by gin and by a test); with different fields it is an error.
+    """
+    unknown = set(fields) - {f.name for f in dataclasses.fields(ModelConfig)}
+    if unknown:
+        raise ValueError(f"register_preset({name!r}): unknown ModelConfig fields {sorted(unknown)}")
+    if name in PRESETS and PRESETS[name] != dict(fields):
+        raise ValueError(
+            f"register_preset({name!r}): a different preset of that name is registered "
+            f"({PRESETS[name]} vs {dict(fields)})"
+        )
+    PRESETS[name] = dict(fields)
+
+
 @gin.configurable
 def get_config(name: str = "tiny", **overrides) -> ModelConfig:
-    """The preset `name` with field overrides (gin: `policy/get_config.name = 'toy_policy'`)."""
+    """The preset `name` with field overrides (gin: `policy/get_config.name = 'tiny'`).
+
+    Presets registered elsewhere (`register_preset`) exist once their module is imported:
+    the toy world's ('toy_policy', 'toy_labeler') with `import rlaif_jax.toy.presets`."""
     if name not in PRESETS:
         raise ValueError(
-            f"Unknown model preset {name!r} (gin: get_config.name); presets: {sorted(PRESETS)}"
+            f"Unknown model preset {name!r} (gin: get_config.name); presets: {sorted(PRESETS)}. "
+            "Presets defined elsewhere exist once their module is imported, e.g. the toy "
+            "world's with `import rlaif_jax.toy.presets` (gin/tasks/toy.gin does)."
         )
     return ModelConfig(**{**PRESETS[name], **overrides})
 

@@ -178,7 +178,7 @@ class ToyOracleReward:
     """
 
     def __call__(self, contexts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        from rlaif_jax.data import toy_oracle
+        from rlaif_jax.toy import oracle as toy_oracle
 
         _check_inputs(contexts, responses)
         scores = [toy_oracle.oracle_score(c, r) for c, r in zip(contexts, responses)]

@@ -24,11 +24,13 @@ import numpy as np
 
 from rlaif_jax import artifacts
 from rlaif_jax.data import vocab as vocab_lib
-from rlaif_jax.data.toy_world import ToyWorld
-from rlaif_jax.labeling import bootstrap_data, render
-from rlaif_jax.labeling.release import install_release
+from rlaif_jax.labeling import render
 from rlaif_jax.models.config import get_config
 from rlaif_jax.sft import lm_loss
+from rlaif_jax.toy import bootstrap_data
+from rlaif_jax.toy import presets as _presets  # noqa: F401  (registers the toy presets)
+from rlaif_jax.toy.release import install_release
+from rlaif_jax.toy.world import ToyWorld
 from rlaif_jax.train.supervised import TrainSettings, finish, train_supervised
 
 
@@ -91,8 +93,8 @@ def run_stage(
     grows it to a larger labeler, the new layers stacked on top as identity blocks
     (`models.model.grow_depth`; the label stage then needs the same overrides).
 
-    `release` (a name under `labeling/releases/` or a directory): install a labeler that
-    was bootstrapped once and exported (`labeling.release`) instead of training one; every
+    `release` (a name under `toy/releases/` or a directory): install a labeler that
+    was bootstrapped once and exported (`toy.release`) instead of training one; every
     training argument is then unused, `model_preset` / `model_overrides` must match it."""
     start = time.time()
     stage_dir = os.path.join(workdir, output_dir)

@@ -1,7 +1,7 @@
 """The toy world's judges: the oracle quality, the noisy "human" and the biased bootstrap rater.
 
 **Oracle quality** (`oracle_score`, `judge`). A summary is parsed into fact sentences
-(`toy_text.parse_summary`, which accepts any string) and scored against the post's facts:
+(`text.parse_summary`, which accepts any string) and scored against the post's facts:
 
     q = 1.0 · (key facts stated / key facts in the post)       coverage
       − 0.5 · invented facts     (a well-formed fact that is not in the post)
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from rlaif_jax.data import splits
-from rlaif_jax.data.toy_text import Fact, parse_context, parse_summary
+from rlaif_jax.toy.text import Fact, parse_context, parse_summary
 
 # Calibrated by `calibrate_tau` on the default unlabeled-pair distribution (75% target).
 DEFAULT_HUMAN_TAU = 0.32
@@ -287,7 +287,7 @@ def _agreement(p: np.ndarray, h: np.ndarray) -> float:
 
 
 def world_statistics(world: Any, seed: int = 1) -> dict[str, Any]:
-    """The numbers that say what a `toy_world.ToyWorld`'s results mean, on its train pairs.
+    """The numbers that say what a `world.ToyWorld`'s results mean, on its train pairs.
 
     human_*: the human's agreement with a re-query of itself (sampled with RNG `seed`, and
     its expectation), with the oracle, and its share of confidence 1/2/8/9 labels.

@@ -1,16 +1,16 @@
 """The toy world's generic rating corpus: the data the toy labeler is bootstrapped on.
 
 The corpus is pairs on disjoint posts (the world's 'rating' set) labeled by a *different*
-rater than the human (`toy_oracle.BootstrapRater`), with blind spots (does not check
+rater than the human (`oracle.BootstrapRater`), with blind spots (does not check
 facts against the post, ignores length) and a first-position bias. The toy "off-the-shelf"
-labeler is bootstrapped on it (`labeling.bootstrap`), so its alignment with the human is
+labeler is bootstrapped on it (`toy.labeler_bootstrap`), so its alignment with the human is
 above chance but imperfect, and position debiasing (both orders) matters. Options
 (`ToyWorldConfig`): the rater may dock invented facts (`bootstrap_invented_penalty`), and
 a share of the pairs may be contrastive one-edit pairs (`rating_edit_fraction`, built by
 `contrastive_texts`: swaps of equal length, or with `rating_insert_share` one sentence more
 or less); what they did to the labeler is in docs/toy_labeler.md.
 
-`toy_world.ToyWorld` generates and caches the pairs with the rest of its record sets;
+`world.ToyWorld` generates and caches the pairs with the rest of its record sets;
 the functions here read them for the bootstrap — as preference rows (`rating_corpus`),
 1–10 scores (`rating_scores`) and CoT rationales (`rating_rationale`) — and ToyWorld's
 methods of the same names delegate to them.
@@ -23,23 +23,23 @@ from typing import TYPE_CHECKING
 
 from rlaif_jax.data import splits
 from rlaif_jax.data.splits import Record
-from rlaif_jax.data.toy_summaries import (
+from rlaif_jax.toy.summaries import (
     PAIR_GENERATORS,
     PROFILES,
     edited_facts,
     pair_texts,
     summary_facts,
 )
-from rlaif_jax.data.toy_text import Post, parse_context, render_summary
+from rlaif_jax.toy.text import Post, parse_context, render_summary
 
 if TYPE_CHECKING:
-    from rlaif_jax.data.toy_world import ToyWorld
+    from rlaif_jax.toy.world import ToyWorld
 
 
 def contrastive_texts(
     post: Post, rng: random.Random, insert_share: float
 ) -> tuple[str, str, str, str]:
-    """A generator's summary and its one-edit variant (`toy_summaries.edited_facts`: an
+    """A generator's summary and its one-edit variant (`summaries.edited_facts`: an
     insertion with probability `insert_share`, else a swap), in random order; generator
     names 'g' and 'g+edit'."""
     g = rng.choice(PAIR_GENERATORS)
@@ -83,7 +83,7 @@ def rating_corpus(world: ToyWorld, both_orders: bool = False, soft: bool = False
 
 def rating_scores(world: ToyWorld) -> list[tuple[str, str, int]]:
     """(context, summary, 1..10 rating by the bootstrap rater) for each corpus summary:
-    the d-RLAIF bootstrap rows (`labeling.bootstrap_data.direct_examples`)."""
+    the d-RLAIF bootstrap rows (`bootstrap_data.direct_examples`)."""
     recs, infos = world._pairs("rating", world.config.num_rating_corpus)
     out = []
     for i, (rec, info) in enumerate(zip(recs, infos)):

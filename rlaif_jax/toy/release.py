@@ -14,12 +14,12 @@ demo may (docs/toy_labeler.md), so it can be run once with a recipe gin file and
   WORKDIR/labeler/{ckpt, spm.model} exactly where a bootstrap would have, so the label
   stage, d-RLAIF and the report use it unchanged.
 
-A release given by name (not a path) is looked up in `rlaif_jax/labeling/releases/NAME`,
+A release given by name (not a path) is looked up in `rlaif_jax/toy/releases/NAME`,
 where those shipped with the package live: `toy_world_v1`, the toy world's labeler that
 gin/runs/toy_world.gin installs (made with gin/experiments/toy_labeler_release.gin; its
 measurements are in its release.json notes and docs/toy_labeler.md).
 
-    python -m rlaif_jax.labeling.release --workdir W --out DIR \\
+    python -m rlaif_jax.toy.release --workdir W --out DIR \\
         --model_preset toy_policy --recipe gin/experiments/toy_labeler_release.gin
 """
 
@@ -44,6 +44,7 @@ from rlaif_jax.models.importers.export import export_hf
 from rlaif_jax.models.importers.hf import import_hf
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
+from rlaif_jax.toy import presets as _presets  # noqa: F401  (registers the toy presets)
 from rlaif_jax.train.checkpoint import restore_params, save_params
 
 RELEASES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "releases")
@@ -218,7 +219,7 @@ def install_release(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m rlaif_jax.labeling.release",
+        prog="python -m rlaif_jax.toy.release",
         description="Export a finished bootstrap_labeler stage as a labeler release.",
     )
     parser.add_argument("--workdir", required=True)

@@ -1,7 +1,7 @@
 """The toy world's summary generators: summaries of a post written with known mistakes.
 
 A generator is an error profile (`SummaryProfile`; the named ones are `PROFILES`) of a
-writer of "{subject} {verb} {object} ." fact sentences (`toy_text.render_summary`). The
+writer of "{subject} {verb} {object} ." fact sentences (`text.render_summary`). The
 ideal summary states exactly the key facts; the generators make the mistakes Reddit
 TL;DRs make: missing key facts, side facts, invented facts (mostly a `PHANTOM_PHRASES`
 object, which no post mentions; else a key phrase this post does not state), repeated
@@ -10,7 +10,7 @@ its words occur in the post, so the demo's tiny models can learn them in minutes
 
 `generate_summary` writes one summary, `pair_texts` two different ones from random pair
 generators, and `edited_facts` makes the one-edit variants of the contrastive rating
-pairs (`toy_rating_corpus`). Deterministic given a `random.Random`.
+pairs (`rating_corpus`). Deterministic given a `random.Random`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rlaif_jax.data.toy_text import KEY_PHRASES, PHANTOM_PHRASES, Fact, Post, render_summary
+from rlaif_jax.toy.text import KEY_PHRASES, PHANTOM_PHRASES, Fact, Post, render_summary
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ never in a title or a key fact), each rendered as a chatty sentence with filler 
 A *summary* is a sequence of compressed fact sentences "{subject} {verb} {object} ."
 (e.g. "landlord raised rent . landlord ignored mail ."; `render_summary`). The ideal
 summary states exactly the key facts; the summary generators that make Reddit TL;DRs'
-mistakes are in `toy_summaries`.
+mistakes are in `summaries`.
 
 Subject, verb, object and filler vocabularies are disjoint, so any text can be parsed
 back into facts (`parse_context`, `parse_summary`) — the oracle relies on this to judge

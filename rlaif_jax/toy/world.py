@@ -4,7 +4,7 @@ It is the project's embedded default (DESIGN §4): the demo runs SFT → AI labe
 RL → evaluation on it end to end on a CPU. Its pieces have the same roles as the paper's
 data, and the numbers it produces mean this:
 
-- **Posts** (`toy_text`): a title naming a main subject, 2–3 KEY facts about that subject
+- **Posts** (`text`): a title naming a main subject, 2–3 KEY facts about that subject
   and 1–2 SIDE facts about bystanders (who never title a post), as chatty sentences
   ("last week my landlord raised the rent again ."). Summaries are compressed fact
   sentences ("landlord raised rent ."). Key facts are fixed verb–object phrases, side
@@ -14,9 +14,9 @@ data, and the numbers it produces mean this:
   models in minutes.
 - **SFT examples** pair a post with a noisy "reference TL;DR" (misses key facts, adds side
   facts, sometimes invents one or is truncated — the `reference` profile of
-  `toy_summaries`). A policy that imitates them inherits their mistakes, which is the
+  `summaries`). A policy that imitates them inherits their mistakes, which is the
   headroom RL has.
-- **Oracle quality** (`toy_oracle.oracle_score`): coverage of the key facts minus
+- **Oracle quality** (`oracle.oracle_score`): coverage of the key facts minus
   penalties; 1.0 = the perfect summary. It plays the role of "what humans actually want".
 - **Human preferences**: pairs of summaries from several generators (good, lazy, chatty,
   hallucinating, sloppy, looping) labeled by a noisy Bradley–Terry rater over the oracle
@@ -29,15 +29,15 @@ data, and the numbers it produces mean this:
   train split, rated by the same simulated human (`ToyWorld.human_labels`). They replace
   the generator pairs as the RLHF RM's data, the label stage's input and the alignment
   subset; RM accuracy stays measured on the generator validation pairs.
-- **Rating corpus** (`toy_rating_corpus`): pairs on disjoint posts labeled by a *different*
+- **Rating corpus** (`rating_corpus`): pairs on disjoint posts labeled by a *different*
   rater with blind spots and a position bias; the toy "off-the-shelf" labeler is
   bootstrapped on it.
 - **Win rates** are judged by `oracle_prefers` (the toy "human evaluation").
 
 Every set uses its own posts (disjoint index namespaces); record i of a set depends only on
 (seed, set, i), so the same seed gives identical records in any process and any order.
-Run `python -m rlaif_jax.data.toy_world` to print the world's statistics
-(`toy_oracle.world_statistics`). With the defaults:
+Run `python -m rlaif_jax.toy.world` to print the world's statistics
+(`oracle.world_statistics`). With the defaults:
 
     human self-agreement (re-queried)              0.75   (tau calibrated to 0.75)
     human–oracle agreement, all / confidence 1,2,8,9   0.83 / 0.95   (alignment ceiling)
@@ -58,16 +58,17 @@ from typing import Any
 
 import gin
 
-from rlaif_jax.data import splits, toy_rating_corpus
-from rlaif_jax.data.toy_oracle import (
+from rlaif_jax.data import splits
+from rlaif_jax.toy import rating_corpus as corpus_lib
+from rlaif_jax.toy.oracle import (
     DEFAULT_HUMAN_TAU,
     BootstrapRater,
     HumanRater,
     judge_facts,
     oracle_score,
 )
-from rlaif_jax.data.toy_summaries import generate_summary, pair_texts
-from rlaif_jax.data.toy_text import ALL_WORDS, Post, make_post
+from rlaif_jax.toy.summaries import generate_summary, pair_texts
+from rlaif_jax.toy.text import ALL_WORDS, Post, make_post
 
 Record = dict[str, Any]
 
@@ -92,7 +93,7 @@ class ToyWorldConfig:
     bootstrap_invented_penalty: what the rater docks per invented fact (0: blind to them).
     rating_edit_fraction: share of rating-corpus pairs that are a generator summary and its
       one-edit variant; rating_insert_share: share of those edits that add an error
-      (`toy_summaries.edited_facts(insert=True)`) instead of swapping a key fact out.
+      (`summaries.edited_facts(insert=True)`) instead of swapping a key fact out.
     """
 
     seed: int = 0
@@ -189,7 +190,7 @@ class ToyWorld:
             )
             if contrastive:  # a generator summary and its one-edit variant
                 insert_share = self.config.rating_insert_share
-                a, b, g1, g2 = toy_rating_corpus.contrastive_texts(post, rng, insert_share)
+                a, b, g1, g2 = corpus_lib.contrastive_texts(post, rng, insert_share)
             else:
                 a, b, g1, g2 = pair_texts(post, rng)
             q = tuple(judge_facts(post.main_subject, post.facts, t).score for t in (a, b))
@@ -288,18 +289,18 @@ class ToyWorld:
 
     def rating_corpus(self, both_orders: bool = False, soft: bool = False) -> list[Record]:
         """The generic rating corpus, labeled by the bootstrap rater: pairs in shown order,
-        optionally also swapped or with soft labels (`toy_rating_corpus.rating_corpus`)."""
-        return toy_rating_corpus.rating_corpus(self, both_orders, soft)
+        optionally also swapped or with soft labels (`rating_corpus.rating_corpus`)."""
+        return corpus_lib.rating_corpus(self, both_orders, soft)
 
     def rating_scores(self) -> list[tuple[str, str, int]]:
         """The bootstrap rater's 1..10 rating of each corpus summary, as (context, summary,
-        rating) (`toy_rating_corpus.rating_scores`)."""
-        return toy_rating_corpus.rating_scores(self)
+        rating) (`rating_corpus.rating_scores`)."""
+        return corpus_lib.rating_scores(self)
 
     def rating_rationale(self, row: Record, choice: int) -> str:
         """The bootstrap rater's CoT rationale for a corpus `row` concluding `choice`
-        (`toy_rating_corpus.rating_rationale`)."""
-        return toy_rating_corpus.rating_rationale(self, row, choice)
+        (`rating_corpus.rating_rationale`)."""
+        return corpus_lib.rating_rationale(self, row, choice)
 
     def corpus_texts(self, extra: Iterable[str] = ()) -> Iterator[str]:
         """Texts for training the toy SentencePiece vocabulary: every word once, all
@@ -380,6 +381,6 @@ def toy_sources(
 
 
 if __name__ == "__main__":
-    from rlaif_jax.data.toy_oracle import world_statistics
+    from rlaif_jax.toy.oracle import world_statistics
 
     print(json.dumps(world_statistics(ToyWorld()), indent=2))

@@ -234,7 +234,8 @@ def test_direct_scorer_expected_score(ten):
 
 
 def test_bootstrap_examples_match_inference_layout():
-    from rlaif_jax.labeling import bootstrap_data, tokens
+    from rlaif_jax.labeling import tokens
+    from rlaif_jax.toy import bootstrap_data
 
     vocab = CharVocab(ten=True)
     v = render.PromptVariant("summarize", "base")
@@ -337,7 +338,7 @@ def test_model_scorer_batching_and_shared_prefix(monkeypatch):
 
 
 def test_bootstrap_from_an_unfinished_stage_names_the_binding(tmp_path):
-    from rlaif_jax.labeling import bootstrap
+    from rlaif_jax.toy import labeler_bootstrap as bootstrap
 
     with pytest.raises(ValueError, match="bootstrap_labeler.init_from"):
         bootstrap.run_stage(workdir=str(tmp_path), model_preset="tiny", init_from="sft")

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from rlaif_jax import artifacts
-from rlaif_jax.labeling import bootstrap, release
 from rlaif_jax.models import model as model_lib
 from rlaif_jax.models.config import get_config
+from rlaif_jax.toy import labeler_bootstrap as bootstrap
+from rlaif_jax.toy import presets as _presets  # noqa: F401  (registers 'toy_policy')
+from rlaif_jax.toy import release
 from rlaif_jax.train.checkpoint import restore_params, save_params
 
 

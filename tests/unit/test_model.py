@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import rlaif_jax.toy.presets  # noqa: F401  (registers 'toy_policy')
 from rlaif_jax.models import config as config_lib
 from rlaif_jax.models import model as model_lib
 from rlaif_jax.sharding.mesh import make_mesh
@@ -147,6 +148,19 @@ def test_preset_sizes():
         config_lib.get_config("nope")
     with pytest.raises(ValueError, match="num_kv_heads"):
         config_lib.get_config("tiny", num_kv_heads=3)
+
+
+def test_register_preset():
+    fields = dict(config_lib.PRESETS["tiny"], d_model=32, head_dim=8)
+    config_lib.register_preset("test_small", fields)
+    config_lib.register_preset("test_small", dict(fields))  # same fields again: a no-op
+    assert config_lib.get_config("test_small").d_model == 32
+    with pytest.raises(ValueError, match="different preset"):
+        config_lib.register_preset("test_small", {**fields, "d_model": 48})
+    with pytest.raises(ValueError, match="unknown ModelConfig fields.*d_modle"):
+        config_lib.register_preset("test_typo", {**fields, "d_modle": 48})
+    assert "test_typo" not in config_lib.PRESETS
+    del config_lib.PRESETS["test_small"]
 
 
 def test_grow_depth_starts_as_the_shallow_model_and_can_learn():

@@ -6,10 +6,12 @@ import json
 import pytest
 
 from rlaif_jax import gin_utils
-from rlaif_jax.data import formats, splits, tasks, toy_oracle, toy_text
-from rlaif_jax.data.toy_world import ToyWorld, ToyWorldConfig
+from rlaif_jax.data import formats, splits, tasks
 from rlaif_jax.labeling.labeler import human_label
 from rlaif_jax.pair_sampling import distinct_pairs
+from rlaif_jax.toy import oracle as toy_oracle
+from rlaif_jax.toy import text as toy_text
+from rlaif_jax.toy.world import ToyWorld, ToyWorldConfig
 
 
 def test_distinct_pairs_take_the_first_two_distinct_nonempty_candidates():

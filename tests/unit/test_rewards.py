@@ -156,9 +156,9 @@ def test_direct_labeler_reward_rescales_expected_score():
 
 
 def test_toy_oracle_reward_is_the_oracle_quality_per_response():
-    from rlaif_jax.data import toy_text
-    from rlaif_jax.data.toy_world import ToyWorld
     from rlaif_jax.rl import roles
+    from rlaif_jax.toy import text as toy_text
+    from rlaif_jax.toy.world import ToyWorld
 
     post = ToyWorld().post("eval", 0)
     perfect = toy_text.render_summary(post.key_facts)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from rlaif_jax.data import records, splits
-from rlaif_jax.data.toy_oracle import (
+from rlaif_jax.toy.oracle import (
     BootstrapRater,
     HumanRater,
     judge,
@@ -24,14 +24,14 @@ from rlaif_jax.data.toy_oracle import (
     oracle_score,
     world_statistics,
 )
-from rlaif_jax.data.toy_summaries import (
+from rlaif_jax.toy.summaries import (
     EDIT_KINDS,
     PROFILES,
     edited_facts,
     generate_summary,
     summary_facts,
 )
-from rlaif_jax.data.toy_text import (
+from rlaif_jax.toy.text import (
     ALL_WORDS,
     MAIN_SUBJECTS,
     OBJECTS,
@@ -46,7 +46,7 @@ from rlaif_jax.data.toy_text import (
     parse_summary,
     render_summary,
 )
-from rlaif_jax.data.toy_world import ToyWorld, ToyWorldConfig, toy_sources
+from rlaif_jax.toy.world import ToyWorld, ToyWorldConfig, toy_sources
 
 SMALL = dict(
     num_sft=60,
@@ -89,7 +89,7 @@ def test_deterministic_from_seed_in_any_process():
     code = (
         "import sys; sys.path.insert(0, 'tests/unit');"
         "from test_toy_world import _digest, SMALL;"
-        "from rlaif_jax.data.toy_world import ToyWorld, ToyWorldConfig;"
+        "from rlaif_jax.toy.world import ToyWorld, ToyWorldConfig;"
         "print(_digest(ToyWorld(ToyWorldConfig(seed=3, **SMALL))))"
     )
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -105,6 +105,24 @@ def test_deterministic_from_seed_in_any_process():
         big.human_preferences()[:300]
         == ToyWorld(ToyWorldConfig(seed=3, **SMALL)).human_preferences()
     )
+
+
+def test_the_real_path_never_imports_the_toy_package():
+    """DESIGN §2: every stage, the pipeline and the CLI import without `rlaif_jax.toy`
+    (the toy world comes in only through its gin files), and the toy presets with it."""
+    code = (
+        "import sys\n"
+        "import rlaif_jax.cli, rlaif_jax.pipeline, rlaif_jax.sft, rlaif_jax.reward\n"
+        "import rlaif_jax.labeling.stage, rlaif_jax.labeling.scoring, rlaif_jax.pair_sampling\n"
+        "import rlaif_jax.rl.stage, rlaif_jax.rl.roles, rlaif_jax.rl.runner\n"
+        "import rlaif_jax.evaluation.stage, rlaif_jax.data.tasks, rlaif_jax.bench\n"
+        "from rlaif_jax.models.config import PRESETS\n"
+        "print(sorted(m for m in sys.modules if m.startswith('rlaif_jax.toy')))\n"
+        "print(sorted(p for p in PRESETS if p.startswith('toy_')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["[]", "[]"], out.stdout
 
 
 def test_records_follow_records_py():
