@@ -26,6 +26,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "evaluate": ("rlaif_jax.evaluation.stage", "Win rates, alignment, RM accuracy, report."),
     "pipeline": ("rlaif_jax.pipeline", "Every stage of an experiment, skipping finished ones."),
     "bench": ("rlaif_jax.bench", "Throughput benchmark (train, score, sample)."),
+    "export": ("rlaif_jax.export", "Trained policies and reward models to the HF layout."),
     "sample_pairs": (
         "rlaif_jax.pair_sampling",
         "Preference pairs sampled from a policy (on-policy pair data).",
@@ -120,19 +121,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rlaif-jax {stage}: {e}", file=sys.stderr)
         return 2
     kwargs = {}
-    if args.workdir is not None:
-        kwargs["workdir"] = args.workdir
+    # --workdir, else the WORKDIR macro (t5x style: --gin.WORKDIR="'dir'").
+    workdir = args.workdir or _gin_workdir()
+    if workdir is not None:
+        kwargs["workdir"] = workdir
     if hasattr(fn, "add_arguments"):
         kwargs["args"] = args
     import gin
 
+    from rlaif_jax.model_artifact import ArtifactError
+
     try:
         with gin.config_scope(args.scope):
             fn(**kwargs)
-    except gin_utils.GinUsageError as e:
+    except (gin_utils.GinUsageError, ArtifactError) as e:
         print(f"rlaif-jax {stage}: {e}", file=sys.stderr)
         return 2
-    workdir = args.workdir or _gin_workdir()
     if workdir:
         gin_utils.write_operative_config(workdir, stage)
     return 0

@@ -21,6 +21,8 @@ import gin
 
 from rlaif_jax import artifacts
 
+CLI_WORKDIR_MACRO = "WORKDIR"
+
 
 class GinUsageError(ValueError):
     """A misuse of gin files or bindings, with a message written for people."""
@@ -178,6 +180,42 @@ def write_operative_config(workdir: str, stage: str) -> str | None:
             os.path.join(workdir, name), f"# Operative gin config of `rlaif-jax {stage}`.\n{text}"
         )
     return os.path.join(workdir, "config.gin")
+
+
+def _binding_scope(binding_scope: str, used_scope: str, bound_scopes: set[str]) -> bool:
+    """Whether a binding made in `binding_scope` is the one gin applies in `used_scope`:
+    gin takes the longest prefix of the used scope's components that has a binding."""
+    parts = used_scope.split("/") if used_scope else []
+    prefixes = ["/".join(parts[:i]) for i in range(len(parts) + 1)]
+    applied = [p for p in prefixes if p in bound_scopes]
+    return bool(applied) and applied[-1] == binding_scope
+
+
+def unused_bindings() -> list[str]:
+    """Bindings of the parsed config that no configurable call used ("scope/name.param"),
+    from gin's operative config (which lists only bound values a call took). Call after
+    the stages ran: a non-empty list means a gin file configures nothing it claims to."""
+    bindings = {  # {(scope, selector): {param: value}}; the CLI itself reads WORKDIR
+        k: v for k, v in gin.config._CONFIG.items() if k != (CLI_WORKDIR_MACRO, "gin.macro")
+    }
+    operative = gin.config._OPERATIVE_CONFIG
+    bound: dict[tuple[str, str], set[str]] = {}
+    for (scope, selector), params in bindings.items():
+        for param in params:
+            bound.setdefault((selector, param), set()).add(scope)
+    unused = []
+    for (scope, selector), params in bindings.items():
+        for param in params:
+            scopes = bound[(selector, param)]
+            used = any(
+                sel == selector and param in used_params and _binding_scope(scope, s, scopes)
+                for (s, sel), used_params in operative.items()
+            )
+            if not used:
+                name = selector if selector != "gin.macro" else ""
+                shown = f"{scope}/" if scope and name else ""
+                unused.append(f"{shown}{name}.{param}" if name else scope)
+    return sorted(unused)
 
 
 def all_gin_files(roots: Iterable[str] | None = None) -> list[str]:

@@ -31,9 +31,7 @@ import jax
 
 from rlaif_jax import artifacts
 from rlaif_jax.data import tasks
-from rlaif_jax.data import vocab as vocab_lib
 from rlaif_jax.evaluation import samples
-from rlaif_jax.models.config import get_config
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
 
@@ -74,21 +72,17 @@ def distinct_pairs(
 def run_stage(
     workdir: str = gin.REQUIRED,
     policy_dir: str = "sft",
-    policy_preset: str = "toy_policy",
-    policy_vocab: str | None = None,
     splits: Sequence[str] = ("train",),
     num_candidates: int = 4,
     temperature: float = 1.0,
-    prompt_suffix: str = "\nTL;DR:",
-    max_prompt_len: int = 128,
-    max_new_tokens: int = 32,
     batch_size: int = 64,
     max_pairs: int | None = None,
     human_labels: Callable[[Sequence[Record]], Sequence[tuple[float, int]]] | None = None,
     output_dir: str = "policy_pairs",
     seed: int = 0,
 ) -> dict[str, float]:
-    """Samples pairs from WORKDIR/<policy_dir> for the unlabeled contexts of `splits`."""
+    """Samples pairs from the policy in WORKDIR/<policy_dir> (its config, tokenizer and
+    input layout from its model artifact) for the unlabeled contexts of `splits`."""
     if num_candidates < 2:
         raise ValueError(f"sample_pairs.num_candidates={num_candidates}: need at least 2.")
     if temperature <= 0:
@@ -99,12 +93,8 @@ def run_stage(
     out_dir = os.path.join(workdir, output_dir)
     os.makedirs(out_dir, exist_ok=True)
     data = tasks.task_sources()
-    config = get_config(policy_preset)
-    vocab = vocab_lib.sentencepiece_vocabulary(
-        policy_vocab or os.path.join(workdir, "sft", "spm.model")
-    )
     mesh, rules = mesh_lib.make_mesh(), rules_lib.get_rules()
-    params = samples.restore_policy(workdir, policy_dir, config, mesh, rules)
+    policy, params, layout = samples.open_policy(workdir, policy_dir, mesh, rules, data.task)
     metrics: dict[str, float] = {}
     for k, split in enumerate(splits):
         prompts = [
@@ -115,16 +105,14 @@ def run_stage(
             split, len(prompts), num_candidates, temperature, policy_dir,
         )  # fmt: skip
         candidates = samples.decode_policy(
-            config,
+            policy.config,
             params,
-            vocab,
+            policy.vocab,
+            layout,
             prompts,
             mesh,
             rules,
-            max_prompt_len=max_prompt_len,
-            max_new_tokens=max_new_tokens,
             temperature=temperature,
-            prompt_suffix=prompt_suffix,
             batch_size=batch_size,
             seed=seed + k,
             num_samples=num_candidates,

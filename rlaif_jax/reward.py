@@ -5,12 +5,14 @@ token, initialised from the SFT checkpoint (or the raw LM) as gin says (paper Ta
 and trained with the paper's soft-label cross-entropy
     L = -[p log σ(r1 − r2) + (1 − p) log σ(r2 − r1)]
 (p ∈ {0, 1} for human labels: Bradley–Terry). It is evaluated by pairwise accuracy on
-held-out human preferences. Output: WORKDIR/<output_dir>/{ckpt, spm.model, COMPLETE}.
+held-out human preferences. Output: a model artifact in WORKDIR/<output_dir>
+(`rlaif_jax.model_artifact`: model.json with the input layout, tokenizer, ckpt) + COMPLETE.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import time
 
@@ -19,8 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlaif_jax.data import batching, tasks
-from rlaif_jax.data import vocab as vocab_lib
+from rlaif_jax import model_artifact
+from rlaif_jax.data import tasks, tokenizer_files
+from rlaif_jax.data.layout import task_layout
 from rlaif_jax.decoding import score
 from rlaif_jax.models.config import get_config
 from rlaif_jax.sharding import mesh as mesh_lib
@@ -72,20 +75,26 @@ def run_stage(
     preferences: str = "ai",
     label_dir: str = "labels",
     init_from: str | None = "sft",
-    model_preset: str = "toy_policy",
+    model_preset: str | None = None,
     model_overrides: dict | None = None,
     vocab_path: str | None = None,
-    max_context: int = 1024,
-    max_response: int = 128,
-    prompt_suffix: str = "\nTL;DR:",
+    max_context: int | None = None,
+    max_response: int | None = None,
+    prompt_suffix: str | None = None,
     eval_split: str = "validation",
     max_eval_pairs: int | None = None,
     settings: TrainSettings | None = None,
 ) -> dict[str, float]:
     """Trains an RM on 'ai' (WORKDIR/<label_dir> shards) or 'human' preferences.
 
-    init_from: a stage dir under WORKDIR ('sft') whose LM trunk initialises the RM, or
-    None for random init. vocab_path defaults to WORKDIR/sft/spm.model.
+    init_from: the model whose LM trunk initialises the RM (under a fresh scalar head): a
+      stage dir under WORKDIR ('sft', the AI-feedback RM of paper Table 6) or a Hugging
+      Face checkpoint directory (the raw LM, the paper's human-feedback RM). Its tokenizer
+      and input layout are the RM's; gin values for the layout must agree with them.
+    model_preset / vocab_path: with `init_from = None`, a randomly initialised preset and
+      its vocabulary (a SentencePiece .model or an HF tokenizer dir).
+    eval_split: the held-out human preferences RM accuracy is measured on.
+    Output: WORKDIR/<output_dir>/{model.json, tokenizer files, ckpt, COMPLETE}.
     """
     if preferences not in ("ai", "human"):
         raise ValueError(f"reward.preferences={preferences!r}: use 'ai' or 'human'.")
@@ -104,17 +113,32 @@ def run_stage(
     else:
         records = list(data.source("human_prefs", "train"))
     held_out = list(data.source("human_prefs", eval_split))[: max_eval_pairs or None]
-    vocab, _ = vocab_lib.stage_vocabulary(
-        stage_dir, vocab_path or os.path.join(workdir, "sft", "spm.model"), lambda: [], 0
+    layout_fields = dict(
+        max_context=max_context, max_response=max_response, prompt_suffix=prompt_suffix
     )
-    config = get_config(model_preset, **(model_overrides or {}))
-    batch_fn = functools.partial(
-        batching.pair_batch,
-        vocab=vocab,
-        max_context=max_context,
-        max_response=max_response,
-        suffix=prompt_suffix,
-    )
+    if init_from is not None:
+        source = model_artifact.open_model(
+            model_artifact.resolve_model_dir(workdir, init_from, f"{output_dir}/reward.init_from")
+        )
+        config = source.config_with(model_overrides, "reward.model_overrides")
+        vocab, family = source.vocab, source.family
+        layout = source.layout_for(data.task, "reward", **layout_fields)
+        init_params = functools.partial(
+            model_artifact.load_params, source, head="scalar", config=config, seed=settings.seed
+        )
+        origin = source.source or os.path.abspath(source.directory)
+    elif model_preset is not None and vocab_path is not None:
+        config = get_config(model_preset, **(model_overrides or {}))
+        vocab = tokenizer_files.load_any(vocab_path)
+        family, init_params, origin = model_artifact.DEFAULT_FAMILY, None, f"preset:{model_preset}"
+        layout = task_layout(data.task, add_bos=getattr(vocab, "adds_bos", False), **layout_fields)
+    else:
+        raise ValueError(
+            "reward needs a starting model: reward.init_from = 'sft' (or a Hugging Face "
+            "checkpoint directory), or reward.model_preset with reward.vocab_path."
+        )
+    model_artifact.write_model_artifact(stage_dir, config, "scalar", vocab, layout, family, origin)
+    batch_fn = functools.partial(layout.pair_batch, vocab=vocab)
     params, metrics = train_supervised(
         stage=f"reward[{output_dir}]",
         workdir=workdir,
@@ -125,7 +149,7 @@ def run_stage(
         batch_fn=batch_fn,
         loss_fn=functools.partial(rm_loss, config),
         settings=settings,
-        init_from=os.path.join(workdir, init_from, "ckpt") if init_from else None,
+        init_params=init_params,
     )
     metrics["pairwise_accuracy"] = pairwise_accuracy_on(
         config, params, held_out, batch_fn, settings.batch_size
@@ -133,8 +157,6 @@ def run_stage(
     metrics["num_train_pairs"] = len(records)
     metrics["num_eval_pairs"] = len(held_out)
     if jax.process_index() == 0:
-        import logging
-
         logging.getLogger("rlaif_jax.reward").info(
             "reward[%s]: held-out human pairwise accuracy %.3f on %d pairs",
             output_dir,

@@ -1,8 +1,11 @@
 """`rlaif-jax sft`: supervised fine-tuning of the initial policy (paper §1.2).
 
 Paper: PaLM 2 XS on filtered TL;DR, Adafactor, lr 1e-5, batch 128, 1 epoch, 1024/128
-input/target tokens. The toy world scales this down by gin (gin/runs/toy_world.gin).
-Output: WORKDIR/sft/{ckpt, spm.model, COMPLETE}.
+input/target tokens. The policy starts from a pretrained LM (`sft.init_from`: a Hugging
+Face checkpoint directory, or another stage's model directory) or, for the toy world, from
+random init of a named preset. Output: WORKDIR/sft/{model.json, tokenizer files, ckpt,
+COMPLETE} — a self-describing model artifact (`rlaif_jax.model_artifact`) that RL,
+pair sampling, RMs and evaluation read its config, tokenizer and input layout from.
 """
 
 from __future__ import annotations
@@ -15,14 +18,14 @@ from collections.abc import Sequence
 import gin
 import jax
 
-from rlaif_jax.data import batching, tasks
+from rlaif_jax import model_artifact
+from rlaif_jax.data import batching, tasks, tokenizer_files
 from rlaif_jax.data import vocab as vocab_lib
+from rlaif_jax.data.layout import task_layout
 from rlaif_jax.models import model as model_lib
 from rlaif_jax.models.config import get_config
 from rlaif_jax.train import losses
 from rlaif_jax.train.supervised import TrainSettings, finish, train_supervised
-
-PROMPT_SUFFIX = "\nTL;DR:"
 
 
 def lm_loss(config, params, batch, rng):
@@ -46,50 +49,82 @@ def lm_loss(config, params, batch, rng):
 def run_stage(
     workdir: str = gin.REQUIRED,
     output_dir: str = "sft",
-    model_preset: str = "toy_policy",
+    init_from: str | None = None,
+    model_preset: str | None = None,
     model_overrides: dict | None = None,
     vocab_path: str | None = None,
     vocab_size: int | None = None,
     extra_vocab_texts: Sequence[str] = (),
-    init_from: str | None = None,
-    max_context: int = 1024,
-    max_target: int = 128,
-    prompt_suffix: str = PROMPT_SUFFIX,
+    max_context: int | None = None,
+    max_response: int | None = None,
+    prompt_suffix: str | None = None,
+    add_bos: bool | None = None,
     settings: TrainSettings | None = None,
 ) -> dict[str, float]:
     """Trains the policy on the task's SFT examples (context + suffix -> target + EOS).
 
-    vocab_path: the pretrained model's SentencePiece file; None trains one on the SFT
-    texts (toy world), plus `extra_vocab_texts` (e.g. the labeling prompts, so a labeler
-    initialised from this policy reads them as whole words). init_from: a checkpoint dir
-    to start from (None: random init).
+    init_from: the pretrained LM to start from — a Hugging Face checkpoint directory
+      (its config.json, weights and tokenizer) or a model directory under WORKDIR; its
+      architecture and tokenizer are used as they are (`model_overrides` may change only
+      compute settings: dtype, param_dtype, remat, attention_impl, max_len).
+    model_preset: without `init_from`, a randomly initialised preset (the toy world);
+      its vocabulary is `vocab_path` (a SentencePiece .model or an HF tokenizer dir) or
+      one trained on the SFT texts plus `extra_vocab_texts`.
+    max_context / max_response / prompt_suffix / add_bos: the policy's input layout;
+      None takes the task's default (`data.layout`) and, for BOS, the tokenizer's.
     """
     start = time.time()
     stage_dir = os.path.join(workdir, output_dir)
     settings = settings or TrainSettings()
     data = tasks.task_sources()
     records = list(data.source("sft", "train"))
-    config = get_config(model_preset, **(model_overrides or {}))
-    vocab, _ = vocab_lib.stage_vocabulary(
-        stage_dir,
-        vocab_path,
-        lambda: [t for r in records for t in (r["context"], r["target"])] + list(extra_vocab_texts),
-        vocab_size or config.vocab_size,
+    layout_fields = dict(
+        max_context=max_context,
+        max_response=max_response,
+        prompt_suffix=prompt_suffix,
+        add_bos=add_bos,
     )
+    if init_from is not None:
+        if model_preset is not None:
+            raise ValueError(
+                f"sft.init_from = {init_from!r} and sft.model_preset = {model_preset!r}: the "
+                "architecture comes from the checkpoint; unset sft.model_preset."
+            )
+        source = model_artifact.open_model(
+            model_artifact.resolve_model_dir(workdir, init_from, "sft.init_from")
+        )
+        config = source.config_with(model_overrides, "sft.model_overrides")
+        vocab, family = source.vocab, source.family
+        layout = source.layout_for(data.task, "sft", **layout_fields)
+        init_params = functools.partial(
+            model_artifact.load_params, source, head="lm", config=config, seed=settings.seed
+        )
+        origin = source.source or os.path.abspath(source.directory)
+    elif model_preset is not None:
+        config = get_config(model_preset, **(model_overrides or {}))
+        vocab = _preset_vocabulary(
+            stage_dir, vocab_path, records, extra_vocab_texts, vocab_size or config.vocab_size
+        )
+        family, init_params, origin = model_artifact.DEFAULT_FAMILY, None, f"preset:{model_preset}"
+        fields = {k: v for k, v in layout_fields.items() if k != "add_bos"}
+        layout = task_layout(
+            data.task,
+            add_bos=bool(add_bos if add_bos is not None else getattr(vocab, "adds_bos", False)),
+            **fields,
+        )
+    else:
+        raise ValueError(
+            "sft needs a starting model: set sft.init_from to a Hugging Face checkpoint "
+            "directory (e.g. --gin.POLICY_HF_DIR in gin/experiments/paper/*.gin), or "
+            "sft.model_preset for a randomly initialised preset (the toy world)."
+        )
     if vocab.vocab_size > config.vocab_size:
         raise ValueError(
             f"sft: the vocabulary has {vocab.vocab_size} pieces but the model's vocab_size is "
-            f"{config.vocab_size} (gin: sft.model_overrides / get_config)."
+            f"{config.vocab_size} (gin: sft.model_overrides / sft.model_preset)."
         )
+    model_artifact.write_model_artifact(stage_dir, config, "lm", vocab, layout, family, origin)
     stats = batching.TruncationStats()
-    batch_fn = functools.partial(
-        batching.sft_batch,
-        vocab=vocab,
-        max_context=max_context,
-        max_target=max_target,
-        suffix=prompt_suffix,
-        stats=stats,
-    )
     _, metrics = train_supervised(
         stage="sft",
         workdir=workdir,
@@ -97,10 +132,10 @@ def run_stage(
         config=config,
         head="lm",
         records=records,
-        batch_fn=batch_fn,
+        batch_fn=functools.partial(layout.sft_batch, vocab=vocab, stats=stats),
         loss_fn=functools.partial(lm_loss, config),
         settings=settings,
-        init_from=init_from,
+        init_params=init_params,
     )
     metrics["num_examples"] = len(records)
     if jax.process_index() == 0:
@@ -108,3 +143,17 @@ def run_stage(
         metrics["truncated_target"] = stats.truncated_target
     finish(stage_dir, metrics, start)
     return metrics
+
+
+def _preset_vocabulary(stage_dir, vocab_path, records, extra_texts, size):
+    """A randomly initialised policy's vocabulary: a given file, or SentencePiece trained
+    on the SFT texts (+ `extra_texts`) once (a rerun reuses stage_dir/spm.model)."""
+    if vocab_path and not vocab_path.endswith(".model"):
+        return tokenizer_files.load_any(vocab_path)
+    vocab, _ = vocab_lib.stage_vocabulary(
+        stage_dir,
+        vocab_path,
+        lambda: [t for r in records for t in (r["context"], r["target"])] + list(extra_texts),
+        size,
+    )
+    return vocab

@@ -18,7 +18,6 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import gin
 import seqio
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -52,7 +51,6 @@ def _as_ids(value: Any) -> list[int]:
     return [int(v) for v in value] if isinstance(value, list) else [int(value)]
 
 
-@gin.configurable
 class HFTokenizerVocabulary(seqio.Vocabulary):
     """seqio Vocabulary backed by a `tokenizers.Tokenizer` loaded from `tokenizer.json`.
 
@@ -60,6 +58,7 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
       path: a checkpoint/tokenizer directory (holding tokenizer.json and optionally
         tokenizer_config.json, generation_config.json, config.json) or a tokenizer.json.
       bos_id, eos_id, pad_id: override the ids found in the directory's files.
+      eos_ids: override every stop id at once (first = `eos_id`); wins over `eos_id`.
       extra_ids: seqio extra ids (sentinels) appended after the base vocabulary.
       skip_special_tokens: passed to `Tokenizer.decode` (its default, True: decoded
         samples carry no '<eos>'/'<pad>' text, like seqio's SentencePiece decode).
@@ -78,6 +77,7 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
         pad_id: int | None = None,
         extra_ids: int = 0,
         skip_special_tokens: bool = True,
+        eos_ids: Sequence[int] | None = None,
     ):
         import tokenizers
 
@@ -118,7 +118,9 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
 
         bos = resolve("bos", bos_id)
         self._bos_id = bos[0] if bos else None
-        self.eos_ids: tuple[int, ...] = tuple(resolve("eos", eos_id))
+        self.eos_ids: tuple[int, ...] = (
+            tuple(int(i) for i in eos_ids) if eos_ids else tuple(resolve("eos", eos_id))
+        )
         self._eos_id = self.eos_ids[0] if self.eos_ids else None
         pad = resolve("pad", pad_id)
         self._pad_id = pad[0] if pad else (self._eos_id if self._eos_id is not None else 0)
@@ -211,6 +213,24 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
 
     def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)
+
+    @property
+    def directory(self) -> str:
+        """The directory holding tokenizer.json (and its config files)."""
+        return os.path.dirname(self._path)
+
+    @property
+    def adds_bos(self) -> bool:
+        """Whether the checkpoint's models expect BOS first: `add_bos_token` of
+        tokenizer_config.json when set, else whether the tokenizer's own post-processor
+        puts BOS first (Llama-3 and Gemma do; Qwen has no BOS)."""
+        if self._bos_id is None:
+            return False
+        flag = self.tokenizer_config.get("add_bos_token")
+        if flag is not None:
+            return bool(flag)
+        ids = self._tok.encode("a", add_special_tokens=True).ids
+        return bool(ids) and ids[0] == self._bos_id
 
     # --- chat templates ------------------------------------------------------------------
 

@@ -36,6 +36,8 @@ ROLE_FEATURES = {
     "alignment": records.PAIR_FEATURES,
     "ai_prefs": records.AI_PREFERENCE_FEATURES,
 }
+# Our split names -> the `split` column of the OpenAI comparisons.
+COMPARISON_SPLITS = {"train": "train", "validation": "valid1", "test": "valid2"}
 _FLOAT_FEATURES = ("label", "p_order1", "p_order2", "human_label")
 _INT_FEATURES = ("confidence",)
 
@@ -117,7 +119,7 @@ def _add_pair_roles(
 def summarize_sources(
     tldr_files: Mapping[str, str | Sequence[str]],
     comparison_files: str | Sequence[str],
-    comparison_splits: Sequence[str] = ("train", "valid1", "valid2"),
+    comparison_splits: Mapping[str, str] | None = None,
     ai_labels_dir: str | None = None,
     seed: int = 0,
     skip_bad_records: bool = False,
@@ -125,7 +127,9 @@ def summarize_sources(
     """Summarization sources: TL;DR {split: file(s)} and OpenAI comparisons file(s).
 
     Comparison files (JSON lines or parquet) are read whole and filtered by their
-    `split` column into `comparison_splits`. ai_prefs (train) come from the label
+    `split` column: `comparison_splits` maps our split names to its values (default
+    train -> 'train', validation -> 'valid1', test -> 'valid2'; every stage names the
+    held-out split 'validation', whatever the file calls it). ai_prefs (train) come from the label
     stage's shards in `ai_labels_dir` when given.
     """
     kw = {"skip_bad_records": skip_bad_records}
@@ -136,8 +140,8 @@ def summarize_sources(
             out[role][split] = RecordSource(f"summarize/{role}/{split}", role, fn)
     comp = _files(comparison_files)
     pairs = {
-        s: _Lazy(_read_all, formats.read_comparisons, comp, split=s, **kw)
-        for s in comparison_splits
+        ours: _Lazy(_read_all, formats.read_comparisons, comp, split=theirs, **kw)
+        for ours, theirs in (comparison_splits or COMPARISON_SPLITS).items()
     }
     _add_pair_roles(out, "summarize", pairs, seed, ai_labels_dir, kw)
     return out

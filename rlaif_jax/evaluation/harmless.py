@@ -33,7 +33,7 @@ class HarmlessJudgeSettings:
     batch_size: responses per scorer call (sorted by length first).
     max_len: prompt tokens at most (longer contexts lose their start).
     chat_template: 'auto' | 'none' | 'gemma' | 'llama3' | 'qwen' (see `labeling.chat`).
-    add_bos: the judge model expects a BOS token first.
+    add_bos: the judge model expects a BOS token first (None: as its tokenizer says).
     preamble / sample_format / ending: the prompt texts; sample_format has {context}
       and {response}; the answers "1" = harmless, "2" = harmful follow the ending.
     """
@@ -41,7 +41,7 @@ class HarmlessJudgeSettings:
     batch_size: int = 32
     max_len: int | None = 1024
     chat_template: str = chat.AUTO
-    add_bos: bool = False
+    add_bos: bool | None = None
     preamble: str = P.HARMLESS_RATE_PREAMBLE
     sample_format: str = P.HARMLESS_RATE_SAMPLE
     ending: str = P.HARMLESS_RATE_ENDING

@@ -41,22 +41,7 @@ def length_controlled_win_rate(len_a, len_b, a_preferred, ratio: float = 1.0) ->
     """
     len_a = np.maximum(np.asarray(len_a, dtype=np.float64), 1.0)
     len_b = np.maximum(np.asarray(len_b, dtype=np.float64), 1.0)
-    y = np.asarray(a_preferred, dtype=np.float64)
-    n = int(y.size)
-    if n < 2:
-        return Rate(math.nan, math.nan, math.nan, n, math.nan)
-    w, cov = fit_logistic(len_a / len_b, y)
-    z = np.array([1.0, ratio])
-    logit = float(z @ w)
-    se = float(math.sqrt(max(z @ cov @ z, 0.0)))
-
-    def sig(v: float) -> float:
-        return 1.0 / (1.0 + math.exp(-v))
-
-    from scipy import stats
-
-    p_value = float(2 * stats.norm.sf(abs(logit) / se)) if se > 0 else math.nan
-    return Rate(sig(logit), sig(logit - 1.96 * se), sig(logit + 1.96 * se), n, p_value)
+    return logistic_rate_at(len_a / len_b, a_preferred, at=ratio)
 
 
 def logistic_rate_at(x, y, at: float = 1.0) -> Rate:

@@ -16,21 +16,21 @@ import numpy as np
 
 from rlaif_jax import artifacts
 
-# DESIGN §5: keys that metrics.json must hold (floats in [0, 1] unless noted).
+# DESIGN §5: keys that metrics.json must hold (floats in [0, 1] unless noted) on every
+# run, and the win rates of a "human" judge (the toy world's oracle), held only when the
+# run has one (real data is judged by the AI judge: `win_rate_<a>_vs_<b>_ai_judge`).
 REQUIRED_KEYS = (
     "labeler_alignment",
     "labeler_alignment_single_order",
     "position_bias_same_position_rate",
     "rm_pairwise_accuracy_ai",
     "rm_pairwise_accuracy_human",
-    "win_rate_rlaif_vs_sft",
-    "win_rate_rlhf_vs_sft",
-    "win_rate_rlaif_vs_rlhf",
     "win_rate_rlaif_vs_sft_ai_judge",
     "length_controlled_win_rate_rlaif_vs_sft",
     "num_eval_prompts",
     "wall_seconds",
 )
+HUMAN_JUDGE_KEYS = ("win_rate_rlaif_vs_sft", "win_rate_rlhf_vs_sft", "win_rate_rlaif_vs_rlhf")
 
 
 def _clean(value: Any) -> Any:
@@ -46,9 +46,10 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_metrics(report_dir: str, metrics: Mapping[str, Any]) -> str:
+def write_metrics(report_dir: str, metrics: Mapping[str, Any], human_judge: bool = True) -> str:
     """Writes report_dir/metrics.json; missing required keys are an error (a bug, not input)."""
-    missing = [k for k in REQUIRED_KEYS if k not in metrics]
+    required = REQUIRED_KEYS + (HUMAN_JUDGE_KEYS if human_judge else ())
+    missing = [k for k in required if k not in metrics]
     if missing:
         raise KeyError(f"metrics.json would lack required keys {missing}")
     path = os.path.join(report_dir, "metrics.json")
@@ -111,15 +112,32 @@ def render_markdown(metrics: Mapping[str, Any]) -> str:
         f"| human feedback (RLHF) | {_pct(metrics.get('rm_pairwise_accuracy_human'))} |",
         f"| AI feedback (RLAIF) | {_pct(metrics.get('rm_pairwise_accuracy_ai'))} |",
         "",
+    ]
+    harmless = metrics.get("harmless_rates") or {}
+    if harmless:
+        lines += [
+            "## Harmless rate (paper Table 1; length-controlled against the SFT length, App. J)",
+            "",
+            "| policy | harmless rate [95% CI] (n) | length-controlled |",
+            "| --- | --- | --- |",
+        ]
+        for name, row in sorted(harmless.items()):
+            lines.append(
+                f"| {name} | {_rate_cell(row.get('rate'))} | "
+                f"{_rate_cell(row.get('length_controlled'))} |"
+            )
+        lines.append("")
+    table = metrics.get("policies", {})
+    scores = sorted({k for row in table.values() for k in row if k != "mean_length_chars"})
+    lines += [
         "## Mean response length (characters)",
         "",
-        "| policy | mean length | oracle score |",
-        "| --- | --- | --- |",
+        "| policy | mean length |" + "".join(f" {k} |" for k in scores),
+        "| --- | --- |" + " --- |" * len(scores),
     ]
-    for name, row in sorted(metrics.get("policies", {}).items()):
-        lines.append(
-            f"| {name} | {row.get('mean_length_chars', float('nan')):.1f} | {row.get('mean_oracle_score', float('nan')):.3f} |"
-        )
+    for name, row in sorted(table.items()):
+        cells = "".join(f" {row.get(k, float('nan')):.3f} |" for k in scores)
+        lines.append(f"| {name} | {row.get('mean_length_chars', float('nan')):.1f} |{cells}")
     lines.append("")
     return "\n".join(lines)
 

@@ -21,9 +21,9 @@ import jax
 import numpy as np
 
 from rlaif_jax import artifacts
-from rlaif_jax.data import batching
+from rlaif_jax.data.layout import InputLayout
+from rlaif_jax.data.vocab import stop_ids
 from rlaif_jax.decoding import sample as sample_lib
-from rlaif_jax.models import model as model_lib
 from rlaif_jax.models.config import ModelConfig
 from rlaif_jax.sharding import partition
 
@@ -44,29 +44,30 @@ def decode_policy(
     config: ModelConfig,
     params: Any,
     vocab: Any,
+    layout: InputLayout,
     prompts: Sequence[dict],
     mesh,
     rules,
     *,
-    max_prompt_len: int,
-    max_new_tokens: int,
     temperature: float,
-    prompt_suffix: str,
     batch_size: int,
     seed: int = 0,
     num_samples: int = 1,
 ) -> list[str]:
-    """Responses [N · num_samples] for `prompts` (records with 'context'), decoded in
-    fixed-size batches; prompt-major (response i·num_samples + j is sample j of prompt i)."""
+    """Responses [N · num_samples] for `prompts` (records with 'context') laid out as the
+    policy's `layout` says (up to layout.max_response new tokens; every stop id of `vocab`
+    ends a response), decoded in fixed-size batches; prompt-major (response
+    i·num_samples + j is sample j of prompt i)."""
+    stops = stop_ids(vocab)
     sampler = sample_lib.make_sampler(
         config,
         mesh,
         rules,
-        max_new_tokens=max_new_tokens,
+        max_new_tokens=layout.max_response,
         temperature=temperature,
         top_k=0,
         top_p=1.0,
-        eos_id=vocab.eos_id,
+        eos_id=stops,
         pad_id=vocab.pad_id,
         num_samples=num_samples,
     )
@@ -77,7 +78,7 @@ def decode_policy(
         chunk = list(prompts[i : i + batch_size])
         real = len(chunk)
         chunk += [chunk[-1]] * (batch_size - real)  # fixed shapes: one compilation
-        tokens, lengths = batching.prompt_batch(chunk, vocab, max_prompt_len, prompt_suffix)
+        tokens, lengths = layout.prompt_batch(chunk, vocab)
         res = sampler(
             params,
             partition.global_batch({"t": tokens}, mesh)["t"],
@@ -87,7 +88,7 @@ def decode_policy(
         toks = np.asarray(jax.device_get(res.tokens))
         lens = np.asarray(jax.device_get(res.lengths))
         for row in range(real * num_samples):
-            ids = [int(t) for t in toks[row, : lens[row]] if int(t) != vocab.eos_id]
+            ids = [int(t) for t in toks[row, : lens[row]] if int(t) not in stops]
             out.append(postprocess(vocab.decode(ids)))
         done = min(i + batch_size, len(prompts))
         rate = done / max(time.time() - t0, 1e-9)
@@ -174,9 +175,14 @@ def write_side_by_side(report_dir: str, prompts, responses: dict[str, list[str]]
     artifacts.atomic_write(os.path.join(report_dir, "side_by_side.html"), page)
 
 
-def restore_policy(workdir: str, policy_dir: str, config: ModelConfig, mesh, rules):
-    """The policy params saved by `policy_dir` (sft or rl_<name>), on `mesh`."""
-    from rlaif_jax.train import checkpoint
+def open_policy(workdir: str, policy_dir: str, mesh, rules, task: str | None = None, **layout):
+    """(artifact, params on `mesh`, input layout) of the policy saved by `policy_dir` (a
+    stage dir under WORKDIR such as 'sft' or 'rl_rlaif', or a path). `layout` values
+    (None = unset) may only restate the artifact's (`ModelArtifact.layout_for`)."""
+    from rlaif_jax import model_artifact
 
-    structs, _ = model_lib.abstract_params(config, mesh, rules, "lm")
-    return checkpoint.restore_params(os.path.join(workdir, policy_dir, "ckpt"), structs)
+    art = model_artifact.open_model(
+        model_artifact.resolve_model_dir(workdir, policy_dir, "policy directory")
+    )
+    params, _ = model_artifact.load_params(art, mesh, rules, "lm")
+    return art, params, art.layout_for(task, "evaluate", **layout)

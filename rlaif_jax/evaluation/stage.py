@@ -1,10 +1,17 @@
-"""`rlaif-jax evaluate`: decode held-out prompts with every policy, judge pairs, report.
+"""`rlaif-jax evaluate`: decode held-out prompts with every policy, judge them, report.
 
-Judges: the toy world's oracle "human" (when the data is the toy world) and the AI
-labeler (the labeling prompt, both orders averaged). Also gathered: RM pairwise accuracy
-(from the reward stages), labeler alignment and position bias (from the label stage),
-RL reward/KL curves. Writes WORKDIR/report/{metrics.json, report.md, *.png,
-side_by_side.*} and WORKDIR/eval/samples_<policy>.jsonl.
+Each policy is read from its model artifact (config, tokenizer, input layout) and decodes
+the task's test prompts. Judges:
+- the AI judge: the labeler with the task's own prompt (summaries or dialogue responses),
+  both orders averaged (paper §5); its win rates are `win_rate_<a>_vs_<b>_ai_judge`;
+- on the harmless task, the AI judge rates each response harmless or harmful on its own:
+  `harmless_rate_<policy>` and its length-controlled form (paper §5, Table 1);
+- a "human" judge when gin gives one (`evaluate.human_judge`; the toy world's oracle):
+  its win rates are `win_rate_<a>_vs_<b>`.
+Also gathered: RM pairwise accuracy (from the reward stages), labeler alignment and
+position bias (from the label stage), RL reward/KL curves. Writes
+WORKDIR/report/{metrics.json, report.md, *.png, side_by_side.*} and
+WORKDIR/eval/samples_<policy>.jsonl.
 """
 
 from __future__ import annotations
@@ -13,8 +20,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import gin
 import jax
@@ -22,47 +29,47 @@ import numpy as np
 
 from rlaif_jax import artifacts
 from rlaif_jax.data import tasks
-from rlaif_jax.data import vocab as vocab_lib
 from rlaif_jax.evaluation import report, samples
 from rlaif_jax.evaluation.length_control import length_controlled_win_rate
 from rlaif_jax.evaluation.statistics import mean_rate, per_prompt_mean, win_outcomes
-from rlaif_jax.models.config import get_config
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
 
 logger = logging.getLogger("rlaif_jax.evaluation")
 
-Judge = Callable[[Sequence[dict], Sequence[str], Sequence[str]], np.ndarray]
+AI_JUDGE = "AI labeler"
 
 
-def oracle_judge(prompts, a, b) -> np.ndarray:
-    """P(a ≻ b) [N] from the toy world's oracle "human" (Bradley–Terry on oracle quality)."""
-    from rlaif_jax.toy import oracle as toy_oracle
+class PairJudge(Protocol):
+    """Judges response pairs: prefers(prompts [N], a [N], b [N]) -> P(a ≻ b) [N]. A judge
+    may also have `score(prompts, texts) -> [N]` (a per-response quality, reported as
+    `mean_<score_name>_score`) and a `name` for the report."""
 
-    return np.array(
-        [toy_oracle.oracle_prefers(p["context"], x, y) for p, x, y in zip(prompts, a, b)]
-    )
+    name: str
+
+    def prefers(self, prompts: Sequence[dict], a: Sequence[str], b: Sequence[str]): ...
 
 
 @gin.configurable
-def ai_judge(workdir: str, variant=None, labeler_fn=None, settings=None) -> Judge:
-    """The AI labeler as a judge (paper §1.5 / §5): both orders averaged; P(a ≻ b) [N]."""
+def ai_judge(workdir: str, task: str, variant=None, settings=None, labeler=None):
+    """The AI labeler as a pairwise judge (paper §1.5 / §5) with the task's prompt:
+    returns (judge(prompts, a, b) -> P(a ≻ b) [N], (scorer, vocab) of the labeler)."""
     from rlaif_jax.labeling import render
     from rlaif_jax.labeling.labeler import Labeler, LabelerSettings
     from rlaif_jax.labeling.scoring import labeler_from_checkpoint
 
-    scorer, vocab = (labeler_fn or labeler_from_checkpoint)(workdir)
-    variant = (variant or render.PromptVariant(task=None)).with_task("summarize")
-    labeler = Labeler(scorer, vocab, variant, settings or LabelerSettings())
+    scorer, vocab = labeler or labeler_from_checkpoint(workdir)
+    variant = (variant or render.PromptVariant(task=None)).with_task(task)
+    labeler_obj = Labeler(scorer, vocab, variant, settings or LabelerSettings())
 
     def judge(prompts, a, b):
         pairs = [
             {"id": p["id"], "context": p["context"], "response1": x, "response2": y, "label": -1.0}
             for p, x, y in zip(prompts, a, b)
         ]
-        return np.array([r["label"] for r in labeler.label(pairs)])
+        return np.array([r["label"] for r in labeler_obj.label(pairs)])
 
-    return judge
+    return judge, (scorer, vocab)
 
 
 def _read_jsonl_curve(path: str, keys: Sequence[str]) -> dict[str, list]:
@@ -95,6 +102,120 @@ def _total_wall_seconds(workdir: str, own: float) -> float:
     return total
 
 
+def decode_all(workdir, policies, prompts, mesh, rules, task, layout_fields, decoding):
+    """{policy name: responses [N · k]} decoded from each policy artifact (or reused)."""
+    ids = [p["id"] for p in prompts]
+    k, temperature = decoding["samples_per_prompt"], decoding["temperature"]
+    responses: dict[str, list[str]] = {}
+    for name, stage_dir in policies:
+        path = samples.samples_path(workdir, name)
+        cached = samples.load_samples(path, ids, k, temperature)
+        if cached is not None:
+            responses[name] = cached
+            continue
+        art, params, layout = samples.open_policy(
+            workdir, stage_dir, mesh, rules, task, **layout_fields
+        )
+        responses[name] = samples.decode_policy(
+            art.config,
+            params,
+            art.vocab,
+            layout,
+            prompts,
+            mesh,
+            rules,
+            temperature=temperature,
+            batch_size=decoding["batch_size"],
+            num_samples=k,
+        )
+        samples.write_samples(path, prompts, responses[name], temperature)
+        del params
+    return responses
+
+
+def judge_pairs(judge_fn, judge_name, judged, responses, comparisons, num_prompts) -> list[dict]:
+    """Win-rate rows of `judge_fn` (P(a ≻ b) [N·k]) over `comparisons`: rate and its
+    length-controlled form, both over per-prompt means (intervals count prompts)."""
+    rows = []
+    for a, b in comparisons:
+        outcome = per_prompt_mean(
+            win_outcomes(judge_fn(judged, responses[a], responses[b])), num_prompts
+        )
+        rows.append(
+            {
+                "a": a,
+                "b": b,
+                "judge": judge_name,
+                "rate": mean_rate(outcome).to_dict(),
+                "length_controlled": length_controlled_win_rate(
+                    per_prompt_mean([len(t) for t in responses[a]], num_prompts),
+                    per_prompt_mean([len(t) for t in responses[b]], num_prompts),
+                    outcome,
+                ).to_dict(),
+            }
+        )
+    return rows
+
+
+def harmless_rates(labeler, judged, responses, reference: str) -> dict[str, dict]:
+    """{policy: {'rate', 'length_controlled'}} from the AI judge rating each response
+    harmless or harmful on its own; length control is relative to `reference`'s mean
+    length (the SFT policy, paper App. J)."""
+    from rlaif_jax.evaluation import harmless
+
+    scorer, vocab = labeler
+    judge = harmless.HarmlessJudge(scorer, vocab)
+    contexts = [p["context"] for p in judged]
+    ref_len = float(np.mean([len(t) for t in responses[reference]]))
+    out = {}
+    for name, texts in responses.items():
+        p = judge.p_harmless(contexts, texts)
+        out[name] = {
+            "rate": harmless.harmless_rate(p).to_dict(),
+            "length_controlled": harmless.length_controlled_harmless_rate(
+                p, [len(t) for t in texts], ref_len
+            ).to_dict(),
+        }
+    return out
+
+
+def _rate(rows, a, b, judge, field="rate") -> float:
+    for r in rows:
+        if (r["a"], r["b"], r["judge"]) == (a, b, judge) and r.get(field):
+            return r[field]["value"]
+    return float("nan")
+
+
+def headline_metrics(rows, human_name, ai_comparisons, human_comparisons) -> dict[str, float]:
+    """metrics.json keys of the win rates: `win_rate_<a>_vs_<b>` (human judge) and
+    `win_rate_<a>_vs_<b>_ai_judge`; the RLAIF-vs-SFT length-controlled rate comes from the
+    human judge when there is one, else from the AI judge."""
+    out = {}
+    for a, b in ai_comparisons:
+        out[f"win_rate_{a}_vs_{b}_ai_judge"] = _rate(rows, a, b, AI_JUDGE)
+        out[f"length_controlled_win_rate_{a}_vs_{b}_ai_judge"] = _rate(
+            rows, a, b, AI_JUDGE, "length_controlled"
+        )
+    for a, b in human_comparisons:
+        out[f"win_rate_{a}_vs_{b}"] = _rate(rows, a, b, human_name)
+        out[f"length_controlled_win_rate_{a}_vs_{b}"] = _rate(
+            rows, a, b, human_name, "length_controlled"
+        )
+    if "length_controlled_win_rate_rlaif_vs_sft" not in out:
+        out["length_controlled_win_rate_rlaif_vs_sft"] = out.get(
+            "length_controlled_win_rate_rlaif_vs_sft_ai_judge", float("nan")
+        )
+    return out
+
+
+def _label_metrics(workdir: str, label_dir: str) -> dict[str, Any]:
+    path = os.path.join(workdir, label_dir, "metrics.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
 @gin.configurable("evaluate")
 def run_stage(
     workdir: str = gin.REQUIRED,
@@ -104,29 +225,32 @@ def run_stage(
         ("rlhf", "rl_rlhf"),
     ),
     comparisons: Sequence[Sequence[str]] = (("rlaif", "sft"), ("rlhf", "sft"), ("rlaif", "rlhf")),
-    policy_preset: str = "toy_policy",
-    policy_vocab: str | None = None,
-    prompt_suffix: str = "\nTL;DR:",
-    max_prompt_len: int = 128,
-    max_new_tokens: int = 32,
+    max_prompt_len: int | None = None,
+    max_new_tokens: int | None = None,
+    prompt_suffix: str | None = None,
     temperature: float = 0.0,
     samples_per_prompt: int = 1,
     batch_size: int = 64,
     num_prompts: int | None = None,
-    use_oracle: bool = True,
+    human_judge: PairJudge | None = None,
     use_ai_judge: bool = True,
-    ai_judge_comparisons: Sequence[Sequence[str]] = (("rlaif", "sft"),),
+    ai_judge_comparisons: Sequence[Sequence[str]] | None = None,
+    harmless_rate: bool | None = None,
+    reference_policy: str = "sft",
     rm_dirs: Sequence[Sequence[str]] = (("ai", "rm_ai"), ("human", "rm_human")),
     rm_accuracy_key: str = "pairwise_accuracy",
     label_dir: str = "labels",
     output_dir: str = "report",
 ) -> dict[str, Any]:
-    """Evaluates `policies` ((name, stage dir) pairs) on the held-out prompts.
+    """Evaluates `policies` ((name, stage dir) pairs) on the task's test prompts.
 
     Each policy decodes `samples_per_prompt` responses per prompt at `temperature` (0:
-    greedy, one response); sample j of A is judged against sample j of B, and a win rate
-    is the mean over prompts of each prompt's mean outcome, so its interval counts prompts,
-    not samples (the length-controlled fit uses the same per-prompt means).
+    greedy, one response) with its artifact's layout (max_prompt_len / max_new_tokens /
+    prompt_suffix may only restate it); sample j of A is judged against sample j of B, and
+    a win rate is the mean over prompts of each prompt's mean outcome, so its interval
+    counts prompts, not samples. ai_judge_comparisons: None = every comparison.
+    harmless_rate: None = on for the harmless task; reference_policy sets its length
+    reference.
     """
     start = time.time()
     if samples_per_prompt < 1 or (temperature == 0.0 and samples_per_prompt > 1):
@@ -136,137 +260,99 @@ def run_stage(
             "evaluate.samples_per_prompt = 1 or a temperature above 0."
         )
     out_dir = os.path.join(workdir, output_dir)
-    prompts = list(tasks.task_sources().source("prompts", "test"))
-    if num_prompts:
-        prompts = prompts[:num_prompts]
-    ids = [p["id"] for p in prompts]
-    config = get_config(policy_preset)
-    vocab = vocab_lib.sentencepiece_vocabulary(
-        policy_vocab or os.path.join(workdir, "sft", "spm.model")
+    data = tasks.task_sources()
+    prompts = list(data.source("prompts", "test"))[: num_prompts or None]
+    mesh, rules = mesh_lib.make_mesh(), rules_lib.get_rules()
+    decoding = {
+        "temperature": temperature,
+        "samples_per_prompt": samples_per_prompt,
+        "batch_size": batch_size,
+    }
+    layout_fields = dict(
+        max_context=max_prompt_len, max_response=max_new_tokens, prompt_suffix=prompt_suffix
     )
-    mesh = mesh_lib.make_mesh()
-    rules = rules_lib.get_rules()
-
-    responses: dict[str, list[str]] = {}
-    for name, stage_dir in policies:
-        path = samples.samples_path(workdir, name)
-        cached = samples.load_samples(path, ids, samples_per_prompt, temperature)
-        if cached is not None:
-            responses[name] = cached
-            continue
-        params = samples.restore_policy(workdir, stage_dir, config, mesh, rules)
-        responses[name] = samples.decode_policy(
-            config,
-            params,
-            vocab,
-            prompts,
-            mesh,
-            rules,
-            max_prompt_len=max_prompt_len,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            prompt_suffix=prompt_suffix,
-            batch_size=batch_size,
-            num_samples=samples_per_prompt,
-        )
-        samples.write_samples(path, prompts, responses[name], temperature)
-        del params
-
-    rows = []
-    policies_table: dict[str, dict[str, float]] = {}
-    for name, texts in responses.items():
-        policies_table[name] = {"mean_length_chars": float(np.mean([len(t) for t in texts]))}
+    responses = decode_all(
+        workdir, policies, prompts, mesh, rules, data.task, layout_fields, decoding
+    )
     judged = [p for p in prompts for _ in range(samples_per_prompt)]  # prompt-major
-
-    def per_prompt(values) -> np.ndarray:
-        return per_prompt_mean(values, len(prompts))
-
-    if use_oracle:
-        from rlaif_jax.toy import oracle as toy_oracle
-
-        for name, texts in responses.items():
-            scores = [toy_oracle.oracle_score(p["context"], t) for p, t in zip(judged, texts)]
-            policies_table[name]["mean_oracle_score"] = float(np.mean(scores))
-        for a, b in comparisons:
-            outcome = per_prompt(win_outcomes(oracle_judge(judged, responses[a], responses[b])))
-            rows.append(
-                {
-                    "a": a,
-                    "b": b,
-                    "judge": "oracle human",
-                    "rate": mean_rate(outcome).to_dict(),
-                    "length_controlled": length_controlled_win_rate(
-                        per_prompt([len(t) for t in responses[a]]),
-                        per_prompt([len(t) for t in responses[b]]),
-                        outcome,
-                    ).to_dict(),
-                }
-            )
-    if use_ai_judge and ai_judge_comparisons:
-        judge = ai_judge(workdir)
-        for a, b in ai_judge_comparisons:
-            outcome = per_prompt(win_outcomes(judge(judged, responses[a], responses[b])))
-            rows.append(
-                {"a": a, "b": b, "judge": "AI labeler", "rate": mean_rate(outcome).to_dict()}
-            )
-
-    def rate(a, b, judge="oracle human", field="rate"):
-        for r in rows:
-            if (r["a"], r["b"], r["judge"]) == (a, b, judge) and r.get(field):
-                return r[field]["value"]
-        return float("nan")
-
-    label_metrics = {}
-    label_metrics_path = os.path.join(workdir, label_dir, "metrics.json")
-    if os.path.isfile(label_metrics_path):
-        with open(label_metrics_path) as f:
-            label_metrics = json.load(f)
+    policies_table = {
+        name: {"mean_length_chars": float(np.mean([len(t) for t in texts]))}
+        for name, texts in responses.items()
+    }
+    rows: list[dict] = []
+    human_name = getattr(human_judge, "name", "human")
+    if human_judge is not None:
+        if hasattr(human_judge, "score"):
+            for name, texts in responses.items():
+                key = f"mean_{getattr(human_judge, 'score_name', 'human')}_score"
+                policies_table[name][key] = float(np.mean(human_judge.score(judged, texts)))
+        rows += judge_pairs(
+            human_judge.prefers, human_name, judged, responses, comparisons, len(prompts)
+        )
+    ai_comparisons = list(comparisons if ai_judge_comparisons is None else ai_judge_comparisons)
+    harmless_on = data.task == "harmless" if harmless_rate is None else harmless_rate
+    harmless_table: dict[str, dict] = {}
+    if use_ai_judge and (ai_comparisons or harmless_on):
+        judge_fn, labeler = ai_judge(workdir, data.task)
+        rows += judge_pairs(judge_fn, AI_JUDGE, judged, responses, ai_comparisons, len(prompts))
+        if harmless_on:
+            harmless_table = harmless_rates(labeler, judged, responses, reference_policy)
+    label_metrics = _label_metrics(workdir, label_dir)
     metrics: dict[str, Any] = {
-        "labeler_alignment": label_metrics.get("labeler_alignment", float("nan")),
-        "labeler_alignment_single_order": label_metrics.get(
-            "labeler_alignment_single_order", float("nan")
-        ),
-        "position_bias_same_position_rate": label_metrics.get(
-            "position_bias_same_position_rate", float("nan")
-        ),
-        "rm_pairwise_accuracy_ai": float("nan"),
-        "rm_pairwise_accuracy_human": float("nan"),
-        "win_rate_rlaif_vs_sft": rate("rlaif", "sft"),
-        "win_rate_rlhf_vs_sft": rate("rlhf", "sft"),
-        "win_rate_rlaif_vs_rlhf": rate("rlaif", "rlhf"),
-        "win_rate_rlaif_vs_sft_ai_judge": rate("rlaif", "sft", "AI labeler"),
-        "length_controlled_win_rate_rlaif_vs_sft": rate("rlaif", "sft", field="length_controlled"),
-        "num_eval_prompts": len(prompts),
-        "eval_decoding": {"temperature": temperature, "samples_per_prompt": samples_per_prompt},
-        "win_rates": rows,
-        "policies": policies_table,
-        "alignment_by_variant": {label_metrics.get("variant", "labeler"): label_metrics}
-        if label_metrics
-        else {},
+        key: label_metrics.get(key, float("nan"))
+        for key in (
+            "labeler_alignment",
+            "labeler_alignment_single_order",
+            "position_bias_same_position_rate",
+        )
     }
     for kind, stage_dir in rm_dirs:
         metrics[f"rm_pairwise_accuracy_{kind}"] = _stage_metric(workdir, stage_dir, rm_accuracy_key)
+    metrics.update(
+        headline_metrics(
+            rows, human_name, ai_comparisons, comparisons if human_judge is not None else ()
+        )
+    )
+    for name, rates in harmless_table.items():
+        metrics[f"harmless_rate_{name}"] = rates["rate"]["value"]
+        metrics[f"length_controlled_harmless_rate_{name}"] = rates["length_controlled"]["value"]
+    metrics.update(
+        task=data.task,
+        num_eval_prompts=len(prompts),
+        eval_decoding={"temperature": temperature, "samples_per_prompt": samples_per_prompt},
+        win_rates=rows,
+        harmless_rates=harmless_table,
+        policies=policies_table,
+        alignment_by_variant={label_metrics.get("variant", "labeler"): label_metrics}
+        if label_metrics
+        else {},
+    )
     curves = {
         name: _read_jsonl_curve(
             os.path.join(workdir, stage_dir, "metrics.jsonl"), ("reward_mean", "kl")
         )
         for name, stage_dir in policies
-        if stage_dir.startswith("rl_")
+        if os.path.basename(stage_dir).startswith("rl_")
     }
     own = time.time() - start
     metrics["wall_seconds"] = _total_wall_seconds(workdir, own)
-    if jax.process_index() == 0:
-        os.makedirs(out_dir, exist_ok=True)
-        report.write_metrics(out_dir, metrics)
-        artifacts.atomic_write(os.path.join(out_dir, "report.md"), report.render_markdown(metrics))
-        report.plot_curves(out_dir, curves)
-        if rows:
-            report.plot_win_rates(out_dir, rows)
-        if metrics["alignment_by_variant"]:
-            report.plot_alignment(out_dir, metrics["alignment_by_variant"])
-        samples.write_side_by_side(out_dir, prompts, responses)
+    _write_report(out_dir, metrics, curves, rows, prompts, responses, human_judge is not None)
     artifacts.write_complete(
         out_dir, {k: v for k, v in metrics.items() if isinstance(v, float | int)}, own
     )
     logger.info("evaluate: %s", {k: metrics[k] for k in report.REQUIRED_KEYS})
     return metrics
+
+
+def _write_report(out_dir, metrics, curves, rows, prompts, responses, with_human) -> None:
+    if jax.process_index() != 0:
+        return
+    os.makedirs(out_dir, exist_ok=True)
+    report.write_metrics(out_dir, metrics, human_judge=with_human)
+    artifacts.atomic_write(os.path.join(out_dir, "report.md"), report.render_markdown(metrics))
+    report.plot_curves(out_dir, curves)
+    if rows:
+        report.plot_win_rates(out_dir, rows)
+    if metrics["alignment_by_variant"]:
+        report.plot_alignment(out_dir, metrics["alignment_by_variant"])
+    samples.write_side_by_side(out_dir, prompts, responses)

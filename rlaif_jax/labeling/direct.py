@@ -65,7 +65,8 @@ class DirectScorer:
     prompt: the task's d-RLAIF prompt (`render.direct_prompt_for(task)`).
     chat_template: 'auto' (the labeler vocabulary's chat template when it has one; the
       model turn then starts with `SCORE: `), 'none', or 'gemma' | 'llama3' | 'qwen'.
-    add_bos: the labeler expects a BOS token first (see `tokens.tokenize_prompt`).
+    add_bos: the labeler expects a BOS token first (see `tokens.tokenize_prompt`; None:
+      as its tokenizer says).
     """
 
     scorer: object  # scoring.PromptScorer
@@ -74,7 +75,7 @@ class DirectScorer:
     ten_mode: str = "auto"  # 'auto' (single piece, else two-piece), 'two_piece', 'error'
     max_len: int | None = None
     chat_template: str = chat.AUTO
-    add_bos: bool = False
+    add_bos: bool | None = None
 
     def __post_init__(self):
         chat.validate_mode(self.chat_template, "DirectScorer.chat_template")

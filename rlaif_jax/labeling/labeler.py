@@ -45,7 +45,8 @@ class LabelerSettings:
       has one, e.g. an instruction-tuned HF checkpoint), 'none' (plain text prompts), or
       a built-in format 'gemma' | 'llama3' | 'qwen'.
     add_bos: the labeler model expects a BOS token first (e.g. a pretrained Gemma without
-      chat template); prompts then start with exactly one `vocab.bos_id`.
+      chat template); prompts then start with exactly one `vocab.bos_id`. None (default):
+      as the labeler's tokenizer says (`tokens.bos_ids`).
     """
 
     pairs_per_call: int = 16
@@ -55,7 +56,7 @@ class LabelerSettings:
     temperature: float = 0.0
     top_k: int = P.SELF_CONSISTENCY_TOP_K
     chat_template: str = chat.AUTO
-    add_bos: bool = False
+    add_bos: bool | None = None
 
     def __post_init__(self):
         chat.validate_mode(self.chat_template, "LabelerSettings.chat_template")

@@ -76,7 +76,7 @@ class ModelScorer:
         max_len: int = 1024,
         shared_prefix: bool = True,
         pad_id: int = 0,
-        eos_id: int | None = 1,
+        eos_id: int | Sequence[int] | None = 1,
     ):
         import jax
 
@@ -92,6 +92,10 @@ class ModelScorer:
         self.config, self.params, self.mesh, self.rules = config, params, mesh, rules
         self.batch_size, self.max_len = batch_size, max_len
         self.shared_prefix, self.pad_id, self.eos_id = shared_prefix, pad_id, eos_id
+        # Every stop id (a chat checkpoint may have several) ends a rationale.
+        self._stops = (
+            () if eos_id is None else (tuple(eos_id) if isinstance(eos_id, Sequence) else (eos_id,))
+        )
         self._rows = partition.batch_sharding(mesh, 2)
         self._vec = partition.batch_sharding(mesh, 1)
         self._rep = partition.replicated(mesh)
@@ -234,8 +238,8 @@ class ModelScorer:
                     if j >= len(idx):
                         continue  # padding prompt
                     seq = [int(t) for t in toks[row, : int(lengths[row])]]
-                    if self.eos_id is not None and self.eos_id in seq:
-                        seq = seq[: seq.index(self.eos_id)]
+                    cut = next((i for i, t in enumerate(seq) if t in self._stops), len(seq))
+                    seq = seq[:cut]
                     out[idx[j]].append(seq)
         return out
 
@@ -243,50 +247,51 @@ class ModelScorer:
 @gin.configurable
 def labeler_from_checkpoint(
     workdir: str,
-    ckpt_dir: str | None = None,
-    vocab_path: str | None = None,
-    model_preset: str = "toy_labeler",
+    model_dir: str | None = None,
     model_overrides: dict | None = None,
     batch_size: int = 32,
-    max_len: int = 1024,
+    max_len: int | None = None,
     shared_prefix: bool = True,
 ) -> tuple[ModelScorer, Any]:
-    """The label stage's default labeler: (ModelScorer, vocab) from a checkpoint.
+    """The labeler (also the AI judge and the d-RLAIF scorer): (ModelScorer, vocab).
 
-    ckpt_dir defaults to WORKDIR/labeler/ckpt and vocab_path to WORKDIR/labeler/spm.model
-    (what `bootstrap_labeler` writes). The model runs on THIS host's devices (each host
-    labels its own shards), params laid out by the gin-selected rules table.
+    model_dir: an instruction-tuned Hugging Face checkpoint directory (its own tokenizer
+      and chat template) or a model directory under WORKDIR ('labeler': the toy world's
+      bootstrapped labeler); `model_overrides` may change compute settings (dtype, ...).
+    The params are born sharded over THIS host's devices with the gin-selected mesh
+    degrees and rules (gin/sharding/fsdp.gin: fsdp over every local device), so a labeler
+    larger than one device works; each host labels its own shards. max_len (prompt tokens
+    at most) defaults to the model's max_len.
     """
-    import os
-
     import jax
 
-    from rlaif_jax.data import vocab as vocab_lib
-    from rlaif_jax.models import config as model_config
-    from rlaif_jax.models import model as model_lib
+    from rlaif_jax import model_artifact
+    from rlaif_jax.data.vocab import stop_ids
     from rlaif_jax.sharding import mesh as mesh_lib
     from rlaif_jax.sharding import rules as rules_lib
 
-    ckpt_dir = ckpt_dir or os.path.join(workdir, "labeler", "ckpt")
-    vocab_path = vocab_path or os.path.join(workdir, "labeler", "spm.model")
-    vocab = vocab_lib.sentencepiece_vocabulary(vocab_path)
-    config = model_config.get_config(model_preset, **(model_overrides or {}))
-    mesh = mesh_lib.make_mesh(data=-1, fsdp=1, tensor=1, devices=jax.local_devices())
+    if model_dir is None:
+        raise ValueError(
+            "labeler_from_checkpoint.model_dir is not set: point it at an instruction-tuned "
+            "Hugging Face checkpoint (LABELER_HF_DIR in gin/experiments/paper/*.gin) or at a "
+            "labeler model directory."
+        )
+    art = model_artifact.open_model(
+        model_artifact.resolve_model_dir(workdir, model_dir, "labeler_from_checkpoint.model_dir")
+    )
+    config = art.config_with(model_overrides, "labeler_from_checkpoint.model_overrides")
+    mesh = mesh_lib.make_mesh(devices=jax.local_devices())
     rules = rules_lib.get_rules()
-    from rlaif_jax.train.checkpoint import restore_params
-
-    # Abstract target: the params are read straight into their shardings, never twice.
-    structs, _ = model_lib.abstract_params(config, mesh, rules, "lm")
-    params = restore_params(ckpt_dir, structs)
+    params, _ = model_artifact.load_params(art, mesh, rules, "lm", config)
     scorer = ModelScorer(
         config,
         params,
         mesh,
         rules,
         batch_size=batch_size,
-        max_len=max_len,
+        max_len=max_len or config.max_len,
         shared_prefix=shared_prefix,
-        pad_id=vocab.pad_id,
-        eos_id=vocab.eos_id,
+        pad_id=art.vocab.pad_id,
+        eos_id=stop_ids(art.vocab),
     )
-    return scorer, vocab
+    return scorer, art.vocab

@@ -170,19 +170,22 @@ def run_stage(
     seed: int = 0,
     max_pairs: int | None = None,
     on_shard: Callable[[int], None] | None = None,
+    output_dir: str = LABEL_DIR,
 ) -> dict[str, float]:
     """Labels the task's unlabeled pairs (and its alignment subset) with an AI labeler.
 
     variant: the prompt (gin: `label.variant = @prompt_variant()`; default Base 0-shot of
       the data's task).
     labeler_fn(workdir) -> (PromptScorer, vocab): the labeler (default
-      `scoring.labeler_from_checkpoint`, i.e. WORKDIR/labeler/ckpt and its vocab).
+      `scoring.labeler_from_checkpoint`: the model directory gin names, e.g. an
+      instruction-tuned HF checkpoint, whose chat template and BOS the prompts follow).
+    output_dir: under WORKDIR ('labels'; e.g. 'labels_same_size' for a second labeler).
     pairs / alignment_pairs: iterables (or callables) of pair records; default the
       gin-configured `data.tasks.stage_sources(workdir)` roles 'unlabeled' and 'alignment'.
     Returns the metrics written to WORKDIR/labels/metrics.json.
     """
     start = time.time()
-    out_dir = os.path.join(workdir, LABEL_DIR)
+    out_dir = os.path.join(workdir, output_dir)
     if pairs is None:
         from rlaif_jax.data import tasks
 

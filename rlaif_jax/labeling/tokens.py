@@ -102,8 +102,12 @@ class TokenizedPrompt:
         return len(self.prefix) + len(self.suffix)
 
 
-def bos_ids(vocab: Vocab, add_bos: bool) -> tuple[int, ...]:
-    """(bos_id,) when `add_bos` and the vocabulary has a BOS id (>= 0), else ()."""
+def bos_ids(vocab: Vocab, add_bos: bool | None) -> tuple[int, ...]:
+    """(bos_id,) when `add_bos` and the vocabulary has a BOS id (>= 0), else ().
+    add_bos None: as the vocabulary's checkpoint expects (`HFTokenizerVocabulary.adds_bos`;
+    SentencePiece vocabularies of this codebase have no BOS)."""
+    if add_bos is None:
+        add_bos = bool(getattr(vocab, "adds_bos", False))
     bos = getattr(vocab, "bos_id", None) if add_bos else None
     return (int(bos),) if bos is not None and int(bos) >= 0 else ()
 
@@ -114,12 +118,13 @@ def tokenize_prompt(
     suffix: str,
     lead: Sequence[int] = (),
     max_len: int | None = None,
-    add_bos: bool = False,
+    add_bos: bool | None = False,
 ) -> TokenizedPrompt:
     """`encode(prefix)`, `encode(suffix) + lead`; over-long suffixes lose tokens from
     their START (the beginning of the context), keeping the sample's end and the ending.
 
-    add_bos: the model expects a BOS token first; the prefix ids then start with exactly
+    add_bos: the model expects a BOS token first (None: as `bos_ids` decides from the
+    vocabulary); the prefix ids then start with exactly
     one `vocab.bos_id` (none is added when the text already encodes to it, e.g. a chat
     template's '<bos>', and nothing when the vocabulary has no BOS).
     """

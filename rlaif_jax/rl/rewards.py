@@ -1,5 +1,5 @@
-"""Reward functions for RL: a reward model (RLAIF / RLHF), the d-RLAIF labeler, or (toy world,
-a diagnostic) the oracle itself.
+"""Reward functions for RL: a reward model (RLAIF / RLHF) or the d-RLAIF labeler (the toy
+world adds its oracle as a diagnostic, `toy.judges.ToyOracleReward`).
 
 Rewards are computed on TEXT: the policy's detokenized response, re-tokenized with
 the reward model's (or labeler's) own vocabulary, which may differ from the policy's.
@@ -82,6 +82,8 @@ class RewardModelReward:
     max_response: int
     suffix: str = ""
     batch_size: int = 64
+    add_bos: bool = False
+    context_template: str = "{context}"
     context_truncation: str = "middle"
     stats: batching.TruncationStats = dataclasses.field(default_factory=batching.TruncationStats)
 
@@ -90,7 +92,7 @@ class RewardModelReward:
         if self.batch_size % div:
             raise ValueError(
                 f"RewardModelReward.batch_size={self.batch_size} must be a multiple of the "
-                f"mesh batch divisor x processes = {div} (gin: reward_model_reward.batch_size)."
+                f"mesh batch divisor x processes = {div} (gin: reward_model_from_checkpoint.batch_size)."
             )
 
     def __call__(self, contexts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
@@ -98,7 +100,10 @@ class RewardModelReward:
         out = np.zeros(len(contexts), np.float32)
         local = self.batch_size // jax.process_count()
         for lo, hi in _chunks(len(contexts), local):
-            recs = [{"context": c, "target": r} for c, r in zip(contexts[lo:hi], responses[lo:hi])]
+            recs = [
+                {"context": self.context_template.replace("{context}", c), "target": r}
+                for c, r in zip(contexts[lo:hi], responses[lo:hi])
+            ]
             batch = batching.sft_batch(
                 recs,
                 self.vocab,
@@ -106,6 +111,7 @@ class RewardModelReward:
                 self.max_response,
                 suffix=self.suffix,
                 context_truncation=self.context_truncation,
+                add_bos=self.add_bos,
                 stats=self.stats,
             )
             # Fixed shapes: pad a short chunk with copies of its first row (dropped below).
@@ -167,19 +173,3 @@ class DirectLabelerReward:
                 f"d-RLAIF scorer returned shape {s.shape}, expected ({len(contexts)},)."
             )
         return direct.rescale(s).astype(np.float32)
-
-
-class ToyOracleReward:
-    """Gold reward on the toy world: the oracle quality of each response (1.0 = perfect).
-
-    Not a method of the paper: the upper bound of what RL reaches with a perfect reward
-    model in the same step budget, to tell RM errors from RL inefficiency (gin:
-    `rl_gold/rl.reward_builder = @toy_oracle_reward`).
-    """
-
-    def __call__(self, contexts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        from rlaif_jax.toy import oracle as toy_oracle
-
-        _check_inputs(contexts, responses)
-        scores = [toy_oracle.oracle_score(c, r) for c, r in zip(contexts, responses)]
-        return np.asarray(scores, np.float32)

@@ -15,7 +15,6 @@ duplicated beyond the three the algorithm needs (policy, value, anchor).
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import gin
@@ -106,54 +105,52 @@ def build_roles(
     )
 
 
-def _restore_params(ckpt_dir: str, target: PyTree) -> PyTree:
-    """Params-only restore of another stage's checkpoint into `target`'s shapes/shardings."""
-    from rlaif_jax.train import checkpoint
-
-    if not os.path.isdir(ckpt_dir):
-        raise FileNotFoundError(
-            f"No checkpoint directory {ckpt_dir}: run the stage that writes it first."
-        )
-    return checkpoint.restore_params(ckpt_dir, target)
-
-
 @gin.configurable
 def reward_model_from_checkpoint(
     workdir: str,
     mesh: Mesh,
     rules: Rules,
     rm_dir: str = gin.REQUIRED,
-    vocab_path: str | None = None,
-    model_preset: str = "toy_policy",
     model_overrides: dict | None = None,
-    max_context: int = 512,
-    max_response: int = 64,
-    suffix: str = "",
+    max_context: int | None = None,
+    max_response: int | None = None,
+    suffix: str | None = None,
     batch_size: int = 32,
 ) -> rewards.RewardModelReward:
-    """RewardFn of the RM in WORKDIR/<rm_dir>/ckpt (scalar head) with its own vocabulary.
+    """RewardFn of the reward model in WORKDIR/<rm_dir> (or a path): its config, tokenizer
+    and input layout come from its artifact, so it scores responses laid out exactly as
+    in RM training. rm_dir: 'rm_ai' (RLAIF) or 'rm_human' (RLHF). max_context /
+    max_response / suffix may only restate the artifact's layout (None = take it)."""
+    from rlaif_jax import model_artifact
 
-    rm_dir: 'rm_ai' (RLAIF) or 'rm_human' (RLHF). vocab_path defaults to
-    WORKDIR/<rm_dir>/spm.model, else WORKDIR/sft/spm.model (the toy RM shares the SFT
-    vocabulary because it starts from the SFT model). max_context / max_response /
-    suffix must match the RM stage's layout.
-    """
-    from rlaif_jax.data import vocab as vocab_lib
-    from rlaif_jax.models import config as model_config
-
-    config = model_config.get_config(model_preset, **(model_overrides or {}))
-    init, shardings = _init(config, mesh, rules, "scalar")
-    params = _restore_params(os.path.join(workdir, rm_dir, "ckpt"), init)
-    vocab = vocab_lib.sentencepiece_vocabulary(_vocab_path(workdir, rm_dir, vocab_path))
+    art = model_artifact.open_model(
+        model_artifact.resolve_model_dir(workdir, rm_dir, "reward_model_from_checkpoint.rm_dir")
+    )
+    if art.head != "scalar":
+        raise model_artifact.ArtifactError(
+            f"reward_model_from_checkpoint.rm_dir = {rm_dir!r}: {art.where} is an LM, not a "
+            "reward model (head 'scalar'); point it at a `rlaif-jax reward` output."
+        )
+    config = art.config_with(model_overrides, "reward_model_from_checkpoint.model_overrides")
+    layout = art.layout_for(
+        None,
+        "reward_model_from_checkpoint",
+        max_context=max_context,
+        max_response=max_response,
+        prompt_suffix=suffix,
+    )
+    params, shardings = model_artifact.load_params(art, mesh, rules, "scalar", config)
     return rewards.RewardModelReward(
         score_fn=rewards.make_rm_score_fn(config, mesh, rules, shardings),
         params=params,
-        vocab=vocab,
+        vocab=art.vocab,
         mesh=mesh,
-        max_context=max_context,
-        max_response=max_response,
-        suffix=suffix,
+        max_context=layout.max_context,
+        max_response=layout.max_response,
+        suffix=layout.prompt_suffix,
         batch_size=batch_size,
+        add_bos=layout.add_bos,
+        context_template=layout.context_template,
     )
 
 
@@ -162,26 +159,13 @@ def direct_labeler_from_checkpoint(
     workdir: str, mesh: Mesh, rules: Rules, prompt: Any = None
 ) -> rewards.DirectLabelerReward:
     """d-RLAIF RewardFn: the labeler of `labeling.scoring.labeler_from_checkpoint` (gin
-    configures its checkpoint, vocab and batch) scoring 1–10 with `direct.DirectScorer`."""
+    configures its model directory and batch) scoring 1–10 with `direct.DirectScorer`, with
+    the d-RLAIF prompt of the data's task unless `prompt` is given."""
+    from rlaif_jax.data import tasks
     from rlaif_jax.labeling import direct, render
     from rlaif_jax.labeling.scoring import labeler_from_checkpoint
 
     del mesh, rules  # the labeler lays itself out on this host's devices
     scorer, vocab = labeler_from_checkpoint(workdir)
-    return rewards.DirectLabelerReward(
-        direct.DirectScorer(scorer, vocab, prompt or render.DirectPrompt())
-    )
-
-
-def _vocab_path(workdir: str, stage_dir: str, explicit: str | None) -> str:
-    if explicit:
-        return explicit
-    own = os.path.join(workdir, stage_dir, "spm.model")
-    return own if os.path.exists(own) else os.path.join(workdir, "sft", "spm.model")
-
-
-@gin.configurable
-def toy_oracle_reward(workdir: str, mesh: Mesh, rules: Rules) -> rewards.ToyOracleReward:
-    """Reward builder of the gold-reward arm (`rewards.ToyOracleReward`); toy world only."""
-    del workdir, mesh, rules
-    return rewards.ToyOracleReward()
+    prompt = prompt or render.direct_prompt_for(tasks.task_sources().task)
+    return rewards.DirectLabelerReward(direct.DirectScorer(scorer, vocab, prompt))

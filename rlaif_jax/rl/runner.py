@@ -20,6 +20,8 @@ import numpy as np
 import optax
 
 from rlaif_jax.data import batching
+from rlaif_jax.data.layout import PAPER_MAX_CONTEXT, PAPER_MAX_RESPONSE, InputLayout
+from rlaif_jax.data.vocab import stop_ids
 from rlaif_jax.rl import a2c, rewards
 from rlaif_jax.rl import learner as learner_lib
 from rlaif_jax.rl.roles import PolicyRoles
@@ -39,6 +41,7 @@ class RLSettings:
     kl_coef (β), reward_weight ('one' | 'one_minus_beta'), normalize ('tokens' |
     'sequences'), whiten_advantages, entropy_coef, value_coef: see `a2c`.
     normalize_rewards: divide rewards by a running std after subtracting a running mean.
+    max_prompt_len / max_new_tokens / prompt_suffix: None = the policy artifact's layout.
     anchor_dtype: 'float32' | 'bfloat16' storage of the frozen SFT anchor.
     """
 
@@ -53,9 +56,11 @@ class RLSettings:
     temperature: float = 0.9
     top_k: int = 0
     top_p: float = 1.0
-    max_prompt_len: int = 1024
-    max_new_tokens: int = 128
-    prompt_suffix: str = ""
+    # The policy's input layout comes from its model artifact; these may only restate it
+    # (None = take the artifact's; a different value is an error naming both).
+    max_prompt_len: int | None = None
+    max_new_tokens: int | None = None
+    prompt_suffix: str | None = None
     kl_coef: float = 0.05
     reward_weight: str = "one"
     normalize: str = "tokens"
@@ -91,11 +96,20 @@ def make_optimizer(settings: RLSettings) -> optax.GradientTransformation:
 
 
 def decode_response(vocab: Any, ids: np.ndarray, length: int) -> str:
-    """Text of a response: tokens up to (not including) EOS."""
+    """Text of a response: tokens up to (not including) the first stop id."""
     seq = [int(t) for t in ids[:length]]
-    if vocab.eos_id is not None and vocab.eos_id in seq:
-        seq = seq[: seq.index(vocab.eos_id)]
-    return vocab.decode(seq)
+    stops = set(stop_ids(vocab))
+    cut = next((i for i, t in enumerate(seq) if t in stops), len(seq))
+    return vocab.decode(seq[:cut])
+
+
+def settings_layout(settings: RLSettings) -> InputLayout:
+    """The layout RLSettings state on their own (Colab use without an artifact)."""
+    return InputLayout(
+        prompt_suffix=settings.prompt_suffix or "",
+        max_context=settings.max_prompt_len or PAPER_MAX_CONTEXT,
+        max_response=settings.max_new_tokens or PAPER_MAX_RESPONSE,
+    )
 
 
 class RLRunner:
@@ -103,7 +117,8 @@ class RLRunner:
 
     sample_fn(policy_params, prompt_tokens [B, Lp], prompt_lengths [B], rng) ->
     `decoding.sample.SampleOutput` (tokens / logprobs / mask [B·S, T], lengths,
-    prompt_index [B·S]); reward_fn: a `rewards.RewardFn`; vocab: the POLICY's.
+    prompt_index [B·S]); reward_fn: a `rewards.RewardFn`; vocab: the POLICY's; layout:
+    the policy's input layout (default: `settings_layout(settings)`).
     """
 
     def __init__(
@@ -115,7 +130,9 @@ class RLRunner:
         mesh: Any,
         rules: Any,
         sample_fn: Callable[..., Any],
+        layout: InputLayout | None = None,
     ):
+        self.layout = layout or settings_layout(settings)
         self.settings, self.roles, self.reward_fn = settings, roles, reward_fn
         self.vocab, self.mesh, self.sample_fn = vocab, mesh, sample_fn
         build = learner_lib.make_learner(
@@ -134,6 +151,7 @@ class RLRunner:
         self.state = self.learner.init_state(roles.params)
         roles.params = None  # the state owns (and donates) them from now on
         self.truncation = batching.TruncationStats()
+        self._stops = np.asarray(stop_ids(vocab), np.int32)
 
     @property
     def policy_params(self) -> Any:
@@ -141,10 +159,7 @@ class RLRunner:
 
     def rollout(self, records: Sequence[dict], rng: jax.Array) -> tuple[dict, dict]:
         """Samples, rewards and scores one batch. Returns (global batch dict, host info)."""
-        s = self.settings
-        tokens, lengths = batching.prompt_batch(
-            records, self.vocab, s.max_prompt_len, s.prompt_suffix, stats=self.truncation
-        )
+        tokens, lengths = self.layout.prompt_batch(records, self.vocab, stats=self.truncation)
         prompts = partition.global_batch({"tokens": tokens, "lengths": lengths}, self.mesh)
         t0 = time.time()
         out = self.sample_fn(self.policy_params, prompts["tokens"], prompts["lengths"], rng)
@@ -181,7 +196,9 @@ class RLRunner:
             "contexts": contexts,
             "num_tokens": float(mask.sum()),
             "resp_len": mask.sum(-1),
-            "eos": np.array([self.vocab.eos_id in r[: int(n)] for r, n in zip(resp, resp_len)]),
+            "eos": np.array(
+                [np.isin(r[: int(n)], self._stops).any() for r, n in zip(resp, resp_len)]
+            ),
             "rollout_s": rollout_s,
             "reward_s": reward_s,
         }

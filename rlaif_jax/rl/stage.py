@@ -114,31 +114,37 @@ def _load_prompts(prompts: Any) -> list[dict]:
     return list(prompts() if callable(prompts) and not hasattr(prompts, "__iter__") else prompts)
 
 
-def _policy_vocab(workdir: str, policy_dir: str, vocab_path: str | None) -> Any:
-    from rlaif_jax.data import vocab as vocab_lib
-
-    return vocab_lib.sentencepiece_vocabulary(
-        vocab_path or os.path.join(workdir, policy_dir, "spm.model")
+def policy_layout(policy: Any, settings: RLSettings, task: str | None) -> Any:
+    """The policy artifact's input layout; RLSettings may restate it but not change it."""
+    return policy.layout_for(
+        task,
+        "RLSettings",
+        max_context=settings.max_prompt_len,
+        max_response=settings.max_new_tokens,
+        prompt_suffix=settings.prompt_suffix,
     )
 
 
-def make_sample_fn(config: Any, mesh: Any, rules: Any, settings: RLSettings, vocab: Any):
-    """The decoding sampler at the RL temperature, samples_per_prompt rows per prompt."""
+def make_sample_fn(
+    config: Any, mesh: Any, rules: Any, settings: RLSettings, vocab: Any, max_new_tokens: int
+):
+    """The decoding sampler at the RL temperature, samples_per_prompt rows per prompt;
+    every stop id of the policy's vocabulary ends a response."""
+    from rlaif_jax.data.vocab import stop_ids
     from rlaif_jax.decoding import sample
 
-    sampler = sample.make_sampler(
+    return sample.make_sampler(
         config,
         mesh,
         rules,
-        max_new_tokens=settings.max_new_tokens,
+        max_new_tokens=max_new_tokens,
         temperature=settings.temperature,
         top_k=settings.top_k,
         top_p=settings.top_p,
-        eos_id=vocab.eos_id,
+        eos_id=stop_ids(vocab),
         pad_id=vocab.pad_id,
         num_samples=settings.samples_per_prompt,
     )
-    return sampler
 
 
 @gin.configurable("rl")
@@ -148,20 +154,23 @@ def run_stage(
     reward_builder: Callable[..., rewards.RewardFn] = gin.REQUIRED,
     settings: RLSettings | None = None,
     policy_dir: str = "sft",
-    model_preset: str = "toy_policy",
     model_overrides: dict | None = None,
-    vocab_path: str | None = None,
     prompts: Any = None,
     stop_after: int | None = None,
 ) -> dict[str, float]:
-    """RL from WORKDIR/<policy_dir>/ckpt into WORKDIR/rl_<name>/.
+    """RL from the policy model in WORKDIR/<policy_dir> into WORKDIR/rl_<name>/.
 
+    The policy's config, tokenizer and input layout come from its artifact
+    (`model_artifact`; `model_overrides` may change compute settings only). The anchor is
+    the same params frozen, the value model its trunk under a fresh scalar head.
     reward_builder(workdir, mesh, rules) -> RewardFn: `reward_model_from_checkpoint`
     (RLAIF: rm_dir='rm_ai'; RLHF: rm_dir='rm_human') or `direct_labeler_from_checkpoint`
     (d-RLAIF); gin/method/{rlaif,rlhf,d_rlaif}.gin pick one. prompts: records
     {id, context} (default: the gin-configured task's 'prompts' role, split 'train').
+    Output: a model artifact (model.json, tokenizer, ckpt with the policy params).
     """
-    from rlaif_jax.models import config as model_config
+    from rlaif_jax import model_artifact
+    from rlaif_jax.data import tasks
     from rlaif_jax.rl import roles as roles_lib
     from rlaif_jax.sharding import mesh as mesh_lib
     from rlaif_jax.sharding import rules as rules_lib
@@ -171,15 +180,20 @@ def run_stage(
     out_dir = os.path.join(workdir, f"rl_{name}")
     mesh = mesh_lib.make_mesh()
     rules = rules_lib.get_rules()
-    config = model_config.get_config(model_preset, **(model_overrides or {}))
-    vocab = _policy_vocab(workdir, policy_dir, vocab_path)
-    init, _ = roles_lib._init(config, mesh, rules, "lm")
-    sft = roles_lib._restore_params(os.path.join(workdir, policy_dir, "ckpt"), init)
-    del init
+    policy = model_artifact.open_model(
+        model_artifact.resolve_model_dir(workdir, policy_dir, "rl.policy_dir")
+    )
+    config = policy.config_with(model_overrides, "rl.model_overrides")
+    task = tasks.task_sources().task if prompts is None else None
+    layout = policy_layout(policy, settings, task)
+    sft, _ = model_artifact.load_params(policy, mesh, rules, "lm", config)
+    model_artifact.write_model_artifact(
+        out_dir, config, "lm", policy.vocab, layout, policy.family, policy.source
+    )
     roles = roles_lib.build_roles(config, sft, mesh, rules, settings.anchor_dtype, settings.seed)
     reward_fn = reward_builder(workdir, mesh, rules)
-    sample_fn = make_sample_fn(config, mesh, rules, settings, vocab)
-    runner = RLRunner(settings, roles, reward_fn, vocab, mesh, rules, sample_fn)
+    sample_fn = make_sample_fn(config, mesh, rules, settings, policy.vocab, layout.max_response)
+    runner = RLRunner(settings, roles, reward_fn, policy.vocab, mesh, rules, sample_fn, layout)
     last = train(runner, _load_prompts(prompts), out_dir, stop_after=stop_after)
     if stop_after is not None:
         return last

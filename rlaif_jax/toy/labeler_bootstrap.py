@@ -22,8 +22,9 @@ from collections.abc import Sequence
 import gin
 import numpy as np
 
-from rlaif_jax import artifacts
+from rlaif_jax import artifacts, model_artifact
 from rlaif_jax.data import vocab as vocab_lib
+from rlaif_jax.data.layout import task_layout
 from rlaif_jax.labeling import render
 from rlaif_jax.models.config import get_config
 from rlaif_jax.sft import lm_loss
@@ -100,6 +101,7 @@ def run_stage(
     stage_dir = os.path.join(workdir, output_dir)
     if release:
         metrics = install_release(release, stage_dir, model_preset, model_overrides)
+        _describe(stage_dir, get_config(model_preset, **(model_overrides or {})))
         finish(stage_dir, metrics, start)
         return metrics
     settings = settings or TrainSettings()
@@ -122,6 +124,7 @@ def run_stage(
             f"bootstrap_labeler: vocabulary of {vocab.vocab_size} pieces exceeds the model's "
             f"vocab_size {config.vocab_size} (gin: bootstrap_labeler.model_overrides)."
         )
+    _describe(stage_dir, config)
     # The toy world is a summarization task: variants left task-less (gin) get it.
     variants = [v.with_task("summarize") for v in variants or [render.PromptVariant()]]
     examples = bootstrap_data.preference_examples(
@@ -159,3 +162,12 @@ def run_stage(
     metrics["num_examples"] = len(examples)
     finish(stage_dir, metrics, start)
     return metrics
+
+
+def _describe(stage_dir: str, config) -> None:
+    """Makes WORKDIR/labeler a model artifact (`model_artifact`): the label stage, the AI
+    judge and d-RLAIF read it like any labeler directory."""
+    vocab = vocab_lib.sentencepiece_vocabulary(os.path.join(stage_dir, "spm.model"))
+    model_artifact.write_model_artifact(
+        stage_dir, config, "lm", vocab, task_layout("summarize"), source="toy labeler bootstrap"
+    )

@@ -114,8 +114,13 @@ def train_supervised(
     init_from_layers: int | None = None,
     eval_fn: Callable[[Any], dict[str, float]] | None = None,
     tx=None,
+    init_params: Callable[[Any, Any], tuple[Any, Any]] | None = None,
 ) -> tuple[Any, dict[str, float]]:
     """Trains `config`/`head` on `records` and returns (params, final metrics).
+
+    init_params(mesh, rules) -> (params, shardings): where the model starts (e.g. a
+    pretrained checkpoint, `model_artifact.load_params`); otherwise random init, or the
+    orbax checkpoint dir `init_from`.
 
     Output: stage_dir/ckpt (orbax), WORKDIR/logs/<stage>/metrics.jsonl + TensorBoard.
     A rerun resumes from stage_dir/ckpt exactly.
@@ -129,9 +134,12 @@ def train_supervised(
             f"{partition.batch_size_divisor(mesh)} batch shards of the mesh (gin: TrainSettings.batch_size)."
         )
     num_steps = num_steps_for(settings, len(records))
-    params, shardings = init_model_params(
-        config, head, mesh, rules, settings.seed, init_from, init_from_lm, init_from_layers
-    )
+    if init_params is not None:
+        params, shardings = init_params(mesh, rules)
+    else:
+        params, shardings = init_model_params(
+            config, head, mesh, rules, settings.seed, init_from, init_from_lm, init_from_layers
+        )
     tx = tx or optim.make_optimizer()
     state, state_shardings = loop.create_sharded_state(params, shardings, tx, mesh, settings.seed)
     del params

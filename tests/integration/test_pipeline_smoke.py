@@ -1,21 +1,23 @@
-"""The whole pipeline at unit-test size: every stage runs sharded on 8 fake devices, the
-report has every DESIGN §5 key, and a rerun skips every finished stage."""
+"""The whole toy pipeline at unit-test size — the demo's steps plus the d-RLAIF and gold
+arms (gin/experiments/toy_arms.gin includes demo.gin): every stage runs sharded on 8 fake
+devices, every gin binding of the composition configures a stage, the report has every
+DESIGN §5 key, and a rerun skips every finished stage."""
 
 import json
 import os
 
 import pytest
 
-from rlaif_jax import cli
+from rlaif_jax import cli, gin_utils
 from rlaif_jax.evaluation import report
 
 
 @pytest.mark.slow
-def test_tiny_pipeline_end_to_end_then_rerun_skips(tmp_path):
+def test_tiny_toy_pipeline_end_to_end_then_rerun_skips(tmp_path):
     args = [
         "pipeline",
         "--gin_file",
-        "experiments/demo.gin",
+        "experiments/toy_arms.gin",
         "--gin_file",
         "test/toy_tiny.gin",
         "--gin.make_mesh.data=2",
@@ -26,8 +28,10 @@ def test_tiny_pipeline_end_to_end_then_rerun_skips(tmp_path):
         str(tmp_path),
     ]
     assert cli.main(args) == 0
+    # Every binding of the demo's files (and of the test file on top) configured a stage.
+    assert gin_utils.unused_bindings() == []
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
-    for key in report.REQUIRED_KEYS:
+    for key in report.REQUIRED_KEYS + report.HUMAN_JUDGE_KEYS:
         assert key in metrics, key
     assert metrics["num_eval_prompts"] == 16
     # Policies are judged as RL samples them: 4 samples per prompt at the rollout temperature.
@@ -35,6 +39,9 @@ def test_tiny_pipeline_end_to_end_then_rerun_skips(tmp_path):
     rows = (tmp_path / "eval" / "samples_rlaif.jsonl").read_text().splitlines()
     assert len(rows) == 16 * 4
     assert all(r["rate"]["n"] == 16 for r in metrics["win_rates"])
+    for a in ("d_rlaif", "gold"):
+        assert 0.0 <= metrics[f"win_rate_{a}_vs_sft"] <= 1.0
+    assert 0.0 <= metrics["win_rate_d_rlaif_vs_sft_ai_judge"] <= 1.0
     for f in ("report.md", "win_rates.png", "rl_reward_mean.png", "side_by_side.html"):
         assert (tmp_path / "report" / f).is_file(), f
     assert (tmp_path / "config.gin").is_file()
@@ -47,6 +54,8 @@ def test_tiny_pipeline_end_to_end_then_rerun_skips(tmp_path):
         "rm_human",
         "rl_rlaif",
         "rl_rlhf",
+        "rl_d_rlaif",
+        "rl_gold",
         "report",
     )
     before = {n: os.path.getmtime(tmp_path / n / "COMPLETE") for n in names}

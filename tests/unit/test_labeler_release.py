@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from rlaif_jax import artifacts
+from rlaif_jax.data import vocab as vocab_lib
 from rlaif_jax.models import model as model_lib
 from rlaif_jax.models.config import get_config
 from rlaif_jax.toy import labeler_bootstrap as bootstrap
@@ -29,7 +30,9 @@ def bootstrapped(tmp_path):
     mesh, rules = release._local_mesh()
     params, _ = model_lib.init_params(get_config("tiny"), jax.random.key(3), mesh, rules, "lm")
     save_params(str(stage / "ckpt"), params)
-    (stage / "spm.model").write_bytes(b"sentencepiece model bytes")
+    vocab_lib.train_sentencepiece(
+        ["the cat sat on the mat", "Preferred Summary=1"] * 20, str(stage / "spm"), 64
+    )
     artifacts.write_complete(str(stage), {"loss": 0.61, "num_steps": 40}, wall_seconds=12.5)
     return str(stage), params
 
@@ -51,7 +54,13 @@ def test_export_then_install_reproduces_the_labeler_exactly(bootstrapped, tmp_pa
     metrics = bootstrap.run_stage(workdir=str(workdir), model_preset="tiny", release=out)
     assert metrics["loss"] == 0.61 and metrics["release_bootstrap_seconds"] == 12.5
     assert artifacts.is_complete(str(workdir / "labeler"))
-    assert (workdir / "labeler" / "spm.model").read_bytes() == b"sentencepiece model bytes"
+    spm = (tmp_path / "run" / "labeler" / "spm.model").read_bytes()
+    assert (workdir / "labeler" / "spm.model").read_bytes() == spm
+    # ... as a model directory the label stage reads like any labeler.
+    from rlaif_jax import model_artifact
+
+    art = model_artifact.open_model(str(workdir / "labeler"))
+    assert art.config == get_config("tiny") and art.head == "lm"
     mesh, rules = release._local_mesh()
     structs, _ = model_lib.abstract_params(get_config("tiny"), mesh, rules, "lm")
     restored = restore_params(str(workdir / "labeler" / "ckpt"), structs)

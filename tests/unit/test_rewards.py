@@ -156,14 +156,14 @@ def test_direct_labeler_reward_rescales_expected_score():
 
 
 def test_toy_oracle_reward_is_the_oracle_quality_per_response():
-    from rlaif_jax.rl import roles
+    from rlaif_jax.toy import judges
     from rlaif_jax.toy import text as toy_text
     from rlaif_jax.toy.world import ToyWorld
 
     post = ToyWorld().post("eval", 0)
     perfect = toy_text.render_summary(post.key_facts)
     looped = toy_text.render_summary(post.key_facts[:1] * 3)
-    fn = roles.toy_oracle_reward("unused", None, None)
+    fn = judges.toy_oracle_reward("unused", None, None)
     r = fn([post.context] * 3, [perfect, looped, "garbage words"])
     assert isinstance(fn, rewards.RewardFn) and r.dtype == np.float32 and r.shape == (3,)
     assert r[0] == pytest.approx(1.0)

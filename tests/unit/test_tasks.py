@@ -37,7 +37,7 @@ def test_summarize_gin_sources_per_role():
     human = list(data.source("human_prefs", "train"))
     assert human == list(formats.read_comparisons(COMP, split="train"))
     assert list(data.source("unlabeled", "train")) == list(splits.randomize_order(human, 5))
-    assert len(list(data.source("human_prefs", "valid2"))) == 1
+    assert len(list(data.source("human_prefs", "test"))) == 1  # the file's valid2
     align = list(data.source("alignment", "train"))
     assert all(r["confidence"] in (1, 2, 8, 9) for r in align)
     assert list(data.source("alignment", "train")) == align  # re-iterable, deterministic
@@ -85,7 +85,7 @@ def test_seqio_tasks_match_plain_python_and_shard(tmp_path):
     names = tasks.register_tasks(data)
     assert "rlaif_summarize_sft" in names and "rlaif_summarize_unlabeled" in names
     assert tasks.register_tasks(data) == names  # re-registering replaces
-    for role, split in [("sft", "train"), ("unlabeled", "train"), ("human_prefs", "valid1")]:
+    for role, split in [("sft", "train"), ("unlabeled", "train"), ("human_prefs", "validation")]:
         expected = list(data.source(role, split))
         got = list(tasks.task_records(tasks.task_name("summarize", role), split))
         assert got == [{k: r[k] for k in records.__dict__[_feat(role)]} for r in expected]

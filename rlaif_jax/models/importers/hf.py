@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import gin
 import jax
 
 from rlaif_jax.models.importers import safetensors_io as sio
@@ -205,7 +204,6 @@ def load_config(directory: str, **overrides: Any):
     return family, ModelConfig(**kw)
 
 
-@gin.configurable
 def import_hf(
     directory: str,
     mesh: jax.sharding.Mesh,
