@@ -18,9 +18,6 @@ import jax  # noqa: E402
 
 from rlaif_jax import cli  # noqa: E402
 from rlaif_jax.labeling import stage  # noqa: E402
-import rlaif_jax.model_artifact  # noqa: E402,F401 TEMP
-import rlaif_jax.sharding.mesh  # noqa: E402,F401 TEMP
-import rlaif_jax.sharding.rules  # noqa: E402,F401 TEMP
 
 
 def main() -> int:
