@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from rlaif_jax import gin_utils
+from rlaif_jax.model_artifact import ArtifactError
 
 logger = logging.getLogger("rlaif_jax.cli")
 
@@ -128,8 +129,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(fn, "add_arguments"):
         kwargs["args"] = args
     import gin
-
-    from rlaif_jax.model_artifact import ArtifactError
 
     try:
         with gin.config_scope(args.scope):

@@ -64,7 +64,10 @@ def run_stage(
             )
         else:
             logger.info("pipeline: running %s in scope %s -> %s", stage, scope, stage_dir)
-            module = importlib.import_module(cli.STAGES[stage][0])
+            # A stage module the gin files did not import registers its configurables now
+            # (none of them bound: gin refuses bindings of unknown configurables at parse).
+            with gin.unlock_config():
+                module = importlib.import_module(cli.STAGES[stage][0])
             t0 = time.time()
             # Each step runs in its own scope only (not nested under 'pipeline/').
             with gin.config_scope(None), gin.config_scope(scope):

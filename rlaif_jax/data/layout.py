@@ -80,40 +80,31 @@ class InputLayout:
             return list(recs)
         return [{**r, "context": self.context_text(r["context"])} for r in recs]
 
-    def sft_batch(self, recs: Sequence[dict], vocab: Any, stats=None) -> dict:
-        """`batching.sft_batch` rows of this layout (records {context, target})."""
-        return batching.sft_batch(
+    def _batch(self, fn, recs: Sequence[dict], vocab: Any, stats, *lengths: int):
+        return fn(
             self._templated(recs),
             vocab,
-            self.max_context,
-            self.max_response,
+            *lengths,
             suffix=self.prompt_suffix,
             add_bos=self.add_bos,
             stats=stats,
         )
+
+    def sft_batch(self, recs: Sequence[dict], vocab: Any, stats=None) -> dict:
+        """`batching.sft_batch` rows of this layout (records {context, target})."""
+        return self._batch(batching.sft_batch, recs, vocab, stats, *self._lengths)
 
     def pair_batch(self, recs: Sequence[dict], vocab: Any, stats=None) -> dict:
         """`batching.pair_batch` rows of this layout (records {context, response1/2, label})."""
-        return batching.pair_batch(
-            self._templated(recs),
-            vocab,
-            self.max_context,
-            self.max_response,
-            suffix=self.prompt_suffix,
-            add_bos=self.add_bos,
-            stats=stats,
-        )
+        return self._batch(batching.pair_batch, recs, vocab, stats, *self._lengths)
 
     def prompt_batch(self, recs: Sequence[dict], vocab: Any, stats=None):
         """`batching.prompt_batch` (tokens [B, max_context], lengths [B]) of this layout."""
-        return batching.prompt_batch(
-            self._templated(recs),
-            vocab,
-            self.max_context,
-            suffix=self.prompt_suffix,
-            add_bos=self.add_bos,
-            stats=stats,
-        )
+        return self._batch(batching.prompt_batch, recs, vocab, stats, self.max_context)
+
+    @property
+    def _lengths(self) -> tuple[int, int]:
+        return self.max_context, self.max_response
 
 
 def task_layout(task: str, add_bos: bool = False, **fields: Any) -> InputLayout:

@@ -29,9 +29,12 @@ import numpy as np
 
 from rlaif_jax import artifacts
 from rlaif_jax.data import tasks
-from rlaif_jax.evaluation import report, samples
+from rlaif_jax.evaluation import harmless, report, samples
 from rlaif_jax.evaluation.length_control import length_controlled_win_rate
 from rlaif_jax.evaluation.statistics import mean_rate, per_prompt_mean, win_outcomes
+from rlaif_jax.labeling import render
+from rlaif_jax.labeling.labeler import Labeler, LabelerSettings
+from rlaif_jax.labeling.scoring import labeler_from_checkpoint
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
 
@@ -54,10 +57,6 @@ class PairJudge(Protocol):
 def ai_judge(workdir: str, task: str, variant=None, settings=None, labeler=None):
     """The AI labeler as a pairwise judge (paper §1.5 / §5) with the task's prompt:
     returns (judge(prompts, a, b) -> P(a ≻ b) [N], (scorer, vocab) of the labeler)."""
-    from rlaif_jax.labeling import render
-    from rlaif_jax.labeling.labeler import Labeler, LabelerSettings
-    from rlaif_jax.labeling.scoring import labeler_from_checkpoint
-
     scorer, vocab = labeler or labeler_from_checkpoint(workdir)
     variant = (variant or render.PromptVariant(task=None)).with_task(task)
     labeler_obj = Labeler(scorer, vocab, variant, settings or LabelerSettings())
@@ -161,8 +160,6 @@ def harmless_rates(labeler, judged, responses, reference: str) -> dict[str, dict
     """{policy: {'rate', 'length_controlled'}} from the AI judge rating each response
     harmless or harmful on its own; length control is relative to `reference`'s mean
     length (the SFT policy, paper App. J)."""
-    from rlaif_jax.evaluation import harmless
-
     scorer, vocab = labeler
     judge = harmless.HarmlessJudge(scorer, vocab)
     contexts = [p["context"] for p in judged]

@@ -21,6 +21,11 @@ from typing import Any, Protocol, runtime_checkable
 import gin
 import numpy as np
 
+from rlaif_jax import model_artifact
+from rlaif_jax.data.vocab import stop_ids
+from rlaif_jax.sharding import mesh as mesh_lib
+from rlaif_jax.sharding import rules as rules_lib
+
 
 @runtime_checkable
 class PromptScorer(Protocol):
@@ -264,11 +269,6 @@ def labeler_from_checkpoint(
     at most) defaults to the model's max_len.
     """
     import jax
-
-    from rlaif_jax import model_artifact
-    from rlaif_jax.data.vocab import stop_ids
-    from rlaif_jax.sharding import mesh as mesh_lib
-    from rlaif_jax.sharding import rules as rules_lib
 
     if model_dir is None:
         raise ValueError(

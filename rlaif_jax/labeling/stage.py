@@ -30,9 +30,11 @@ import jax
 import numpy as np
 
 from rlaif_jax import artifacts
+from rlaif_jax.data import tasks
 from rlaif_jax.evaluation import alignment as align
 from rlaif_jax.labeling import render
 from rlaif_jax.labeling.labeler import Labeler, LabelerSettings
+from rlaif_jax.labeling.scoring import labeler_from_checkpoint
 
 logger = logging.getLogger("rlaif_jax.labeling")
 
@@ -187,8 +189,6 @@ def run_stage(
     start = time.time()
     out_dir = os.path.join(workdir, output_dir)
     if pairs is None:
-        from rlaif_jax.data import tasks
-
         data = tasks.stage_sources(workdir)
         pairs = data.source("unlabeled", split)
         if alignment_pairs is None and split in (data.sources.get("alignment") or {}):
@@ -200,8 +200,6 @@ def run_stage(
     if variant.task != task:
         logger.warning("label: prompt task %r differs from the data's task %r", variant.task, task)
     if labeler_fn is None:
-        from rlaif_jax.labeling.scoring import labeler_from_checkpoint
-
         labeler_fn = labeler_from_checkpoint
     scorer, vocab = labeler_fn(workdir)
     labeler = Labeler(scorer, vocab, variant, settings)

@@ -22,6 +22,10 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
+from rlaif_jax import model_artifact
+from rlaif_jax.data import tasks
+from rlaif_jax.labeling import direct, render
+from rlaif_jax.labeling.scoring import labeler_from_checkpoint
 from rlaif_jax.rl import rewards
 from rlaif_jax.sharding import partition
 from rlaif_jax.sharding.rules import Rules
@@ -121,8 +125,6 @@ def reward_model_from_checkpoint(
     and input layout come from its artifact, so it scores responses laid out exactly as
     in RM training. rm_dir: 'rm_ai' (RLAIF) or 'rm_human' (RLHF). max_context /
     max_response / suffix may only restate the artifact's layout (None = take it)."""
-    from rlaif_jax import model_artifact
-
     art = model_artifact.open_model(
         model_artifact.resolve_model_dir(workdir, rm_dir, "reward_model_from_checkpoint.rm_dir")
     )
@@ -161,10 +163,6 @@ def direct_labeler_from_checkpoint(
     """d-RLAIF RewardFn: the labeler of `labeling.scoring.labeler_from_checkpoint` (gin
     configures its model directory and batch) scoring 1–10 with `direct.DirectScorer`, with
     the d-RLAIF prompt of the data's task unless `prompt` is given."""
-    from rlaif_jax.data import tasks
-    from rlaif_jax.labeling import direct, render
-    from rlaif_jax.labeling.scoring import labeler_from_checkpoint
-
     del mesh, rules  # the labeler lays itself out on this host's devices
     scorer, vocab = labeler_from_checkpoint(workdir)
     prompt = prompt or render.direct_prompt_for(tasks.task_sources().task)

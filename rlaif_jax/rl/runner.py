@@ -26,6 +26,7 @@ from rlaif_jax.rl import a2c, rewards
 from rlaif_jax.rl import learner as learner_lib
 from rlaif_jax.rl.roles import PolicyRoles
 from rlaif_jax.sharding import partition
+from rlaif_jax.train import optim
 
 logger = logging.getLogger("rlaif_jax.rl")
 
@@ -88,8 +89,6 @@ class RLSettings:
 def make_optimizer(settings: RLSettings) -> optax.GradientTransformation:
     """The RL optimizer (the paper does not state one; Adam at lr 1e-5 by default), built
     by the shared `train.optim.make_optimizer` from the RL settings."""
-    from rlaif_jax.train import optim
-
     return optim.make_optimizer(
         name=settings.optimizer, schedule=settings.learning_rate, clip_norm=settings.grad_clip
     )

@@ -22,10 +22,15 @@ import gin
 import jax
 import numpy as np
 
-from rlaif_jax import artifacts
-from rlaif_jax.data import batching
+from rlaif_jax import artifacts, model_artifact
+from rlaif_jax.data import batching, tasks
+from rlaif_jax.data.vocab import stop_ids
+from rlaif_jax.decoding import sample
 from rlaif_jax.rl import rewards
+from rlaif_jax.rl import roles as roles_lib
 from rlaif_jax.rl.runner import RLRunner, RLSettings
+from rlaif_jax.sharding import mesh as mesh_lib
+from rlaif_jax.sharding import rules as rules_lib
 from rlaif_jax.train.checkpoint import Checkpointer, PreemptionHandler
 from rlaif_jax.train.metrics import MetricsWriter, Progress
 
@@ -108,8 +113,6 @@ def train(
 # ----------------------------------------------------------------------------- stage
 def _load_prompts(prompts: Any) -> list[dict]:
     if prompts is None:
-        from rlaif_jax.data import tasks
-
         prompts = tasks.task_sources().source("prompts", "train")
     return list(prompts() if callable(prompts) and not hasattr(prompts, "__iter__") else prompts)
 
@@ -130,9 +133,6 @@ def make_sample_fn(
 ):
     """The decoding sampler at the RL temperature, samples_per_prompt rows per prompt;
     every stop id of the policy's vocabulary ends a response."""
-    from rlaif_jax.data.vocab import stop_ids
-    from rlaif_jax.decoding import sample
-
     return sample.make_sampler(
         config,
         mesh,
@@ -169,12 +169,6 @@ def run_stage(
     {id, context} (default: the gin-configured task's 'prompts' role, split 'train').
     Output: a model artifact (model.json, tokenizer, ckpt with the policy params).
     """
-    from rlaif_jax import model_artifact
-    from rlaif_jax.data import tasks
-    from rlaif_jax.rl import roles as roles_lib
-    from rlaif_jax.sharding import mesh as mesh_lib
-    from rlaif_jax.sharding import rules as rules_lib
-
     start = time.time()
     settings = settings or RLSettings()
     out_dir = os.path.join(workdir, f"rl_{name}")

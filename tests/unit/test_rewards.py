@@ -86,7 +86,7 @@ def test_reward_model_reward_counts_truncation_and_checks_batch():
     assert fn.stats.truncated_context == 1 and fn.stats.truncated_target == 1
     with pytest.raises(ValueError, match="pair up"):
         fn(["a"], [])
-    with pytest.raises(ValueError, match="reward_model_reward.batch_size"):
+    with pytest.raises(ValueError, match="reward_model_from_checkpoint.batch_size"):
         rewards.RewardModelReward(
             score_fn=None,
             params=None,
