@@ -99,7 +99,7 @@ class ModelArtifact:
                     f"{self.directory} has no input layout (a raw Hugging Face checkpoint) "
                     "and no task was given to take the default from."
                 )
-            return task_layout(task, add_bos=bool(self.tokenizer.get("adds_bos")), **given)
+            return task_layout(task, **{"add_bos": bool(self.tokenizer.get("adds_bos")), **given})
         for key, value in given.items():
             ours = getattr(self.layout, key)
             if ours != value:

@@ -14,7 +14,9 @@ from tests.integration.test_sft_reward_smoke import _complete, _pairs, _run, _wr
 @pytest.mark.slow
 def test_reward_models_beat_chance_on_held_out_pairs(tmp_path):
     sources = ["--gin.task_sources.sources=@synthetic_pair_sources()"]
-    _run("sft", "test/sft_smoke.gin", tmp_path, *sources)
+    # The RMs start from SFT and read its input layout: short rows for the synthetic pairs.
+    short = ["--gin.sft.max_context=16", "--gin.sft.max_response=16"]
+    _run("sft", "test/sft_smoke.gin", tmp_path, *sources, *short)
     _write_ai_labels(tmp_path / "labels", _pairs("train", 512))
     steps = 16
     common = [
@@ -23,6 +25,7 @@ def test_reward_models_beat_chance_on_held_out_pairs(tmp_path):
         "--gin.RM_LR=3e-3",
         "--gin.make_optimizer.name='adamw'",
         "--gin.reward.max_eval_pairs=64",
+        # reward_smoke.gin restates sft_smoke.gin's layout; restate the one SFT used here.
         "--gin.reward.max_context=16",
         "--gin.reward.max_response=16",
     ]
