@@ -22,6 +22,7 @@ override that contradicts the artifact is an error naming both values.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -241,6 +242,46 @@ def write_model_artifact(
     }
     artifacts.atomic_write(
         os.path.join(directory, MODEL_FILE), json.dumps(meta, indent=1, sort_keys=True)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class StartingPoint:
+    """Where a trained model starts: the source's architecture (with compute overrides),
+    tokenizer and layout, and `init_params(mesh, rules) -> (params, shardings)` as the
+    training loop takes it (`train.supervised.train_supervised`)."""
+
+    config: ModelConfig
+    vocab: Any
+    family: str
+    layout: InputLayout
+    init_params: Any
+    origin: str
+
+
+def start_from(
+    workdir: str,
+    ref: str,
+    binding: str,
+    task: str,
+    head: str,
+    model_overrides: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    **layout_fields: Any,
+) -> StartingPoint:
+    """The starting point of a stage that trains a `head` model from the model `ref` (a
+    stage dir under WORKDIR or a Hugging Face checkpoint directory; `binding` names the
+    gin parameter for errors). `layout_fields` (None = unset) as in `layout_for`."""
+    source = open_model(resolve_model_dir(workdir, ref, binding))
+    scope = binding.split("/")[-1].split(".")[0]
+    config = source.config_with(model_overrides, f"{scope}.model_overrides")
+    return StartingPoint(
+        config=config,
+        vocab=source.vocab,
+        family=source.family,
+        layout=source.layout_for(task, scope, **layout_fields),
+        init_params=functools.partial(load_params, source, head=head, config=config, seed=seed),
+        origin=source.source or os.path.abspath(source.directory),
     )
 
 

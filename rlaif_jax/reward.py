@@ -98,7 +98,7 @@ def run_stage(
     """
     if preferences not in ("ai", "human"):
         raise ValueError(f"reward.preferences={preferences!r}: use 'ai' or 'human'.")
-    start = time.time()
+    t0 = time.time()
     stage_dir = os.path.join(workdir, output_dir)
     settings = settings or TrainSettings()
     data = tasks.stage_sources(workdir)
@@ -117,16 +117,12 @@ def run_stage(
         max_context=max_context, max_response=max_response, prompt_suffix=prompt_suffix
     )
     if init_from is not None:
-        source = model_artifact.open_model(
-            model_artifact.resolve_model_dir(workdir, init_from, f"{output_dir}/reward.init_from")
-        )
-        config = source.config_with(model_overrides, "reward.model_overrides")
-        vocab, family = source.vocab, source.family
-        layout = source.layout_for(data.task, "reward", **layout_fields)
-        init_params = functools.partial(
-            model_artifact.load_params, source, head="scalar", config=config, seed=settings.seed
-        )
-        origin = source.source or os.path.abspath(source.directory)
+        start = model_artifact.start_from(
+            workdir, init_from, f"{output_dir}/reward.init_from", data.task, "scalar",
+            model_overrides, settings.seed, **layout_fields,
+        )  # fmt: skip
+        config, vocab, family, layout = start.config, start.vocab, start.family, start.layout
+        init_params, origin = start.init_params, start.origin
     elif model_preset is not None and vocab_path is not None:
         config = get_config(model_preset, **(model_overrides or {}))
         vocab = tokenizer_files.load_any(vocab_path)
@@ -163,5 +159,5 @@ def run_stage(
             metrics["pairwise_accuracy"],
             len(held_out),
         )
-    finish(stage_dir, metrics, start)
+    finish(stage_dir, metrics, t0)
     return metrics

@@ -73,7 +73,7 @@ def run_stage(
     max_context / max_response / prompt_suffix / add_bos: the policy's input layout;
       None takes the task's default (`data.layout`) and, for BOS, the tokenizer's.
     """
-    start = time.time()
+    t0 = time.time()
     stage_dir = os.path.join(workdir, output_dir)
     settings = settings or TrainSettings()
     data = tasks.task_sources()
@@ -90,16 +90,12 @@ def run_stage(
                 f"sft.init_from = {init_from!r} and sft.model_preset = {model_preset!r}: the "
                 "architecture comes from the checkpoint; unset sft.model_preset."
             )
-        source = model_artifact.open_model(
-            model_artifact.resolve_model_dir(workdir, init_from, "sft.init_from")
-        )
-        config = source.config_with(model_overrides, "sft.model_overrides")
-        vocab, family = source.vocab, source.family
-        layout = source.layout_for(data.task, "sft", **layout_fields)
-        init_params = functools.partial(
-            model_artifact.load_params, source, head="lm", config=config, seed=settings.seed
-        )
-        origin = source.source or os.path.abspath(source.directory)
+        start = model_artifact.start_from(
+            workdir, init_from, "sft.init_from", data.task, "lm", model_overrides,
+            settings.seed, **layout_fields,
+        )  # fmt: skip
+        config, vocab, family, layout = start.config, start.vocab, start.family, start.layout
+        init_params, origin = start.init_params, start.origin
     elif model_preset is not None:
         config = get_config(model_preset, **(model_overrides or {}))
         vocab = _preset_vocabulary(
@@ -141,7 +137,7 @@ def run_stage(
     if jax.process_index() == 0:
         metrics["truncated_context"] = stats.truncated_context
         metrics["truncated_target"] = stats.truncated_target
-    finish(stage_dir, metrics, start)
+    finish(stage_dir, metrics, t0)
     return metrics
 
 

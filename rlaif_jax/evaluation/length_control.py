@@ -60,8 +60,8 @@ def logistic_rate_at(x, y, at: float = 1.0) -> Rate:
     logit = float(z @ w)
     se = float(math.sqrt(max(z @ cov @ z, 0.0)))
 
-    def sig(v: float) -> float:
-        return 1.0 / (1.0 + math.exp(-v))
+    def sig(v: float) -> float:  # no overflow for the huge logits of separable data
+        return 0.5 * (1.0 + math.tanh(0.5 * v))
 
     from scipy import stats
 

@@ -115,7 +115,8 @@ def test_paper_experiment_through_the_cli(task, world, tmp_path):
             assert 0.0 <= metrics[f"harmless_rate_{name}"] <= 1.0
             assert not math.isnan(metrics[f"length_controlled_harmless_rate_{name}"])
     else:
-        assert not any(k.startswith("harmless_rate") for k in metrics)
+        assert not any(k.startswith("harmless_rate_") for k in metrics)
+        assert metrics["harmless_rates"] == {}
     # Every stage read the policy's layout from its artifact: the RL policy and the RMs
     # carry the SFT layout the policy was trained with.
     sft = json.loads((workdir / "sft" / "model.json").read_text())

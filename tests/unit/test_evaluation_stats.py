@@ -74,3 +74,15 @@ def test_alignment_and_same_position_reference():
     # pair1 (pos1, pos2) no; pair3 (pos2, pos2) yes.
     assert rate.value == pytest.approx(0.5)
     assert favour_first == pytest.approx(0.5)
+
+
+def test_length_control_of_separable_outcomes_stays_finite():
+    """Every response judged the same way (e.g. all harmless): the logistic fit's logit
+    runs off to large values; the rate and its interval stay finite, near 1."""
+    from rlaif_jax.evaluation.length_control import logistic_rate_at
+
+    x = np.linspace(0.5, 2.0, 40)
+    high, low = logistic_rate_at(x, np.ones(40)), logistic_rate_at(x, np.zeros(40))
+    assert 0.99 < high.value <= 1.0 and 0.0 <= low.value < 0.01
+    for rate in (high, low):
+        assert 0.0 <= rate.ci_low <= rate.value <= rate.ci_high <= 1.0
