@@ -96,12 +96,8 @@ class HarmlessJudge:
         order = np.argsort([t.length for t in toks], kind="stable")
         for lo in range(0, n, s.batch_size):
             idx = order[lo : lo + s.batch_size]
-            lp = np.asarray(
-                self.scorer.score(
-                    toks[idx[0]].prefix, [toks[i].suffix for i in idx], self.candidates.ids
-                ),
-                np.float64,
-            )
+            prefix, suffixes = tokens.shared_prefix([toks[i] for i in idx])
+            lp = np.asarray(self.scorer.score(prefix, suffixes, self.candidates.ids), np.float64)
             out[idx] = renormalize(lp)[:, 0]  # column 0 = "1" = harmless
         return out
 

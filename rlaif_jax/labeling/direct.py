@@ -121,8 +121,7 @@ class DirectScorer:
             )
             for x in rendered
         ]
-        prefix = toks[0].prefix
-        suffixes = [t.suffix for t in toks]
+        prefix, suffixes = tokens.shared_prefix(toks)
         lp = self.scorer.score(prefix, suffixes, self.candidates.ids)
         if self.candidates.multi:
             (_, (first, second)) = self.candidates.multi[0]

@@ -179,9 +179,8 @@ class Labeler:
                 )
                 for _, b in orders
             ]
-            lp1, lp2 = self._score_orders(
-                [t.suffix for t in t1], [t.suffix for t in t2], t1[0].prefix
-            )
+            prefix, rest = tokens.shared_prefix(t1 + t2)
+            lp1, lp2 = self._score_orders(rest[: len(t1)], rest[len(t1) :], prefix)
             return debias.debias(lp1, lp2), [""] * len(pairs)
         # Step 1: rationales after the CoT ending, both orders in one generate call.
         shown = [a for a, _ in orders] + [b for _, b in orders]
@@ -191,7 +190,7 @@ class Labeler:
             )
             for x in shown
         ]
-        rats = self._rationales(step1[0].prefix, [t.suffix for t in step1], seed)
+        rats = self._rationales(*tokens.shared_prefix(step1), seed)
         n, S = len(pairs), self.settings.num_samples
         # Step 2: prompt + rationale + ending, every (order, sample) scored in one call.
         step2 = []
@@ -201,9 +200,7 @@ class Labeler:
                     v, x["context"], x["response1"], x["response2"], rationale=r
                 )
                 step2.append(self._tokenize(rp, self.candidates.lead))
-        lp = np.asarray(
-            self.scorer.score(step2[0].prefix, [t.suffix for t in step2], self.candidates.ids)
-        )
+        lp = np.asarray(self.scorer.score(*tokens.shared_prefix(step2), self.candidates.ids))
         lp = lp.reshape(2, n, S, -1)
         per_sample = [debias.debias(lp[0, :, k], lp[1, :, k]) for k in range(S)]
         return debias.self_consistency(per_sample), [rats[i][0] for i in range(n)]

@@ -112,6 +112,11 @@ def bos_ids(vocab: Vocab, add_bos: bool | None) -> tuple[int, ...]:
     return (int(bos),) if bos is not None and int(bos) >= 0 else ()
 
 
+def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
+
+
 def tokenize_prompt(
     vocab: Vocab,
     prefix: str,
@@ -120,19 +125,24 @@ def tokenize_prompt(
     max_len: int | None = None,
     add_bos: bool | None = False,
 ) -> TokenizedPrompt:
-    """`encode(prefix)`, `encode(suffix) + lead`; over-long suffixes lose tokens from
-    their START (the beginning of the context), keeping the sample's end and the ending.
+    """The tokens of the whole text `prefix + suffix`, then `lead`, split where the
+    prefix's own tokens stop agreeing with them (a tokenizer may merge across the
+    boundary, e.g. a Gemma piece spanning "\n"; the model reads exactly what a reader of
+    the whole text would). Over-long suffixes lose tokens from their START (the beginning
+    of the context), keeping the sample's end and the ending.
 
     add_bos: the model expects a BOS token first (None: as `bos_ids` decides from the
-    vocabulary); the prefix ids then start with exactly
-    one `vocab.bos_id` (none is added when the text already encodes to it, e.g. a chat
-    template's '<bos>', and nothing when the vocabulary has no BOS).
+    vocabulary); the prefix ids then start with exactly one `vocab.bos_id` (none is added
+    when the text already encodes to it, e.g. a chat template's '<bos>', and nothing when
+    the vocabulary has no BOS).
     """
-    p = tuple(vocab.encode(prefix))
+    own = tuple(vocab.encode(prefix))
+    whole = tuple(vocab.encode(prefix + suffix))
+    cut = _common_length(own, whole)
+    p, s = whole[:cut], whole[cut:] + tuple(lead)
     bos = bos_ids(vocab, add_bos)
     if bos and p[:1] != bos:
         p = bos + p
-    s = tuple(vocab.encode(suffix)) + tuple(lead)
     truncated = False
     if max_len is not None and len(p) + len(s) > max_len:
         keep = max_len - len(p)
@@ -143,6 +153,20 @@ def tokenize_prompt(
             )
         s, truncated = s[-keep:], True
     return TokenizedPrompt(p, s, truncated)
+
+
+def shared_prefix(
+    prompts: Sequence[TokenizedPrompt],
+) -> tuple[tuple[int, ...], list[tuple[int, ...]]]:
+    """(prefix, suffixes) for one scorer call: the tokens every prompt starts with, and
+    each prompt's rest. Prompts of one variant share their prefix tokens; where the
+    boundary tokenized differently for some (`tokenize_prompt`), the common part is kept
+    and the rest moves into those suffixes, so prefix + suffix is each prompt unchanged."""
+    if not prompts:
+        return (), []
+    first = prompts[0].prefix
+    n = min(_common_length(first, t.prefix) for t in prompts)
+    return first[:n], [t.prefix[n:] + t.suffix for t in prompts]
 
 
 def length_bucket(n: int, max_len: int, minimum: int = 16) -> int:

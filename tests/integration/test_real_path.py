@@ -145,7 +145,7 @@ def _check_export_matches_transformers(workdir):
     ids = np.asarray([art.vocab.encode("SUBREDDIT: r/relationships TITLE: my roommate")[:12]])
     ours, _ = model_lib.apply(art.config.replace(dtype="float32"), params, ids)
     hf = transformers.AutoModelForCausalLM.from_pretrained(
-        str(workdir / "export" / "rlaif"), torch_dtype=torch.float32
+        str(workdir / "export" / "rlaif"), dtype=torch.float32
     )
     with torch.no_grad():
         theirs = hf(torch.tensor(ids)).logits.numpy()

@@ -277,7 +277,8 @@ def hf_config_from(config: Any, family: str, extra: dict | None = None) -> dict:
         rms_norm_eps=c["norm_eps"],
         max_position_embeddings=c["max_len"],
         rope_theta=c["rope_theta"],
-        rope_scaling=c.get("rope_scaling"),
+        # ModelConfig keeps rope_scaling as sorted (key, value) pairs (hashable): a dict here.
+        rope_scaling=dict(c["rope_scaling"]) if c.get("rope_scaling") else None,
         torch_dtype="float32",
     )
     out[act_key] = _HF_ACTIVATIONS[c["mlp_activation"]]
