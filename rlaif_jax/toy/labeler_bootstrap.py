@@ -92,7 +92,7 @@ def run_stage(
     must name that stage's architecture), like an instruction-tuned LLM that shares the
     policy's pretraining; `model_overrides={'num_layers': n}` with n above the preset's
     grows it to a larger labeler, the new layers stacked on top as identity blocks
-    (`models.model.grow_depth`; the label stage then needs the same overrides).
+    (`models.model.grow_depth`; the label stage reads the grown shape from model.json).
 
     `release` (a name under `toy/releases/` or a directory): install a labeler that
     was bootstrapped once and exported (`toy.release`) instead of training one; every

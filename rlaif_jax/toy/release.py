@@ -202,8 +202,7 @@ def install_release(
             f"model_overrides={manifest['model_overrides'] or None}; the configured labeler "
             f"(model_preset={model_preset!r}, model_overrides={model_overrides}) differs: "
             f"{detail}. "
-            "Set bootstrap_labeler.model_preset / model_overrides (and the same for "
-            "labeler_from_checkpoint) to the release's."
+            "Set bootstrap_labeler.model_preset / model_overrides to the release's."
         )
     save_params(os.path.join(stage_dir, "ckpt"), params, {"release": os.path.basename(release_dir)})
     if jax.process_index() == 0:
