@@ -61,9 +61,9 @@ def pairwise_accuracy_on(config, params, pairs, batch_fn, batch_size: int) -> fl
         g = partition.global_batch(b, mesh)
         r1 = np.asarray(scorer(params, g["tokens1"], g["lengths1"]))[:real]
         r2 = np.asarray(scorer(params, g["tokens2"], g["lengths2"]))[:real]
-        label = b["label"][:real]
-        right = np.where(label > 0.5, r1 > r2, r2 > r1).astype(np.float64)
-        correct += float(np.sum(np.where(r1 == r2, 0.5, right)))  # ties: chance
+        # The training metric's rule: ties of scores or of labels (0.5) count one half.
+        agree = losses.pairwise_agreement(r1, r2, np.asarray(b["label"])[:real])
+        correct += float(np.sum(np.asarray(agree, dtype=np.float64)))
         total += real
     return correct / max(total, 1)
 

@@ -11,11 +11,14 @@ def labeler_alignment(p_ai, human_label) -> Rate:
     """Share of pairs where argmax of the AI distribution matches the human label.
 
     p_ai: [N] AI P(response1 ≻ response2); human_label: [N] 1.0 if response1 was
-    human-preferred, 0.0 otherwise. An AI tie (p == 0.5) counts as half agreement.
+    human-preferred, 0.0 if response2, 0.5 for a tie (a rated pair with no preference).
+    A tie on either side (p == 0.5 or label == 0.5) counts as half agreement, so neither
+    side's tie is read as "response2 preferred".
     """
     p_ai = np.asarray(p_ai, dtype=np.float64)
-    human = np.asarray(human_label, dtype=np.float64) > 0.5
-    agree = np.where(p_ai == 0.5, 0.5, ((p_ai > 0.5) == human).astype(np.float64))
+    human = np.asarray(human_label, dtype=np.float64)
+    agree = ((p_ai > 0.5) == (human > 0.5)).astype(np.float64)
+    agree = np.where((p_ai == 0.5) | (human == 0.5), 0.5, agree)
     return mean_rate(agree)
 
 

@@ -133,23 +133,25 @@ def decode_all(workdir, policies, prompts, mesh, rules, task, layout_fields, dec
 
 
 def judge_pairs(judge_fn, judge_name, judged, responses, comparisons, num_prompts) -> list[dict]:
-    """Win-rate rows of `judge_fn` (P(a ≻ b) [N·k]) over `comparisons`: rate and its
-    length-controlled form, both over per-prompt means (intervals count prompts)."""
+    """Win-rate rows of `judge_fn` (P(a ≻ b) [N·k], prompt-major) over `comparisons`.
+
+    'rate' is the mean of per-prompt mean outcomes (its interval counts the N prompts).
+    'length_controlled' is fitted per comparison, as Stiennon et al. and the paper do:
+    one row per judged pair (sample j of a vs sample j of b: its own outcome and its own
+    length ratio), so its `n` is the N·k comparisons; averaging a prompt's samples first
+    would blur the length ratio each judgement actually saw.
+    """
     rows = []
     for a, b in comparisons:
-        outcome = per_prompt_mean(
-            win_outcomes(judge_fn(judged, responses[a], responses[b])), num_prompts
-        )
+        outcome = win_outcomes(judge_fn(judged, responses[a], responses[b]))  # [N·k]
         rows.append(
             {
                 "a": a,
                 "b": b,
                 "judge": judge_name,
-                "rate": mean_rate(outcome).to_dict(),
+                "rate": mean_rate(per_prompt_mean(outcome, num_prompts)).to_dict(),
                 "length_controlled": length_controlled_win_rate(
-                    per_prompt_mean([len(t) for t in responses[a]], num_prompts),
-                    per_prompt_mean([len(t) for t in responses[b]], num_prompts),
-                    outcome,
+                    [len(t) for t in responses[a]], [len(t) for t in responses[b]], outcome
                 ).to_dict(),
             }
         )

@@ -38,7 +38,8 @@ class RLSettings:
 
     batch_size: prompts per rollout batch (global); samples_per_prompt: S.
     num_epochs: passes over the RL prompts; max_steps: stop earlier (None = epochs).
-    updates_per_batch: gradient steps on each rollout batch (1 = on-policy A2C).
+    updates_per_batch: gradient steps on each rollout batch; must be 1 (on-policy A2C:
+        further steps would reuse the advantages off-policy with no importance ratio).
     kl_coef (β), reward_weight ('one' | 'one_minus_beta'), normalize ('tokens' |
     'sequences'), whiten_advantages, entropy_coef, value_coef: see `a2c`.
     normalize_rewards: divide rewards by a running std after subtracting a running mean.
@@ -73,6 +74,18 @@ class RLSettings:
     checkpoint_every: int = 50
     num_data_shards: int = 1
     seed: int = 0
+
+    def __post_init__(self):
+        # A second gradient step on the same rollout is off-policy: the advantages and
+        # log-probs were computed under the params before the first step, and without an
+        # importance ratio (PPO-style) the update is biased. The paper's A2C is on-policy.
+        if self.updates_per_batch != 1:
+            raise ValueError(
+                f"RLSettings.updates_per_batch = {self.updates_per_batch!r}: only 1 is "
+                "supported. More steps on one rollout batch would reuse its advantages "
+                "off-policy without an importance ratio, which is not the paper's on-policy "
+                "A2C (REINFORCE with baseline); set RLSettings.updates_per_batch = 1."
+            )
 
     @property
     def hyper(self) -> a2c.A2CHyper:

@@ -37,11 +37,20 @@ def soft_label_rm_loss(r1, r2, p):
     return -(p * jax.nn.log_sigmoid(d) + (1.0 - p) * jax.nn.log_sigmoid(-d)).mean()
 
 
+def pairwise_agreement(r1, r2, label):
+    """Per-pair agreement [B] in {0, 0.5, 1}: does the RM rank the preferred response higher?
+
+    r1, r2, label [B] (label = P(resp1 ≻ resp2)). A score tie r1 == r2 counts one half, so
+    an RM that scores everything alike sits at chance (0.5), not at 0; so does a label tie
+    (label == 0.5, a pair with no preference), which is neither response's win.
+    """
+    right = jnp.where(label > 0.5, r1 > r2, r2 > r1).astype(jnp.float32)
+    return jnp.where((r1 == r2) | (label == 0.5), 0.5, right)
+
+
 def pairwise_accuracy(r1, r2, label):
     """Share of pairs where the RM ranks the preferred response higher (label = P(resp1)).
 
-    r1, r2, label [B]. A tie r1 == r2 counts one half, so an RM that scores everything
-    alike sits at chance (0.5), not at 0.
+    r1, r2, label [B] -> scalar mean of `pairwise_agreement` (ties on either side: half).
     """
-    right = jnp.where(label > 0.5, r1 > r2, r2 > r1).astype(jnp.float32)
-    return jnp.mean(jnp.where(r1 == r2, 0.5, right))
+    return jnp.mean(pairwise_agreement(r1, r2, label))
