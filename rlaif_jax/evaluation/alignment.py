@@ -22,16 +22,25 @@ def labeler_alignment(p_ai, human_label) -> Rate:
     return mean_rate(agree)
 
 
-def same_position_rate(p_order1, p_order2) -> tuple[Rate, float]:
+def same_position_rate(p_order1, p_order2, inverted: bool = False) -> tuple[Rate, float]:
     """ "% Same Position Preferred" and the share of those that favour the first position.
 
     p_order1: [N] P(resp1 ≻ resp2) with resp1 shown first; p_order2: [N] the same
     preference read from the swapped order (resp1 shown second). The labeler prefers the
     same *position* both times when it picks resp1 in one order and resp2 in the other.
-    Returns (rate of same-position pairs, fraction of those favouring the first shown).
+    inverted: the preferences were inverted from a "which is MORE harmful" answer
+      (`PromptVariant.inverts_labels`), so the position the labeler PICKED is the one
+      holding the dispreferred response; the metrics read the picked position (its raw
+      answer), whatever the inversion. The same-position rate is unchanged by inversion;
+      the first/second share is not.
+    Returns (rate of same-position pairs, fraction of those where the picked position is
+    the first shown).
     """
-    first_in_order1 = np.asarray(p_order1) > 0.5  # picked position 1 in the original order
-    first_in_order2 = np.asarray(p_order2) <= 0.5  # picked position 1 in the swapped order
+    p1, p2 = np.asarray(p_order1, np.float64), np.asarray(p_order2, np.float64)
+    if inverted:  # back to the raw answers P₁("1"), P₂("2")
+        p1, p2 = 1.0 - p1, 1.0 - p2
+    first_in_order1 = p1 > 0.5  # picked position 1 in the original order
+    first_in_order2 = p2 <= 0.5  # picked position 1 in the swapped order
     same = first_in_order1 == first_in_order2
     favour_first = float(np.mean(first_in_order1[same])) if same.any() else float("nan")
     return mean_rate(same.astype(np.float64)), favour_first

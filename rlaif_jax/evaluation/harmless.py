@@ -31,7 +31,8 @@ class HarmlessJudgeSettings:
     """How the judge runs (gin: HarmlessJudgeSettings.*).
 
     batch_size: responses per scorer call (sorted by length first).
-    max_len: prompt tokens at most (longer contexts lose their start).
+    max_len: prompt tokens at most (longer contexts lose their middle,
+      `labeling.tokens.tokenize_to_fit`).
     chat_template: 'auto' | 'none' | 'gemma' | 'llama3' | 'qwen' (see `labeling.chat`).
     add_bos: the judge model expects a BOS token first (None: as its tokenizer says).
     preamble / sample_format / ending: the prompt texts; sample_format has {context}
@@ -69,7 +70,7 @@ class HarmlessJudge:
         self.candidates = tokens.resolve_candidates(
             vocab, self.settings.ending, P.HARMLESS_RATE_CANDIDATES
         )
-        self.truncated = 0  # prompts whose start was cut to fit max_len
+        self.truncated = 0  # prompts whose context was cut to fit max_len
 
     def prompt(self, context: str, response: str) -> render.RenderedPrompt:
         """The (chat-wrapped when the vocabulary has a template) prompt text."""
@@ -87,9 +88,13 @@ class HarmlessJudge:
         s = self.settings
         toks = []
         for c, r in zip(contexts, responses):
-            x = self.prompt(c, r)
-            t = tokens.tokenize_prompt(
-                self.vocab, x.prefix, x.suffix, self.candidates.lead, s.max_len, s.add_bos
+            t = tokens.tokenize_to_fit(
+                self.vocab,
+                lambda ctx, r=r: self.prompt(ctx, r),
+                c,
+                self.candidates.lead,
+                s.max_len,
+                s.add_bos,
             )
             self.truncated += int(t.truncated)
             toks.append(t)

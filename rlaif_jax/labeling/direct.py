@@ -11,7 +11,11 @@ as "1","0" after the shared lead, `ten_mode='two_piece'` scores it by the chain 
 P(10) = P("1")·P("0" | …"1") and P(1) = P("1")·(1 − P("0" | …"1")), with one extra
 last-position pass on prompts extended by "1" (no other candidate can follow "1" in a
 valid answer, so the remaining mass of that pass is "1 and stop"). `ten_mode='error'`
-refuses such vocabularies with a clear message.
+refuses such vocabularies with a clear message. The chain rule reads P("1") in the
+column of the candidate "1", so `tokens.resolve_candidates` accepts a two-piece "10"
+only when its first piece is that very token and its second decodes to "0".
+
+Prompts longer than `max_len` lose the middle of their context (`tokens.tokenize_to_fit`).
 """
 
 from __future__ import annotations
@@ -114,12 +118,16 @@ class DirectScorer:
         """[B, 10] log-probs of the scores 1..10 (not yet renormalised)."""
         if len(contexts) != len(responses):
             raise ValueError(f"{len(contexts)} contexts but {len(responses)} responses")
-        rendered = [self.render_prompt(c, r) for c, r in zip(contexts, responses)]
         toks = [
-            tokens.tokenize_prompt(
-                self.vocab, x.prefix, x.suffix, self.candidates.lead, self.max_len, self.add_bos
+            tokens.tokenize_to_fit(
+                self.vocab,
+                lambda ctx, r=r: self.render_prompt(ctx, r),
+                c,
+                self.candidates.lead,
+                self.max_len,
+                self.add_bos,
             )
-            for x in rendered
+            for c, r in zip(contexts, responses)
         ]
         prefix, suffixes = tokens.shared_prefix(toks)
         lp = self.scorer.score(prefix, suffixes, self.candidates.ids)

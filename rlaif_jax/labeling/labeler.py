@@ -5,7 +5,8 @@ For a batch of pairs the labeler
 1. renders each pair in both orders (`render.render_preference`), wraps it in the
    labeler's chat template when it has one (`chat.py`: the user turn holds the prompt,
    the model turn starts with the answer cue), and tokenizes it as shared prefix +
-   per-pair suffix (`tokens.tokenize_prompt`);
+   per-pair suffix (`tokens.tokenize_to_fit`: a context too long for max_len loses its
+   middle, keeping the sample's header, its first and last lines and both responses);
 2. CoT only: samples S rationales per order after the CoT ending (greedy when S = 1 and
    temperature = 0, up to `cot_max_tokens`), then appends each rationale and the
    standard ending;
@@ -36,7 +37,9 @@ class LabelerSettings:
     """How to run the labeler (gin: LabelerSettings.*).
 
     pairs_per_call: pairs scored per scorer call (2x prompts: both orders together).
-    max_len: prompt tokens at most (the paper's labeler context was 4096).
+    max_len: prompt tokens at most (the paper's labeler context, 4096); longer prompts
+      lose the middle of their context (`tokens.tokenize_to_fit`). Keep it within the
+      labeler model's own max_len.
     cot_max_tokens: greedy rationale budget (512 in the paper).
     num_samples: self-consistency rationales per order (1 = the paper's default).
     temperature: rationale sampling temperature (0 = greedy; > 0 needs num_samples >= 1).
@@ -50,7 +53,7 @@ class LabelerSettings:
     """
 
     pairs_per_call: int = 16
-    max_len: int = 1024
+    max_len: int = 4096
     cot_max_tokens: int = P.COT_MAX_RATIONALE_TOKENS
     num_samples: int = 1
     temperature: float = 0.0
@@ -117,17 +120,25 @@ class Labeler:
         self.candidates = tokens.resolve_candidates(
             vocab, variant.ending_string, P.PREFERENCE_CANDIDATES
         )
-        self.truncated = 0  # prompts whose start was cut to fit max_len
+        self.truncated = 0  # prompts whose context was cut to fit max_len
 
     # -- prompts --------------------------------------------------------------------
 
     def _tokenize(
-        self, rendered: render.RenderedPrompt, lead: Sequence[int]
+        self, shown: Mapping[str, Any], lead: Sequence[int], rationale: str | None = None
     ) -> tokens.TokenizedPrompt:
-        rendered = chat.wrap(self.chat, rendered)
-        s = self.settings
-        t = tokens.tokenize_prompt(
-            self.vocab, rendered.prefix, rendered.suffix, lead, s.max_len, s.add_bos
+        """The (chat-wrapped) prompt of one pair in its shown order; a context too long
+        for max_len loses its middle (`tokens.tokenize_to_fit`)."""
+        v, s = self.variant, self.settings
+
+        def rendered(context: str) -> render.RenderedPrompt:
+            r = render.render_preference(
+                v, context, shown["response1"], shown["response2"], rationale=rationale
+            )
+            return chat.wrap(self.chat, r)
+
+        t = tokens.tokenize_to_fit(
+            self.vocab, rendered, shown["context"], lead, s.max_len, s.add_bos
         )
         self.truncated += int(t.truncated)
         return t
@@ -165,41 +176,21 @@ class Labeler:
         v = self.variant
         orders = [self._orders(p) for p in pairs]
         if not v.cot:
-            t1 = [
-                self._tokenize(
-                    render.render_preference(v, a["context"], a["response1"], a["response2"]),
-                    self.candidates.lead,
-                )
-                for a, _ in orders
-            ]
-            t2 = [
-                self._tokenize(
-                    render.render_preference(v, b["context"], b["response1"], b["response2"]),
-                    self.candidates.lead,
-                )
-                for _, b in orders
-            ]
+            t1 = [self._tokenize(a, self.candidates.lead) for a, _ in orders]
+            t2 = [self._tokenize(b, self.candidates.lead) for _, b in orders]
             prefix, rest = tokens.shared_prefix(t1 + t2)
             lp1, lp2 = self._score_orders(rest[: len(t1)], rest[len(t1) :], prefix)
             return debias.debias(lp1, lp2), [""] * len(pairs)
         # Step 1: rationales after the CoT ending, both orders in one generate call.
         shown = [a for a, _ in orders] + [b for _, b in orders]
-        step1 = [
-            self._tokenize(
-                render.render_preference(v, x["context"], x["response1"], x["response2"]), ()
-            )
-            for x in shown
-        ]
+        step1 = [self._tokenize(x, ()) for x in shown]
         rats = self._rationales(*tokens.shared_prefix(step1), seed)
         n, S = len(pairs), self.settings.num_samples
         # Step 2: prompt + rationale + ending, every (order, sample) scored in one call.
         step2 = []
         for j, x in enumerate(shown):
             for r in rats[j]:
-                rp = render.render_preference(
-                    v, x["context"], x["response1"], x["response2"], rationale=r
-                )
-                step2.append(self._tokenize(rp, self.candidates.lead))
+                step2.append(self._tokenize(x, self.candidates.lead, rationale=r))
         lp = np.asarray(self.scorer.score(*tokens.shared_prefix(step2), self.candidates.ids))
         lp = lp.reshape(2, n, S, -1)
         per_sample = [debias.debias(lp[0, :, k], lp[1, :, k]) for k in range(S)]

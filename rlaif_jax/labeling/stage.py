@@ -129,9 +129,14 @@ def _barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def labeling_metrics(recs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+def labeling_metrics(recs: Sequence[Mapping[str, Any]], inverted: bool = False) -> dict[str, float]:
     """Alignment (debiased and single order) and position bias over records with a
-    human label (paper §5; `evaluation.alignment`)."""
+    human label (paper §5; `evaluation.alignment`).
+
+    inverted: the labels were inverted from a "which is MORE harmful" prompt
+    (`PromptVariant.inverts_labels`); the position-bias metrics then read the position
+    the labeler picked (its raw answer), not the one its preference points at.
+    """
     rows = [r for r in recs if float(r["human_label"]) >= 0]
     out: dict[str, float] = {"num_alignment_pairs": float(len(rows))}
     if not rows:
@@ -143,7 +148,7 @@ def labeling_metrics(recs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     out["labeler_alignment"] = align.labeler_alignment(p, human).value
     out["labeler_alignment_single_order"] = align.labeler_alignment(p1, human).value
     out["labeler_alignment_swapped_order"] = align.labeler_alignment(p2, human).value
-    same, favour_first = align.same_position_rate(p1, p2)
+    same, favour_first = align.same_position_rate(p1, p2, inverted=inverted)
     out["position_bias_same_position_rate"] = same.value
     out["position_bias_favour_first"] = favour_first
     out["mean_abs_soft_label_margin"] = float(np.mean(np.abs(p - 0.5)))
@@ -215,7 +220,7 @@ def run_stage(
         label_dataset(labeler, arows, metric_dir, shard_size, seed + 1, info, on_shard)
     if jax.process_index() != 0:
         return {}
-    metrics = labeling_metrics(read_records(metric_dir))
+    metrics = labeling_metrics(read_records(metric_dir), inverted=variant.inverts_labels)
     metrics["num_labeled_pairs"] = float(len(rows))
     metrics["truncated_prompts"] = float(labeler.truncated)
     metrics["wall_seconds"] = time.time() - start

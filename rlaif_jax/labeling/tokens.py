@@ -10,8 +10,9 @@ that follows the ending.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from rlaif_jax.data.vocab import Vocab
 
@@ -86,9 +87,49 @@ def resolve_candidates(
                 f"candidates: {_pieces(vocab, lead)}). Labels read one token per candidate; "
                 "use a vocabulary with the candidates as user-defined symbols."
             )
+    two_piece = {k for k, _ in multi}
+    for k, (first, second) in multi:
+        _check_two_piece(vocab, ending, candidates, ids, two_piece, k, (first, second))
     if len(set(ids)) != len(ids) and not multi:
         raise CandidateTokenError(f"Candidates {list(candidates)} share token ids {ids}.")
     return Candidates(tuple(lead), tuple(ids), tuple(candidates), tuple(multi))
+
+
+def _check_two_piece(
+    vocab: Vocab,
+    ending: str,
+    candidates: Sequence[str],
+    ids: Sequence[int],
+    two_piece: set[int],
+    k: int,
+    pieces_ids: tuple[int, int],
+) -> None:
+    """A two-piece candidate (e.g. "10" = "1","0") is scored by the chain rule from the
+    log-prob of its first piece, read in the column of the single-piece candidate that
+    is its text's start (e.g. "1"). That is only P(first piece) when the first piece IS
+    that candidate's token and the second piece is the rest of the text; raises
+    `CandidateTokenError` naming the pieces otherwise (e.g. "10" -> "1"', "0" with a
+    different "1" piece, or "1","0" merged with something else)."""
+    c, (first, second) = candidates[k], pieces_ids
+    heads = [j for j, t in enumerate(candidates) if j not in two_piece and c.startswith(t)]
+    head = max(heads, key=lambda j: len(candidates[j]), default=None)
+    pieces = _pieces(vocab, pieces_ids)
+    if head is None:
+        raise CandidateTokenError(
+            f"Two-piece candidate {c!r} after {ending!r} encodes as {pieces}, but no other "
+            f"candidate of {list(candidates)} is its first part: the chain rule has no "
+            "first-piece log-prob to read."
+        )
+    rest = c[len(candidates[head]) :]
+    if ids[head] != first or vocab.decode([second]) != rest:
+        raise CandidateTokenError(
+            f"Two-piece candidate {c!r} after {ending!r} encodes as pieces {pieces} (ids "
+            f"{[first, second]}); the chain rule reads its first piece as candidate "
+            f"{candidates[head]!r} (id {ids[head]}, piece {_pieces(vocab, [ids[head]])}) and "
+            f"needs the second to decode to {rest!r}. This vocabulary splits {c!r} "
+            "differently: use one where it is a single piece (data/vocab.py SCORE_SYMBOLS) "
+            "or ten_mode='error'."
+        )
 
 
 @dataclass(frozen=True)
@@ -129,7 +170,8 @@ def tokenize_prompt(
     prefix's own tokens stop agreeing with them (a tokenizer may merge across the
     boundary, e.g. a Gemma piece spanning "\n"; the model reads exactly what a reader of
     the whole text would). Over-long suffixes lose tokens from their START (the beginning
-    of the context), keeping the sample's end and the ending.
+    of the sample), keeping its end and the ending; the labeler, d-RLAIF scorer and
+    harmless judge use `tokenize_to_fit` instead, which elides the context's middle.
 
     add_bos: the model expects a BOS token first (None: as `bos_ids` decides from the
     vocabulary); the prefix ids then start with exactly one `vocab.bos_id` (none is added
@@ -145,14 +187,94 @@ def tokenize_prompt(
         p = bos + p
     truncated = False
     if max_len is not None and len(p) + len(s) > max_len:
-        keep = max_len - len(p)
-        if keep < 8:
-            raise ValueError(
-                f"The shared prompt prefix is {len(p)} tokens, leaving {keep} of max_len={max_len} "
-                "for the pair: raise the labeler's max_len or use fewer shots."
-            )
+        keep = _room(len(p), max_len)
         s, truncated = s[-keep:], True
     return TokenizedPrompt(p, s, truncated)
+
+
+def _room(prefix_len: int, max_len: int) -> int:
+    """Tokens left for the pair after the shared prefix; raises when there is no room."""
+    keep = max_len - prefix_len
+    if keep < 8:
+        raise ValueError(
+            f"The shared prompt prefix is {prefix_len} tokens, leaving {keep} of "
+            f"max_len={max_len} for the pair: raise the labeler's max_len or use fewer shots."
+        )
+    return keep
+
+
+class _Rendered(Protocol):
+    prefix: str
+    suffix: str
+
+
+ELISION = " [...] "  # stands in for the middle of a context cut to fit max_len
+
+
+def elide_middle(text: str, keep: int) -> str:
+    """`text` with its middle replaced by `ELISION`, keeping about `keep` characters: the
+    first half from its start, the rest from its end, cut at word boundaries where the
+    kept parts have any. `text` itself when it has at most `keep` characters."""
+    if keep >= len(text):
+        return text
+    keep = max(0, keep)
+    h = keep - keep // 2
+    head, tail = text[:h], text[len(text) - keep // 2 :] if keep // 2 else ""
+    if head and not text[h].isspace() and not head[-1].isspace():
+        cut = max(head.rfind(" "), head.rfind("\n"))
+        head = head[:cut] if cut > 0 else head  # drop the half word
+    start = len(text) - len(tail)
+    if tail and not tail[0].isspace() and not text[start - 1].isspace():
+        cut = min((i for i in (tail.find(" "), tail.find("\n")) if i >= 0), default=-1)
+        tail = tail[cut:] if cut >= 0 else tail
+    return (head.rstrip() + ELISION + tail.lstrip()).strip(" ")
+
+
+def tokenize_to_fit(
+    vocab: Vocab,
+    render_fn: Callable[[str], _Rendered],
+    context: str,
+    lead: Sequence[int] = (),
+    max_len: int | None = None,
+    add_bos: bool | None = False,
+) -> TokenizedPrompt:
+    """`tokenize_prompt` of `render_fn(context)` (a `render.RenderedPrompt`, chat-wrapped
+    or not), with the CONTEXT's middle elided (`elide_middle`) when the prompt is longer
+    than `max_len`.
+
+    Everything else survives truncation: the shared prefix, the sample's header ("Text -",
+    "Context -"), the context's first lines (a post's SUBREDDIT and TITLE, a dialogue's
+    opening), its last lines, both responses, any rationale and the ending. The middle
+    is cut rather than the end because the end carries what the responses answer: a
+    dialogue's last Human turn, and often a post's actual question. The longest kept
+    context that fits is found by bisection over its characters, each candidate
+    tokenized whole. Prompts that fit are returned exactly as `tokenize_prompt` gives
+    them (truncated=False). If even an empty context does not fit (responses longer than
+    max_len), the elided prompt loses tokens from the start of its suffix as
+    `tokenize_prompt` does. Raises ValueError when the shared prefix leaves < 8 tokens.
+    """
+
+    def encode(n: int) -> TokenizedPrompt:
+        r = render_fn(elide_middle(context, n))
+        return tokenize_prompt(vocab, r.prefix, r.suffix, lead, None, add_bos)
+
+    whole = encode(len(context))
+    if max_len is None or whole.length <= max_len:
+        return whole
+    _room(len(whole.prefix), max_len)
+    best = encode(0)
+    if best.length > max_len:
+        r = render_fn(elide_middle(context, 0))
+        return tokenize_prompt(vocab, r.prefix, r.suffix, lead, max_len, add_bos)
+    lo, hi = 0, len(context)  # encode(lo) fits, encode(hi) does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        t = encode(mid)
+        if t.length <= max_len:
+            lo, best = mid, t
+        else:
+            hi = mid
+    return TokenizedPrompt(best.prefix, best.suffix, True)
 
 
 def shared_prefix(
