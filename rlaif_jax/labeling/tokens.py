@@ -108,8 +108,8 @@ def _check_two_piece(
     log-prob of its first piece, read in the column of the single-piece candidate that
     is its text's start (e.g. "1"). That is only P(first piece) when the first piece IS
     that candidate's token and the second piece is the rest of the text; raises
-    `CandidateTokenError` naming the pieces otherwise (e.g. "10" -> "1"', "0" with a
-    different "1" piece, or "1","0" merged with something else)."""
+    `CandidateTokenError` naming the pieces otherwise (e.g. "10" split into a "1" piece
+    other than candidate "1"'s token, then "0")."""
     c, (first, second) = candidates[k], pieces_ids
     heads = [j for j, t in enumerate(candidates) if j not in two_piece and c.startswith(t)]
     head = max(heads, key=lambda j: len(candidates[j]), default=None)
