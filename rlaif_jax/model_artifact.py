@@ -89,10 +89,18 @@ class ModelArtifact:
                 )
         return self.config.replace(**overrides) if overrides else self.config
 
-    def layout_for(self, task: str | None, scope: str, **gin_fields: Any) -> InputLayout:
+    def layout_for(
+        self,
+        task: str | None,
+        scope: str,
+        names: Mapping[str, str] | None = None,
+        **gin_fields: Any,
+    ) -> InputLayout:
         """The input layout readers use: the artifact's, or for a raw HF checkpoint the
-        task's default (BOS as its tokenizer expects). `gin_fields` (None = unset) must
-        agree with the artifact's layout; for a raw checkpoint they replace the defaults."""
+        task's default (BOS as its tokenizer expects). `gin_fields` (InputLayout field ->
+        gin value, None = unset) must agree with the artifact's layout; for a raw
+        checkpoint they replace the defaults. Errors name the binding as `names[field]`
+        (default "<scope>.<field>")."""
         given = {k: v for k, v in gin_fields.items() if v is not None}
         if self.layout is None:
             if task is None:
@@ -104,8 +112,9 @@ class ModelArtifact:
         for key, value in given.items():
             ours = getattr(self.layout, key)
             if ours != value:
+                binding = (names or {}).get(key, f"{scope}.{key}")
                 raise ArtifactError(
-                    f"gin {scope}.{key} = {value!r} contradicts {self.where}: layout.{key} = "
+                    f"gin {binding} = {value!r} contradicts {self.where}: layout.{key} = "
                     f"{ours!r}. Readers take the layout the model was trained with; unset the "
                     "binding (or retrain the model with it)."
                 )

@@ -184,5 +184,7 @@ def open_policy(workdir: str, policy_dir: str, mesh, rules, task: str | None = N
     art = model_artifact.open_model(
         model_artifact.resolve_model_dir(workdir, policy_dir, "policy directory")
     )
+    names = {"max_context": "evaluate.max_prompt_len", "max_response": "evaluate.max_new_tokens"}
+    layout = art.layout_for(task, "evaluate", names, **layout)  # refuse before loading
     params, _ = model_artifact.load_params(art, mesh, rules, "lm")
-    return art, params, art.layout_for(task, "evaluate", **layout)
+    return art, params, layout

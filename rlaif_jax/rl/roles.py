@@ -137,6 +137,7 @@ def reward_model_from_checkpoint(
     layout = art.layout_for(
         None,
         "reward_model_from_checkpoint",
+        {"prompt_suffix": "reward_model_from_checkpoint.suffix"},
         max_context=max_context,
         max_response=max_response,
         prompt_suffix=suffix,

@@ -122,6 +122,7 @@ def policy_layout(policy: Any, settings: RLSettings, task: str | None) -> Any:
     return policy.layout_for(
         task,
         "RLSettings",
+        {"max_context": "RLSettings.max_prompt_len", "max_response": "RLSettings.max_new_tokens"},
         max_context=settings.max_prompt_len,
         max_response=settings.max_new_tokens,
         prompt_suffix=settings.prompt_suffix,

@@ -127,6 +127,29 @@ def test_paper_experiment_through_the_cli(task, world, tmp_path):
     assert len(sft["tokenizer"]["eos_ids"]) > 1  # every EOS of the checkpoint stops sampling
     if task == "summarize":
         _check_export_matches_transformers(workdir)
+        _check_contradicting_layout_is_refused(world, workdir, tmp_path)
+
+
+def _check_contradicting_layout_is_refused(world, workdir, tmp_path):
+    """A gin value that contradicts the policy's artifact stops the stage with a message
+    naming both values (exit 2), before anything is loaded or written."""
+    args = paper_args("summarize", world, workdir)[1:-1]  # the experiment's files and macros
+    args = ["rl", *args, "--scope=rl_rlaif", "--gin.RLSettings.max_new_tokens=64"]
+    env = {**os.environ, "PYTHONPATH": REPO}
+    env.pop("XLA_FLAGS", None)
+    before = (workdir / "rl_rlaif" / "COMPLETE").read_text()
+    proc = subprocess.run(
+        [sys.executable, WORKER, str(tmp_path / "refused.json"), *args, f"--workdir={workdir}"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "RLSettings.max_new_tokens = 64 contradicts" in proc.stderr, proc.stderr[-3000:]
+    assert "layout.max_response = 16" in proc.stderr
+    assert (workdir / "rl_rlaif" / "COMPLETE").read_text() == before
 
 
 def _check_export_matches_transformers(workdir):
