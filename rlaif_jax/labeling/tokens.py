@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from rlaif_jax.data.vocab import Vocab
 
@@ -153,6 +153,22 @@ def bos_ids(vocab: Vocab, add_bos: bool | None) -> tuple[int, ...]:
     return (int(bos),) if bos is not None and int(bos) >= 0 else ()
 
 
+# encode(prefix) of the shared prefix, once per (vocabulary, prefix) rather than once per
+# prompt: it is the same preamble (and exemplars) for every pair of a labeling run. The
+# vocabulary object is kept with its ids, so its id() cannot be reused while cached.
+_PREFIX_IDS: dict[tuple[int, str], tuple[Any, tuple[int, ...]]] = {}
+
+
+def _prefix_ids(vocab: Vocab, prefix: str) -> tuple[int, ...]:
+    key = (id(vocab), prefix)
+    hit = _PREFIX_IDS.get(key)
+    if hit is None or hit[0] is not vocab:
+        if len(_PREFIX_IDS) >= 64:
+            _PREFIX_IDS.clear()
+        hit = _PREFIX_IDS[key] = (vocab, tuple(vocab.encode(prefix)))
+    return hit[1]
+
+
 def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     return next((i for i in range(n) if a[i] != b[i]), n)
@@ -178,7 +194,7 @@ def tokenize_prompt(
     when the text already encodes to it, e.g. a chat template's '<bos>', and nothing when
     the vocabulary has no BOS).
     """
-    own = tuple(vocab.encode(prefix))
+    own = _prefix_ids(vocab, prefix)
     whole = tuple(vocab.encode(prefix + suffix))
     cut = _common_length(own, whole)
     p, s = whole[:cut], whole[cut:] + tuple(lead)
