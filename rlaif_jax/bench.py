@@ -42,6 +42,7 @@ from rlaif_jax.decoding import sample as sample_lib
 from rlaif_jax.decoding import score as score_lib
 from rlaif_jax.models import config as config_lib
 from rlaif_jax.models import model as model_lib
+from rlaif_jax.sharding import model_params
 from rlaif_jax.sharding.mesh import make_mesh
 from rlaif_jax.sharding.rules import get_rules
 
@@ -278,7 +279,7 @@ def run_bench(
     )
     peak, bw, source = ceilings(args)
     mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    params, _ = model_lib.init_params(config, jax.random.PRNGKey(0), mesh, get_rules("dp"))
+    params, _ = model_params.init_params(config, jax.random.PRNGKey(0), mesh, get_rules("dp"))
     out: dict[str, Any] = dict(
         preset=preset,
         shapes=dict(

@@ -12,7 +12,7 @@ installed labeler) writes, next to its orbax checkpoint, what a reader needs:
 `open_model(path)` reads such a directory or a Hugging Face checkpoint directory
 (config.json + safetensors + tokenizer files; no layout: the task's default applies), and
 `load_params` builds the role's params born sharded on a mesh: restored from orbax, or
-streamed from safetensors (`importers.hf.import_hf`), with an LM trunk copied under a
+streamed from safetensors (`sharding.model_params.import_hf`), with an LM trunk copied under a
 fresh scalar head for reward / value models. Readers never restate a model's shape or
 layout in gin: `ModelArtifact.config_with` / `layout_for` accept gin values only where they
 agree with the artifact (compute settings such as dtype and remat may change), and an
@@ -309,17 +309,18 @@ def load_params(
     with compute overrides (`ModelArtifact.config_with`).
     """
     from rlaif_jax.models import model as model_lib
+    from rlaif_jax.sharding import model_params
 
     head = head or art.head
     config = config or art.config
     if art.head == "scalar" and head == "lm":
         raise ArtifactError(f"{art.where}: a scalar-head (reward) model cannot be read as an LM.")
-    structs, shardings = model_lib.abstract_params(config, mesh, rules, head)
+    structs, shardings = model_params.abstract_params(config, mesh, rules, head)
     if art.head == head:
         return _read_params(art, structs, config, mesh, rules), shardings
-    lm_structs, _ = model_lib.abstract_params(config, mesh, rules, art.head)
+    lm_structs, _ = model_params.abstract_params(config, mesh, rules, art.head)
     trunk = _read_params(art, lm_structs, config, mesh, rules)
-    fresh, _ = model_lib.init_params(config, jax.random.PRNGKey(seed), mesh, rules, head)
+    fresh, _ = model_params.init_params(config, jax.random.PRNGKey(seed), mesh, rules, head)
     return model_lib.lm_to_scalar_params(trunk, fresh), shardings
 
 
@@ -328,7 +329,7 @@ def _read_params(art: ModelArtifact, structs: Any, config: ModelConfig, mesh, ru
         from rlaif_jax.train.checkpoint import restore_params
 
         return restore_params(art.ckpt_dir, structs)
-    from rlaif_jax.models.importers.hf import import_hf
+    from rlaif_jax.sharding.model_params import import_hf
 
     compute = {k: getattr(config, k) for k in COMPUTE_FIELDS}
     params, _ = import_hf(art.directory, mesh, rules, head=art.head, **compute)

@@ -25,7 +25,7 @@ from jax.sharding import Mesh
 
 from rlaif_jax.models import model as model_lib
 from rlaif_jax.models.config import ModelConfig
-from rlaif_jax.sharding import partition
+from rlaif_jax.sharding import model_params, partition
 from rlaif_jax.sharding.rules import Rules
 
 _NEG = -1e30
@@ -313,7 +313,7 @@ def make_sampler(
     model's logical rules). `static` are `sample`'s keywords (`eos_id` required, an int,
     a sequence of ints or None)."""
     if param_shardings is None:
-        _, param_shardings = model_lib.abstract_params(config, mesh, rules, "lm")
+        _, param_shardings = model_params.abstract_params(config, mesh, rules, "lm")
     static = dict(
         max_new_tokens=int(static.pop("max_new_tokens")),
         temperature=float(static.pop("temperature", 1.0)),

@@ -18,7 +18,7 @@ from jax.sharding import Mesh
 
 from rlaif_jax.models import model as model_lib
 from rlaif_jax.models.config import ModelConfig
-from rlaif_jax.sharding import partition
+from rlaif_jax.sharding import model_params, partition
 from rlaif_jax.sharding.rules import Rules
 
 PyTree = Any
@@ -167,7 +167,7 @@ def make_scorer(
         raise ValueError(f"make_scorer kind={kind!r}; choose one of {_KINDS}.")
     head = "scalar" if kind == "sequence_scores" else "lm"
     if param_shardings is None:
-        _, param_shardings = model_lib.abstract_params(config, mesh, rules, head)
+        _, param_shardings = model_params.abstract_params(config, mesh, rules, head)
     rows1, rows2 = partition.batch_sharding(mesh, 1), partition.batch_sharding(mesh, 2)
     rep = partition.replicated(mesh)
     fn, ins, outs = {

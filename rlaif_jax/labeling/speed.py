@@ -60,8 +60,8 @@ def benchmark_labeling(
 
     from rlaif_jax.labeling.scoring import ModelScorer
     from rlaif_jax.models import config as model_config
-    from rlaif_jax.models import model as model_lib
     from rlaif_jax.sharding import mesh as mesh_lib
+    from rlaif_jax.sharding import model_params
     from rlaif_jax.sharding import rules as rules_lib
 
     variant = variant or render.PromptVariant("summarize", "detailed", num_shots=2)
@@ -78,7 +78,7 @@ def benchmark_labeling(
     )
     mesh = mesh or mesh_lib.make_mesh(data=-1, fsdp=1, tensor=1, devices=jax.local_devices())
     rules = rules or rules_lib.get_rules("dp")
-    out = model_lib.init_params(config, jax.random.PRNGKey(seed), mesh, rules, head="lm")
+    out = model_params.init_params(config, jax.random.PRNGKey(seed), mesh, rules, head="lm")
     params = out[0] if isinstance(out, tuple) else out
     settings = LabelerSettings(pairs_per_call=batch_size // 2, max_len=4096)
 

@@ -1,4 +1,7 @@
-"""Param trees for a config: born sharded, abstract, LM -> scalar-head copies, KV caches."""
+"""Param trees for a config: the init function, LM -> scalar-head copies, depth growth, KV caches.
+
+Mesh-free: params placed on a mesh (born sharded, abstract, imported) come from
+`rlaif_jax.sharding.model_params`."""
 
 from __future__ import annotations
 
@@ -7,19 +10,16 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from rlaif_jax.models.config import ModelConfig
 from rlaif_jax.models.transformer import KVCache, Transformer
-from rlaif_jax.sharding import axes as ax
-from rlaif_jax.sharding import partition
-from rlaif_jax.sharding.rules import Rules
 
 PyTree = Any
 
 
-def _init_fn(config: ModelConfig, head: str):
+def init_fn(config: ModelConfig, head: str = "lm"):
+    """`init(rng) -> boxed params` of `Transformer(config, head)` (leaves carry their
+    logical axis names; `sharding.model_params` places them on a mesh)."""
     model = Transformer(config, head)
 
     def init(rng):
@@ -27,18 +27,6 @@ def _init_fn(config: ModelConfig, head: str):
         return model.init(rng, tokens)["params"]
 
     return init
-
-
-def init_params(
-    config: ModelConfig, rng: jax.Array, mesh: Mesh, rules: Rules, head: str = "lm"
-) -> tuple[PyTree, PyTree]:
-    """Random params born sharded on `mesh` under `rules`: (params, shardings)."""
-    return partition.init_sharded(_init_fn(config, head), mesh, rules, rng)
-
-
-def abstract_params(config: ModelConfig, mesh: Mesh, rules: Rules, head: str = "lm"):
-    """(ShapeDtypeStruct tree with shardings, NamedSharding tree); allocates nothing."""
-    return partition.abstract_params(_init_fn(config, head), mesh, rules, jax.random.key(0))
 
 
 def lm_to_scalar_params(lm_params: PyTree, scalar_params: PyTree) -> PyTree:
@@ -90,13 +78,6 @@ def grow_depth(shallow_params: PyTree, deep_params: PyTree) -> PyTree:
             parent[path[-1]] = jax.device_put(jnp.zeros(w.shape, w.dtype), w.sharding)
         out[name] = block
     return out
-
-
-def cache_sharding(mesh: Mesh, rules: Rules) -> NamedSharding:
-    spec = partition.logical_to_spec(
-        (ax.ACT_BATCH, ax.CACHE_LENGTH, ax.ACT_KV_HEADS, ax.ACT_HEAD_DIM), rules
-    )
-    return NamedSharding(mesh, spec if spec is not None else P())
 
 
 def init_cache(config: ModelConfig, batch: int, num_slots: int, dtype=None) -> KVCache:

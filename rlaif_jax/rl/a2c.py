@@ -34,10 +34,6 @@ REWARD_WEIGHT_CHOICES = ("one", "one_minus_beta")
 
 
 # ----------------------------------------------------------------------------- masked stats
-def masked_sum(x: Array, mask: Array) -> Array:
-    return jnp.sum(x * mask)
-
-
 def masked_mean(x: Array, mask: Array) -> Array:
     """Mean of `x` over positions where `mask` is 1 (0 if the mask is empty)."""
     return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)

@@ -49,9 +49,9 @@ class PolicyRoles:
 
 
 def _init(config: Any, mesh: Mesh, rules: Rules, head: str, seed: int = 0):
-    from rlaif_jax.models import model as model_lib
+    from rlaif_jax.sharding import model_params
 
-    out = model_lib.init_params(config, jax.random.PRNGKey(seed), mesh, rules, head=head)
+    out = model_params.init_params(config, jax.random.PRNGKey(seed), mesh, rules, head=head)
     if isinstance(out, tuple):
         return out
     return out, jax.tree.map(lambda x: x.sharding, out)

@@ -35,15 +35,15 @@ from typing import Any
 import jax
 
 from rlaif_jax import artifacts
-from rlaif_jax.models import model as model_lib
 from rlaif_jax.models.config import get_config
 
 # Imported here, not inside the functions: importers.hf registers gin configurables, which
 # gin refuses once a stage has locked the config (the bootstrap stage installs releases).
 from rlaif_jax.models.importers.export import export_hf
-from rlaif_jax.models.importers.hf import import_hf
 from rlaif_jax.sharding import mesh as mesh_lib
+from rlaif_jax.sharding import model_params
 from rlaif_jax.sharding import rules as rules_lib
+from rlaif_jax.sharding.model_params import import_hf
 from rlaif_jax.toy import presets as _presets  # noqa: F401  (registers the toy presets)
 from rlaif_jax.train.checkpoint import restore_params, save_params
 
@@ -130,7 +130,7 @@ def export_release(
     done = artifacts.read_complete(stage_dir)
     config = get_config(model_preset, **(model_overrides or {}))
     mesh, rules = _local_mesh()
-    structs, _ = model_lib.abstract_params(config, mesh, rules, "lm")
+    structs, _ = model_params.abstract_params(config, mesh, rules, "lm")
     params = restore_params(os.path.join(stage_dir, "ckpt"), structs)
     os.makedirs(out_dir, exist_ok=True)
     files = export_hf(out_dir, params, config, FAMILY, head="lm")

@@ -20,7 +20,7 @@ from rlaif_jax.data import batching
 from rlaif_jax.models import model as model_lib
 from rlaif_jax.models.config import ModelConfig
 from rlaif_jax.sharding import mesh as mesh_lib
-from rlaif_jax.sharding import partition
+from rlaif_jax.sharding import model_params, partition
 from rlaif_jax.sharding import rules as rules_lib
 from rlaif_jax.train import loop, optim
 from rlaif_jax.train.checkpoint import restore_params
@@ -68,7 +68,9 @@ def init_model_params(
     a scalar model copies the trunk (RM / value from SFT). `init_from_layers` (< the
     config's num_layers): the checkpoint has that many layers and the model is grown on top
     of it with identity blocks (`model.grow_depth`)."""
-    params, shardings = model_lib.init_params(config, jax.random.PRNGKey(seed), mesh, rules, head)
+    params, shardings = model_params.init_params(
+        config, jax.random.PRNGKey(seed), mesh, rules, head
+    )
     if init_from and init_from_layers and init_from_layers != config.num_layers:
         post_norms = config.post_attn_norm or config.post_mlp_norm
         if head != "lm" or not 0 < init_from_layers < config.num_layers or post_norms:
@@ -77,7 +79,7 @@ def init_model_params(
                 f"{post_norms}) from a {init_from_layers}-layer checkpoint is not "
                 "supported: growth needs an LM head, fewer source layers and no post norms."
             )
-        shallow_structs, _ = model_lib.abstract_params(
+        shallow_structs, _ = model_params.abstract_params(
             config.replace(num_layers=init_from_layers), mesh, rules, head
         )
         params = model_lib.grow_depth(restore_params(init_from, shallow_structs), params)
@@ -89,7 +91,7 @@ def init_model_params(
         )
     elif init_from:
         if head == "scalar" and lm_source:
-            lm_structs, _ = model_lib.abstract_params(config, mesh, rules, "lm")
+            lm_structs, _ = model_params.abstract_params(config, mesh, rules, "lm")
             lm = restore_params(init_from, lm_structs)
             params = model_lib.lm_to_scalar_params(lm, params)
         else:

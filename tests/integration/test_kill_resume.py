@@ -12,9 +12,9 @@ import jax
 import numpy as np
 import pytest
 
-from rlaif_jax.models import model as model_lib
 from rlaif_jax.models.config import get_config
 from rlaif_jax.sharding import mesh as mesh_lib
+from rlaif_jax.sharding import model_params
 from rlaif_jax.sharding.rules import get_rules
 from rlaif_jax.train import checkpoint
 
@@ -67,7 +67,7 @@ def _start(cmd):
 
 def _params(workdir):
     mesh = mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    structs, _ = model_lib.abstract_params(get_config("tiny"), mesh, get_rules("dp"))
+    structs, _ = model_params.abstract_params(get_config("tiny"), mesh, get_rules("dp"))
     return checkpoint.restore_params(os.path.join(workdir, "sft", "ckpt"), structs)
 
 

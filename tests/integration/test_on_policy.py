@@ -58,13 +58,13 @@ def test_sampler_logprobs_equal_scorer_token_logprobs():
     """The real sampler vs decoding.score.token_logprobs under the same tiny model params."""
     from rlaif_jax.decoding import sample, score
     from rlaif_jax.models import config as model_config
-    from rlaif_jax.models import model as model_lib
+    from rlaif_jax.sharding import model_params
     from rlaif_jax.sharding.mesh import make_mesh
     from rlaif_jax.sharding.rules import get_rules
 
     config = model_config.get_config("tiny")
     mesh, rules = make_mesh(data=-1), get_rules("dp")
-    init = model_lib.init_params(config, jax.random.PRNGKey(0), mesh, rules, head="lm")
+    init = model_params.init_params(config, jax.random.PRNGKey(0), mesh, rules, head="lm")
     params = init[0] if isinstance(init, tuple) else init
     rng = np.random.default_rng(0)
     lengths = np.array([3, 5, 2, 4, 5, 1, 3, 2], np.int32)

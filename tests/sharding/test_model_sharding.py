@@ -11,7 +11,7 @@ from rlaif_jax.decoding import sample as sample_lib
 from rlaif_jax.decoding import score as score_lib
 from rlaif_jax.models import config as config_lib
 from rlaif_jax.models import model as model_lib
-from rlaif_jax.sharding import partition
+from rlaif_jax.sharding import model_params, partition
 from rlaif_jax.sharding.mesh import make_mesh
 from rlaif_jax.sharding.rules import get_rules
 
@@ -31,7 +31,7 @@ def _inputs():
 def _run_all(mesh, rules, params):
     toks, lengths = _inputs()
     mask = np.arange(8)[None] < lengths[:, None]
-    _, shardings = model_lib.abstract_params(CONFIG, mesh, rules)
+    _, shardings = model_params.abstract_params(CONFIG, mesh, rules)
     params = jax.device_put(params, shardings)
     batch = partition.global_batch({"toks": toks, "mask": mask, "lengths": lengths}, mesh)
 
@@ -53,7 +53,7 @@ def _run_all(mesh, rules, params):
 @pytest.fixture(scope="module")
 def reference():
     mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    params, _ = model_lib.init_params(CONFIG, jax.random.PRNGKey(0), mesh, get_rules("dp"))
+    params, _ = model_params.init_params(CONFIG, jax.random.PRNGKey(0), mesh, get_rules("dp"))
     params = jax.device_get(params)
     return params, _run_all(mesh, get_rules("dp"), params)
 
@@ -73,7 +73,7 @@ def test_sharded_equals_single_device(reference, shape):
 
 def test_params_born_sharded_with_expected_specs():
     mesh = make_mesh(2, 2, 2)
-    params, shardings = model_lib.init_params(
+    params, shardings = model_params.init_params(
         CONFIG, jax.random.PRNGKey(0), mesh, get_rules("fsdp_tp")
     )
     layer = params["layers_0"]
@@ -105,7 +105,7 @@ def test_shared_prefix_and_reward_scores_sharded(reference):
     want = score_lib.candidate_distribution_shared_prefix(
         CONFIG, params, prefix, toks, lengths, CANDS
     )[1]
-    _, shardings = model_lib.abstract_params(CONFIG, mesh, rules)
+    _, shardings = model_params.abstract_params(CONFIG, mesh, rules)
     batch = partition.global_batch({"toks": toks, "lengths": lengths}, mesh)
     scorer = score_lib.make_scorer(CONFIG, mesh, rules, "candidates_shared_prefix")
     got = scorer(jax.device_put(params, shardings), prefix, batch["toks"], batch["lengths"], CANDS)
@@ -115,7 +115,7 @@ def test_shared_prefix_and_reward_scores_sharded(reference):
         params, {"score_head": {"kernel": np.linspace(-1, 1, 64, dtype=np.float32)[:, None]}}
     )
     want = score_lib.sequence_scores(CONFIG, scalar, toks, lengths)
-    _, scalar_shardings = model_lib.abstract_params(CONFIG, mesh, rules, "scalar")
+    _, scalar_shardings = model_params.abstract_params(CONFIG, mesh, rules, "scalar")
     rm = score_lib.make_scorer(CONFIG, mesh, rules, "sequence_scores")
     got = rm(jax.device_put(scalar, scalar_shardings), batch["toks"], batch["lengths"])
     np.testing.assert_allclose(got, want, atol=2e-5)

@@ -8,9 +8,9 @@ import numpy as np
 import optax
 import pytest
 
-from rlaif_jax.models import model as model_lib
 from rlaif_jax.models.config import get_config
 from rlaif_jax.sharding import mesh as mesh_lib
+from rlaif_jax.sharding import model_params
 from rlaif_jax.sharding.rules import get_rules
 from rlaif_jax.train import checkpoint, loop, supervised
 
@@ -18,7 +18,7 @@ CONFIG = get_config("tiny", num_layers=1)
 
 
 def _state(mesh, rules, seed=0):
-    params, shardings = model_lib.init_params(CONFIG, jax.random.PRNGKey(seed), mesh, rules)
+    params, shardings = model_params.init_params(CONFIG, jax.random.PRNGKey(seed), mesh, rules)
     return loop.create_sharded_state(params, shardings, optax.adam(1e-3), mesh, seed=seed)
 
 
@@ -55,7 +55,7 @@ def test_restore_into_other_shardings_and_keep(tmp_path):
 
 def test_rm_initialised_from_lm_checkpoint(tmp_path):
     mesh, rules = mesh_lib.make_mesh(2, 2, 2), get_rules("fsdp_tp")
-    lm, _ = model_lib.init_params(CONFIG, jax.random.PRNGKey(7), mesh, rules)
+    lm, _ = model_params.init_params(CONFIG, jax.random.PRNGKey(7), mesh, rules)
     checkpoint.save_params(str(tmp_path / "sft"), lm)
     rm, shardings = supervised.init_model_params(
         CONFIG, "scalar", mesh, rules, seed=0, init_from=str(tmp_path / "sft"), lm_source=True
@@ -71,7 +71,7 @@ def test_rm_initialised_from_lm_checkpoint(tmp_path):
 
 def test_missing_empty_and_corrupt_directories_are_named(tmp_path):
     mesh, rules = mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1]), get_rules("dp")
-    structs, _ = model_lib.abstract_params(CONFIG, mesh, rules)
+    structs, _ = model_params.abstract_params(CONFIG, mesh, rules)
     with pytest.raises(checkpoint.CheckpointError, match="No checkpoint directory .*nope"):
         checkpoint.restore_params(str(tmp_path / "nope"), structs)
     empty = tmp_path / "empty"
@@ -83,7 +83,7 @@ def test_missing_empty_and_corrupt_directories_are_named(tmp_path):
     ):
         checkpoint.Checkpointer(str(empty)).restore(structs)
 
-    params, _ = model_lib.init_params(CONFIG, jax.random.PRNGKey(0), mesh, rules)
+    params, _ = model_params.init_params(CONFIG, jax.random.PRNGKey(0), mesh, rules)
     ckpt = tmp_path / "ckpt"
     checkpoint.save_params(str(ckpt), params)
     _damage(ckpt / "0", "params")

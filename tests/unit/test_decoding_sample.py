@@ -9,6 +9,7 @@ from rlaif_jax.decoding import sample as sample_lib
 from rlaif_jax.decoding import score as score_lib
 from rlaif_jax.models import config as config_lib
 from rlaif_jax.models import model as model_lib
+from rlaif_jax.sharding import model_params
 from rlaif_jax.sharding.mesh import make_mesh
 from rlaif_jax.sharding.rules import get_rules
 
@@ -182,7 +183,7 @@ def test_normalize_eos_ids():
 def tiny():
     config = config_lib.get_config("tiny")
     mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    params, _ = model_lib.init_params(config, jax.random.PRNGKey(0), mesh, get_rules("dp"))
+    params, _ = model_params.init_params(config, jax.random.PRNGKey(0), mesh, get_rules("dp"))
     rng = np.random.default_rng(0)
     lengths = np.array([4, 1, 6], np.int32)
     prompts = np.zeros((3, 6), np.int32)

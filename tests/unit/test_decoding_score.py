@@ -9,6 +9,7 @@ import pytest
 from rlaif_jax.decoding import score as score_lib
 from rlaif_jax.models import config as config_lib
 from rlaif_jax.models import model as model_lib
+from rlaif_jax.sharding import model_params
 from rlaif_jax.sharding.mesh import make_mesh
 from rlaif_jax.sharding.rules import get_rules
 
@@ -25,8 +26,8 @@ CONFIG = config_lib.get_config("tiny")
 @pytest.fixture(scope="module")
 def params():
     mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    lm, _ = model_lib.init_params(CONFIG, jax.random.PRNGKey(0), mesh, get_rules("dp"))
-    scalar, _ = model_lib.init_params(
+    lm, _ = model_params.init_params(CONFIG, jax.random.PRNGKey(0), mesh, get_rules("dp"))
+    scalar, _ = model_params.init_params(
         CONFIG, jax.random.PRNGKey(1), mesh, get_rules("dp"), head="scalar"
     )
     # A non-zero score head (it is zero-initialised).

@@ -142,7 +142,7 @@ def _hf_logits(model, tokens, mask=None, positions=None) -> np.ndarray:
 
 
 def _abstract_from_maps(maps, mesh, dtype=jnp.float32):
-    """What model.abstract_params returns, built from the map (no model needed)."""
+    """What model_params.abstract_params returns, built from the map (no model needed)."""
     out = {}
     for m in maps:
         shape = m.ours_shape()
@@ -276,12 +276,13 @@ def test_logits_match_transformers(family, tmp_path):
     pytest.importorskip(
         "rlaif_jax.models.model", reason="the model (rlaif_jax.models) is not there yet"
     )
+    from rlaif_jax.sharding.model_params import import_hf
     from rlaif_jax.sharding.rules import get_rules
 
     src = str(tmp_path / "hf")
     model = _tiny_hf(family, src, seed=1)
     mesh = make_mesh(data=2, fsdp=2, tensor=2)
-    params, config = hf_import.import_hf(
+    params, config = import_hf(
         src, mesh, get_rules("fsdp_tp"), dtype=jnp.float32, param_dtype=jnp.float32
     )
     rng = np.random.default_rng(1)

@@ -11,8 +11,8 @@ import pytest
 
 from rlaif_jax import artifacts
 from rlaif_jax.data import vocab as vocab_lib
-from rlaif_jax.models import model as model_lib
 from rlaif_jax.models.config import get_config
+from rlaif_jax.sharding import model_params
 from rlaif_jax.toy import labeler_bootstrap as bootstrap
 from rlaif_jax.toy import presets as _presets  # noqa: F401  (registers 'toy_policy')
 from rlaif_jax.toy import release
@@ -28,7 +28,7 @@ def bootstrapped(tmp_path):
     """A finished `bootstrap_labeler` stage of the tiny preset: (stage_dir, params)."""
     stage = tmp_path / "run" / "labeler"
     mesh, rules = release._local_mesh()
-    params, _ = model_lib.init_params(get_config("tiny"), jax.random.key(3), mesh, rules, "lm")
+    params, _ = model_params.init_params(get_config("tiny"), jax.random.key(3), mesh, rules, "lm")
     save_params(str(stage / "ckpt"), params)
     vocab_lib.train_sentencepiece(
         ["the cat sat on the mat", "Preferred Summary=1"] * 20, str(stage / "spm"), 64
@@ -62,7 +62,7 @@ def test_export_then_install_reproduces_the_labeler_exactly(bootstrapped, tmp_pa
     art = model_artifact.open_model(str(workdir / "labeler"))
     assert art.config == get_config("tiny") and art.head == "lm"
     mesh, rules = release._local_mesh()
-    structs, _ = model_lib.abstract_params(get_config("tiny"), mesh, rules, "lm")
+    structs, _ = model_params.abstract_params(get_config("tiny"), mesh, rules, "lm")
     restored = restore_params(str(workdir / "labeler" / "ckpt"), structs)
     for a, b in zip(_leaves(params), _leaves(restored), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -104,6 +104,6 @@ def test_the_shipped_toy_world_release_installs_through_the_cli(tmp_path):
         os.path.join(release.resolve("toy_world_v1"), "spm.model"), "rb"
     ).read()
     mesh, rules = release._local_mesh()
-    structs, _ = model_lib.abstract_params(get_config("toy_policy"), mesh, rules, "lm")
+    structs, _ = model_params.abstract_params(get_config("toy_policy"), mesh, rules, "lm")
     params = restore_params(str(stage / "ckpt"), structs)
     assert sum(x.size for x in _leaves(params)) == manifest["num_params"]

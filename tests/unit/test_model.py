@@ -8,6 +8,7 @@ import pytest
 import rlaif_jax.toy.presets  # noqa: F401  (registers 'toy_policy')
 from rlaif_jax.models import config as config_lib
 from rlaif_jax.models import model as model_lib
+from rlaif_jax.sharding import model_params
 from rlaif_jax.sharding.mesh import make_mesh
 from rlaif_jax.sharding.rules import get_rules
 
@@ -42,7 +43,9 @@ FAMILY = dict(
 
 def _params(config, head="lm", seed=0):
     mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    params, _ = model_lib.init_params(config, jax.random.PRNGKey(seed), mesh, get_rules("dp"), head)
+    params, _ = model_params.init_params(
+        config, jax.random.PRNGKey(seed), mesh, get_rules("dp"), head
+    )
     # Random (not zero/one) norms and biases so every option changes the numbers.
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
@@ -132,7 +135,7 @@ def test_num_params_matches_param_tree(name):
     config = config_lib.get_config(name)
     mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
     for head in ("lm", "scalar"):
-        structs, _ = model_lib.abstract_params(config, mesh, get_rules("dp"), head)
+        structs, _ = model_params.abstract_params(config, mesh, get_rules("dp"), head)
         count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(structs))
         assert count == config_lib.num_params(config, head)
 

@@ -12,8 +12,8 @@ from rlaif_jax import model_artifact
 from rlaif_jax.data import vocab as vocab_lib
 from rlaif_jax.data.hf_tokenizer import HFTokenizerVocabulary
 from rlaif_jax.data.layout import InputLayout, task_layout
-from rlaif_jax.models import model as model_lib
 from rlaif_jax.models.config import get_config
+from rlaif_jax.sharding import model_params
 from rlaif_jax.sharding.mesh import make_mesh
 from rlaif_jax.sharding.rules import get_rules
 from rlaif_jax.train.checkpoint import save_params
@@ -45,7 +45,7 @@ def test_round_trip_sentencepiece_and_params(tmp_path, spm_vocab):
     config = get_config("tiny")
     layout = InputLayout(prompt_suffix="\nTL;DR:", max_context=40, max_response=8)
     mesh, rules = _mesh()
-    params, _ = model_lib.init_params(config, jax.random.PRNGKey(3), mesh, rules, "lm")
+    params, _ = model_params.init_params(config, jax.random.PRNGKey(3), mesh, rules, "lm")
     d = tmp_path / "sft"
     model_artifact.write_model_artifact(str(d), config, "lm", spm_vocab, layout, source="test")
     save_params(str(d / "ckpt"), params)
@@ -124,7 +124,7 @@ def test_hf_checkpoint_is_a_role_with_the_task_layout(tmp_path, hf_dir):
     assert again.vocab.encode("the dog sat") == vocab.encode("the dog sat")
     assert again.tokenizer["kind"] == "hf" and (out / "tokenizer.json").is_file()
     mesh, rules = _mesh()
-    from rlaif_jax.models.importers.hf import import_hf
+    from rlaif_jax.sharding.model_params import import_hf
 
     params, _ = model_artifact.load_params(art, mesh, rules)
     direct, _ = import_hf(hf_dir, mesh, rules)

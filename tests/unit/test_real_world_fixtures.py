@@ -161,8 +161,8 @@ def test_tokenizers_agree_with_transformers(world, vocabs):
 @pytest.mark.parametrize("family", sorted(DIRS))
 def test_checkpoints_import_and_match_transformers(world, vocabs, family):
     from rlaif_jax.models import model as model_lib
-    from rlaif_jax.models.importers.hf import import_hf
     from rlaif_jax.sharding.mesh import make_mesh
+    from rlaif_jax.sharding.model_params import import_hf
     from rlaif_jax.sharding.rules import get_rules
 
     directory, v = world[DIRS[family]], vocabs[family]

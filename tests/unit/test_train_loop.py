@@ -16,7 +16,7 @@ import pytest
 from rlaif_jax.models import model as model_lib
 from rlaif_jax.models.config import get_config
 from rlaif_jax.sharding import mesh as mesh_lib
-from rlaif_jax.sharding import partition
+from rlaif_jax.sharding import model_params, partition
 from rlaif_jax.sharding.rules import get_rules
 from rlaif_jax.train import loop, losses, optim
 from rlaif_jax.train.checkpoint import Checkpointer
@@ -39,7 +39,7 @@ def _lm_batch(seed, b=16, length=12, vocab=256):
 
 def _train_lm(mesh, rules, steps, microbatches=1, tx=None):
     config = get_config("tiny", num_layers=1)
-    params, shardings = model_lib.init_params(config, jax.random.PRNGKey(0), mesh, rules)
+    params, shardings = model_params.init_params(config, jax.random.PRNGKey(0), mesh, rules)
     tx = tx or optax.adam(1e-2)
     state, state_shardings = loop.create_sharded_state(params, shardings, tx, mesh)
     step = loop.compile_step(
@@ -89,7 +89,7 @@ def test_opt_state_shardings_follow_params(name):
     mesh, rules = mesh_lib.make_mesh(2, 2, 2), get_rules("fsdp_tp")
     # d_model and mlp >= 128 so Adafactor factors the matrices.
     config = get_config("tiny", d_model=128, mlp_dim=256, num_heads=8, num_kv_heads=8)
-    structs, shardings = model_lib.abstract_params(config, mesh, rules)
+    structs, shardings = model_params.abstract_params(config, mesh, rules)
     tx = optim.make_optimizer(name=name, schedule=1e-3)
     abstract = jax.eval_shape(tx.init, structs)
     opt = loop.opt_state_shardings(abstract, structs, shardings, mesh)

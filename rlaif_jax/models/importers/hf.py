@@ -1,10 +1,11 @@
 """Import Hugging Face Gemma 1/2/3, Llama 2/3.x and Qwen 2/2.5/3 checkpoints.
 
-`import_hf(directory, mesh, rules)` parses config.json into a `ModelConfig`
-(`hf_config.config_kwargs`), maps every HF tensor name to our param path with the
-reshape/transpose to our kernel layouts (`param_map`), checks names and shapes, and
-streams each tensor from the memory-mapped safetensors straight onto its sharding, so
-each device receives only its slice.
+`load_config(directory)` parses config.json into a `ModelConfig`
+(`hf_config.config_kwargs`); `import_params` maps every HF tensor name to our param path
+with the reshape/transpose to our kernel layouts (`param_map`), checks names and shapes,
+and streams each tensor from the memory-mapped safetensors straight onto the sharding
+of its abstract target, so each device receives only its slice. The mesh-aware entry
+point is `rlaif_jax.sharding.model_params.import_hf(directory, mesh, rules)`.
 
 Rotary embeddings: HF Llama/Qwen/Gemma checkpoints use the "rotate_half" convention
 (dimension j pairs with j + Dh/2). q/k weights are copied without a permutation, so
@@ -204,26 +205,17 @@ def load_config(directory: str, **overrides: Any):
     return family, ModelConfig(**kw)
 
 
-def import_hf(
-    directory: str,
-    mesh: jax.sharding.Mesh,
-    rules,
-    head: str = "lm",
-    **overrides: Any,
-) -> tuple[PyTree, Any]:
-    """Imports an HF-layout checkpoint directory: returns (params, ModelConfig).
+def import_params(
+    directory: str, family: str, config: Any, abstract: PyTree, head: str = "lm"
+) -> PyTree:
+    """Streams the HF-layout checkpoint in `directory` onto `abstract`.
 
-    Params are born sharded on `mesh` under `rules` (each device reads only its slice
-    from the memory-mapped files); their dtype is the config's `param_dtype` (override
-    with param_dtype=...). Raises CheckpointError naming missing, unexpected or
-    mis-shaped tensors and their files.
+    family, config: what `load_config(directory)` returned (possibly with overrides);
+    abstract: the model's param tree for `config`/`head` as ShapeDtypeStructs carrying
+    each leaf's sharding and dtype (`sharding.model_params.abstract_params`); each device
+    reads only its slice from the memory-mapped files. Raises CheckpointError naming
+    missing, unexpected or mis-shaped tensors and their files.
     """
-    from rlaif_jax.models.model import abstract_params
-
-    family, config = load_config(directory, **overrides)
-    abstract = abstract_params(config, mesh, rules, head)
-    if isinstance(abstract, tuple):  # (structs, shardings)
-        abstract = abstract[0]
     with sio.Checkpoint(directory) as ckpt:
         names = set(ckpt.names)
         prefix = _prefix(names, ckpt.config)
@@ -241,5 +233,4 @@ def import_hf(
         if head == "scalar":
             ignore += ("lm_head.",)
         check_names(names, maps, directory, ignore)
-        params = load_params(ckpt, maps, abstract)
-    return params, config
+        return load_params(ckpt, maps, abstract)
