@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import jax
+
+# Stages write their files through `artifacts.atomic_write` / `atomic_copy`; both live at
+# the bottom of the package (atomic_files) so that Data and Core can use them too.
+from rlaif_jax.atomic_files import atomic_copy, atomic_write  # noqa: F401  (for stages)
 
 MARKER = "COMPLETE"
 
@@ -26,30 +29,6 @@ def marker_path(stage_dir: str) -> str:
 
 def is_complete(stage_dir: str) -> bool:
     return os.path.isfile(marker_path(stage_dir))
-
-
-def atomic_write(path: str, text: str) -> None:
-    """Writes `text` to `path` so that a reader sees the old file or the whole new one,
-    never a part (a per-process temporary file, fsynced, then renamed over `path`)."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def atomic_copy(src: str, dst: str) -> None:
-    """Copies `src` to `dst` so that a reader sees no half-written `dst` (copy, then rename)."""
-    os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
-    tmp = f"{dst}.tmp{os.getpid()}"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
 
 
 def write_complete(stage_dir: str, metrics: Mapping[str, Any], wall_seconds: float) -> None:

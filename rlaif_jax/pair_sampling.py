@@ -29,9 +29,8 @@ from typing import Any
 import gin
 import jax
 
-from rlaif_jax import artifacts
+from rlaif_jax import artifacts, policy_decode
 from rlaif_jax.data import tasks
-from rlaif_jax.evaluation import samples
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
 
@@ -94,7 +93,7 @@ def run_stage(
     os.makedirs(out_dir, exist_ok=True)
     data = tasks.task_sources()
     mesh, rules = mesh_lib.make_mesh(), rules_lib.get_rules()
-    policy, params, layout = samples.open_policy(workdir, policy_dir, mesh, rules, data.task)
+    policy, params, layout = policy_decode.open_policy(workdir, policy_dir, mesh, rules, data.task)
     metrics: dict[str, float] = {}
     for k, split in enumerate(splits):
         prompts = [
@@ -104,7 +103,7 @@ def run_stage(
             "sample_pairs: %s: %d contexts x %d candidates at T=%.2f from %s",
             split, len(prompts), num_candidates, temperature, policy_dir,
         )  # fmt: skip
-        candidates = samples.decode_policy(
+        candidates = policy_decode.decode_policy(
             policy.config,
             params,
             policy.vocab,

@@ -22,27 +22,9 @@ from rlaif_jax import model_artifact
 from rlaif_jax.data import batching, tasks, tokenizer_files
 from rlaif_jax.data import vocab as vocab_lib
 from rlaif_jax.data.layout import task_layout
-from rlaif_jax.models import model as model_lib
 from rlaif_jax.models.config import get_config
-from rlaif_jax.train import losses
+from rlaif_jax.train.losses import lm_loss
 from rlaif_jax.train.supervised import TrainSettings, finish, train_supervised
-
-
-def lm_loss(config, params, batch, rng):
-    """SFT loss: next-token cross-entropy on the target (+ EOS) tokens (with the optional
-    two-token soft targets `alt_tokens` / `alt_weight` of `losses.next_token_loss`)."""
-    del rng
-    logits, _ = model_lib.apply(
-        config, params, batch["tokens"], attention_mask=batch["attention_mask"]
-    )
-    loss, count = losses.next_token_loss(
-        logits,
-        batch["tokens"],
-        batch["loss_mask"],
-        batch.get("alt_tokens"),
-        batch.get("alt_weight"),
-    )
-    return loss, {"target_tokens": count}
 
 
 @gin.configurable("sft")

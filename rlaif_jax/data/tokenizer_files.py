@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from rlaif_jax import artifacts
+from rlaif_jax.atomic_files import atomic_copy
 from rlaif_jax.data.vocab import stop_ids
 
 SPM_FILE = "spm.model"
@@ -71,7 +71,7 @@ def save_tokenizer(vocab: Any, directory: str) -> dict[str, Any]:
         for name, src in sources.items():
             dst = os.path.join(directory, name)
             if os.path.abspath(src) != os.path.abspath(dst):
-                artifacts.atomic_copy(src, dst)
+                atomic_copy(src, dst)
     return spec
 
 

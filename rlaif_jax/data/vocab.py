@@ -124,13 +124,13 @@ def stage_vocabulary(
     """
     import jax
 
-    from rlaif_jax import artifacts
+    from rlaif_jax.atomic_files import atomic_copy
 
     target = os.path.join(stage_dir, "spm.model")
     if jax.process_index() == 0 and not os.path.exists(target):
         os.makedirs(stage_dir, exist_ok=True)
         if vocab_path:
-            artifacts.atomic_copy(vocab_path, target)
+            atomic_copy(vocab_path, target)
         else:
             train_sentencepiece(
                 texts_fn(), os.path.join(stage_dir, "spm"), vocab_size, model_type=model_type

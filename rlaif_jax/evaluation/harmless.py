@@ -19,10 +19,10 @@ import gin
 import numpy as np
 
 from rlaif_jax.evaluation import length_control
-from rlaif_jax.evaluation.statistics import Rate, mean_rate
 from rlaif_jax.labeling import chat, render, tokens
 from rlaif_jax.labeling import prompts as P
 from rlaif_jax.labeling.debias import renormalize
+from rlaif_jax.rates import Rate, mean_rate
 
 
 @gin.configurable
@@ -114,7 +114,7 @@ def harmless_outcomes(p_harmless) -> np.ndarray:
 
 def harmless_rate(p_harmless) -> Rate:
     """Share of responses judged harmless (P(harmless) > 0.5) with a Student-t 95%
-    interval (`statistics.mean_rate`); p_value_vs_half tests the rate against 50%."""
+    interval (`rates.mean_rate`); p_value_vs_half tests the rate against 50%."""
     return mean_rate(harmless_outcomes(p_harmless))
 
 

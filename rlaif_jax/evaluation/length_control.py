@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from rlaif_jax.evaluation.statistics import Rate
+from rlaif_jax.rates import Rate
 
 
 def fit_logistic(x, y, ridge: float = 1e-6, iters: int = 100) -> tuple[np.ndarray, np.ndarray]:

@@ -27,14 +27,14 @@ import gin
 import jax
 import numpy as np
 
-from rlaif_jax import artifacts
+from rlaif_jax import artifacts, policy_decode
 from rlaif_jax.data import tasks
 from rlaif_jax.evaluation import harmless, report, samples
 from rlaif_jax.evaluation.length_control import length_controlled_win_rate
-from rlaif_jax.evaluation.statistics import mean_rate, per_prompt_mean, win_outcomes
 from rlaif_jax.labeling import render
 from rlaif_jax.labeling.labeler import Labeler, LabelerSettings
 from rlaif_jax.labeling.scoring import labeler_from_checkpoint
+from rlaif_jax.rates import mean_rate, per_prompt_mean, win_outcomes
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
 
@@ -112,10 +112,10 @@ def decode_all(workdir, policies, prompts, mesh, rules, task, layout_fields, dec
         if cached is not None:
             responses[name] = cached
             continue
-        art, params, layout = samples.open_policy(
+        art, params, layout = policy_decode.open_policy(
             workdir, stage_dir, mesh, rules, task, **layout_fields
         )
-        responses[name] = samples.decode_policy(
+        responses[name] = policy_decode.decode_policy(
             art.config,
             params,
             art.vocab,

@@ -1,2 +1,3 @@
 """AI preference labeling (paper §1.3, §2): prompts, rendering, both-order soft labels,
-chain of thought, self-consistency, d-RLAIF scoring and the `label` stage."""
+chain of thought, self-consistency, d-RLAIF scoring, labeler alignment and position
+bias (`alignment`), and the `label` stage."""

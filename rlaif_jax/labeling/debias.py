@@ -76,7 +76,7 @@ def same_position_preferred(p_order1: np.ndarray, p_order2: np.ndarray) -> np.nd
     """[B] bool: the argmax points at the same shown POSITION in both orders (§2.4).
 
     Position 1 is picked in order 1 when p_order1 > ½ and in order 2 when p_order2 ≤ ½
-    (response1 then sits in position 2). Matches `evaluation.alignment.same_position_rate`.
+    (response1 then sits in position 2). Matches `labeling.alignment.same_position_rate`.
     """
     first1 = np.asarray(p_order1) > 0.5
     first2 = np.asarray(p_order2) <= 0.5

@@ -31,7 +31,7 @@ import numpy as np
 
 from rlaif_jax import artifacts
 from rlaif_jax.data import tasks
-from rlaif_jax.evaluation import alignment as align
+from rlaif_jax.labeling import alignment as align
 from rlaif_jax.labeling import render
 from rlaif_jax.labeling.labeler import Labeler, LabelerSettings
 from rlaif_jax.labeling.scoring import labeler_from_checkpoint
@@ -131,7 +131,7 @@ def _barrier(name: str) -> None:
 
 def labeling_metrics(recs: Sequence[Mapping[str, Any]], inverted: bool = False) -> dict[str, float]:
     """Alignment (debiased and single order) and position bias over records with a
-    human label (paper §5; `evaluation.alignment`).
+    human label (paper §5; `labeling.alignment`).
 
     inverted: the labels were inverted from a "which is MORE harmful" prompt
     (`PromptVariant.inverts_labels`); the position-bias metrics then read the position

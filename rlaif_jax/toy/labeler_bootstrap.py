@@ -27,11 +27,11 @@ from rlaif_jax.data import vocab as vocab_lib
 from rlaif_jax.data.layout import task_layout
 from rlaif_jax.labeling import render
 from rlaif_jax.models.config import get_config
-from rlaif_jax.sft import lm_loss
 from rlaif_jax.toy import bootstrap_data
 from rlaif_jax.toy import presets as _presets  # noqa: F401  (registers the toy presets)
 from rlaif_jax.toy.release import install_release
 from rlaif_jax.toy.world import ToyWorld
+from rlaif_jax.train.losses import lm_loss
 from rlaif_jax.train.supervised import TrainSettings, finish, train_supervised
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rlaif_jax.models import model as model_lib
+
 
 def next_token_loss(logits, tokens, loss_mask, alt_tokens=None, alt_weight=None):
     """Mean cross-entropy of tokens[:, t] under logits[:, t - 1] over loss_mask[:, t].
@@ -24,6 +26,28 @@ def next_token_loss(logits, tokens, loss_mask, alt_tokens=None, alt_weight=None)
     mask = loss_mask[:, 1:].astype(jnp.float32)
     count = jnp.maximum(mask.sum(), 1.0)
     return (nll * mask).sum() / count, mask.sum()
+
+
+def lm_loss(config, params, batch, rng):
+    """SFT loss of `config`'s LM on a batch: (loss, {"target_tokens": count}).
+
+    batch: tokens / attention_mask / loss_mask [B, L] (loss on the target + EOS tokens),
+    with the optional two-token soft targets `alt_tokens` / `alt_weight` [B, L] of
+    `next_token_loss`. `functools.partial(lm_loss, config)` is a `train.loop` loss_fn
+    (rng unused).
+    """
+    del rng
+    logits, _ = model_lib.apply(
+        config, params, batch["tokens"], attention_mask=batch["attention_mask"]
+    )
+    loss, count = next_token_loss(
+        logits,
+        batch["tokens"],
+        batch["loss_mask"],
+        batch.get("alt_tokens"),
+        batch.get("alt_weight"),
+    )
+    return loss, {"target_tokens": count}
 
 
 def soft_label_rm_loss(r1, r2, p):

@@ -8,8 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from rlaif_jax.evaluation import alignment
-from rlaif_jax.labeling import debias, direct
+from rlaif_jax.labeling import alignment, debias, direct
 
 
 def _softmax2(a, b):

@@ -4,13 +4,15 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from rlaif_jax.evaluation import alignment, length_control, statistics
+from rlaif_jax import rates
+from rlaif_jax.evaluation import length_control
+from rlaif_jax.labeling import alignment
 
 
 def test_mean_rate_matches_scipy_t_interval():
     rng = np.random.default_rng(0)
     x = (rng.random(300) < 0.67).astype(float)
-    r = statistics.mean_rate(x)
+    r = rates.mean_rate(x)
     lo, hi = stats.t.interval(0.95, df=len(x) - 1, loc=x.mean(), scale=stats.sem(x))
     assert r.value == pytest.approx(x.mean())
     assert r.ci_low == pytest.approx(lo) and r.ci_high == pytest.approx(hi)
@@ -19,16 +21,16 @@ def test_mean_rate_matches_scipy_t_interval():
 
 
 def test_win_outcomes_ties_count_half():
-    np.testing.assert_array_equal(statistics.win_outcomes([0.9, 0.1, 0.5]), [1.0, 0.0, 0.5])
+    np.testing.assert_array_equal(rates.win_outcomes([0.9, 0.1, 0.5]), [1.0, 0.0, 0.5])
 
 
 def test_per_prompt_mean_groups_each_prompts_samples():
     outcomes = [1.0, 0.0, 0.5, 1.0, 1.0, 1.0, 0.0, 0.0, 0.5]  # 3 prompts x 3 samples
-    np.testing.assert_allclose(statistics.per_prompt_mean(outcomes, 3), [0.5, 1.0, 1 / 6])
-    r = statistics.mean_rate(statistics.per_prompt_mean(outcomes, 3))
+    np.testing.assert_allclose(rates.per_prompt_mean(outcomes, 3), [0.5, 1.0, 1 / 6])
+    r = rates.mean_rate(rates.per_prompt_mean(outcomes, 3))
     assert r.n == 3  # the interval counts prompts, not samples
     with pytest.raises(ValueError, match="do not split into 2 prompts"):
-        statistics.per_prompt_mean(outcomes, 2)
+        rates.per_prompt_mean(outcomes, 2)
 
 
 def _reference_logistic(x, y):

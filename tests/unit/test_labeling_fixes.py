@@ -9,9 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from rlaif_jax.evaluation import alignment
 from rlaif_jax.evaluation.harmless import HarmlessJudge, HarmlessJudgeSettings
-from rlaif_jax.labeling import direct, render, stage, tokens
+from rlaif_jax.labeling import alignment, direct, render, stage, tokens
 from rlaif_jax.labeling.labeler import Labeler, LabelerSettings
 from tests.unit.test_labeler import CharVocab
 from tests.unit.test_labeling_tokens import MergingVocab

@@ -8,8 +8,9 @@ from scipy import optimize
 
 from rlaif_jax import reward
 from rlaif_jax.decoding import score
-from rlaif_jax.evaluation import alignment, stage
-from rlaif_jax.evaluation.statistics import per_prompt_mean
+from rlaif_jax.evaluation import stage
+from rlaif_jax.labeling import alignment
+from rlaif_jax.rates import per_prompt_mean
 from rlaif_jax.rl.runner import RLSettings
 from rlaif_jax.train import losses
 

@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from rlaif_jax import artifacts
+from rlaif_jax.atomic_files import atomic_write
 from rlaif_jax.models.importers import safetensors_io as sio
 from rlaif_jax.models.importers.hf import _flat, param_map
 from rlaif_jax.models.importers.hf_config import hf_config_from
@@ -83,7 +83,5 @@ def export_hf(
             t.produce()
         return []
     files = sio.write_checkpoint(directory, out, max_shard_bytes=max_shard_bytes)
-    artifacts.atomic_write(
-        os.path.join(directory, sio.CONFIG_FILE), json.dumps(hf, indent=2, sort_keys=True)
-    )
+    atomic_write(os.path.join(directory, sio.CONFIG_FILE), json.dumps(hf, indent=2, sort_keys=True))
     return files + [sio.CONFIG_FILE]

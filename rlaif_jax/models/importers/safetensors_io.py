@@ -23,6 +23,7 @@ import os
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import ml_dtypes
@@ -204,13 +205,13 @@ class Checkpoint:
         self.close()
 
 
-def to_device(
-    source: np.ndarray, sharding: jax.sharding.Sharding, dtype: np.dtype | type
-) -> jax.Array:
+def to_device(source: np.ndarray, sharding: Any, dtype: np.dtype | type) -> jax.Array:
     """A global array from a (lazy) host view; each device reads only its own slice.
 
     `source` may be a memmap or any numpy view of one (transposed, reshaped): indexing it
     reads only the bytes of that slice, and only for devices addressable by this process.
+    `sharding` is the target's placement as handed in (a `ShapeDtypeStruct.sharding`);
+    models/ never builds one (the mesh lives in `rlaif_jax.sharding`).
     """
     dtype = np.dtype(dtype)
 

@@ -1,5 +1,8 @@
 """Rates with confidence intervals, as the paper reports them (t-based on per-example outcomes).
 
+Shared by the stages that report rates: evaluation (win rates, harmless rates) and
+labeling (labeler alignment, position bias).
+
 A "rate" is the mean of per-example outcomes in [0, 1] (binary wins, or soft
 preferences such as P(A ≻ B) from a judge). The paper tests with two-sample t-tests,
 so the interval is the Student-t interval of the mean; for binary outcomes this is

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlaif_jax.evaluation.statistics import Rate, mean_rate
+from rlaif_jax.rates import Rate, mean_rate
 
 
 def labeler_alignment(p_ai, human_label) -> Rate:

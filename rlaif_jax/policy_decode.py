@@ -1,0 +1,128 @@
+"""Text responses from a saved policy: open its artifact on a mesh, decode prompts.
+
+Shared stage support: the evaluation stage decodes held-out prompts with it, and
+`sample_pairs` decodes on-policy candidates. Each prompt is laid out as the policy's
+input layout says, decoded in fixed-size batches (one compilation), and the response
+text is post-processed as the paper does before rating it (App. E).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from rlaif_jax import model_artifact
+from rlaif_jax.data.layout import InputLayout
+from rlaif_jax.data.vocab import stop_ids
+from rlaif_jax.decoding import sample as sample_lib
+from rlaif_jax.models.config import ModelConfig
+from rlaif_jax.sharding import partition
+
+logger = logging.getLogger("rlaif_jax.policy_decode")
+
+# Paper App. E: RL policies pad summaries with trailing periods/spaces (reward hacking);
+# those symbols are stripped before human evaluation.
+_TRAILING = re.compile(r"(\s*\.)(\s*\.)+\s*$")
+
+
+def postprocess(text: str) -> str:
+    """Strips repeated trailing periods and whitespace (the paper's post-processing)."""
+    text = _TRAILING.sub(r"\1", text)
+    return text.strip()
+
+
+def decode_policy(
+    config: ModelConfig,
+    params: Any,
+    vocab: Any,
+    layout: InputLayout,
+    prompts: Sequence[dict],
+    mesh,
+    rules,
+    *,
+    temperature: float,
+    batch_size: int,
+    seed: int = 0,
+    num_samples: int = 1,
+) -> list[str]:
+    """Responses [N · num_samples] for `prompts` (records with 'context') laid out as the
+    policy's `layout` says (up to layout.max_response new tokens; every stop id of `vocab`
+    ends a response), decoded in fixed-size batches; prompt-major (response
+    i·num_samples + j is sample j of prompt i)."""
+    stops = stop_ids(vocab)
+    sampler = sample_lib.make_sampler(
+        config,
+        mesh,
+        rules,
+        max_new_tokens=layout.max_response,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        eos_id=stops,
+        pad_id=vocab.pad_id,
+        num_samples=num_samples,
+    )
+    out: list[str] = []
+    rng = jax.random.key(seed)
+    t0 = time.time()
+    for i in range(0, len(prompts), batch_size):
+        chunk = list(prompts[i : i + batch_size])
+        real = len(chunk)
+        chunk += [chunk[-1]] * (batch_size - real)  # fixed shapes: one compilation
+        tokens, lengths = layout.prompt_batch(chunk, vocab)
+        res = sampler(
+            params,
+            partition.global_batch({"t": tokens}, mesh)["t"],
+            partition.global_batch({"l": lengths}, mesh)["l"],
+            jax.random.fold_in(rng, i),
+        )
+        toks = np.asarray(jax.device_get(res.tokens))
+        lens = np.asarray(jax.device_get(res.lengths))
+        for row in range(real * num_samples):
+            ids = [int(t) for t in toks[row, : lens[row]] if int(t) not in stops]
+            out.append(postprocess(vocab.decode(ids)))
+        done = min(i + batch_size, len(prompts))
+        rate = done / max(time.time() - t0, 1e-9)
+        logger.info(
+            "decode: %d/%d prompts (%.1f/s, ETA %.0f s)",
+            done,
+            len(prompts),
+            rate,
+            (len(prompts) - done) / max(rate, 1e-9),
+        )
+    return out
+
+
+# The bindings a contradicting layout value is reported as, by default (the evaluate stage's).
+EVALUATE_LAYOUT_BINDINGS = {
+    "max_context": "evaluate.max_prompt_len",
+    "max_response": "evaluate.max_new_tokens",
+}
+
+
+def open_policy(
+    workdir: str,
+    policy_dir: str,
+    mesh,
+    rules,
+    task: str | None = None,
+    names: Mapping[str, str] | None = None,
+    **layout,
+):
+    """(artifact, params on `mesh`, input layout) of the policy saved by `policy_dir` (a
+    stage dir under WORKDIR such as 'sft' or 'rl_rlaif', or a path). `layout` values
+    (None = unset) may only restate the artifact's (`ModelArtifact.layout_for`); a
+    contradiction names the binding `names[field]` (default `EVALUATE_LAYOUT_BINDINGS`)."""
+    art = model_artifact.open_model(
+        model_artifact.resolve_model_dir(workdir, policy_dir, "policy directory")
+    )
+    names = EVALUATE_LAYOUT_BINDINGS if names is None else names
+    layout = art.layout_for(task, "evaluate", names, **layout)  # refuse before loading
+    params, _ = model_artifact.load_params(art, mesh, rules, "lm")
+    return art, params, layout
