@@ -334,6 +334,55 @@ class EpochIterator:
         return self.batch_fn(local) if self.batch_fn else local
 
 
+@dataclasses.dataclass(frozen=True)
+class EpochSource:
+    """Resumable epochs of local batches over a record list (a `train.supervised`
+    BatchSource): this process keeps its shards once, then `iterator(position)` starts an
+    `EpochIterator` at a saved position and `position(iterator)` reads it back.
+
+    batch_fn(list of local records) -> the batch dict; num_data_shards 0: one per process.
+    """
+
+    shards: Mapping[int, Sequence[Record]]
+    num_data_shards: int
+    batch_size: int
+    seed: int
+    batch_fn: Callable[[list[Record]], Any] | None
+    num_records: int
+    num_epochs: int | None = None
+
+    @classmethod
+    def over(
+        cls,
+        records: Sequence[Record],
+        batch_size: int,
+        seed: int,
+        batch_fn: Callable[[list[Record]], Any] | None = None,
+        num_data_shards: int = 0,
+        num_epochs: int | None = None,
+    ) -> EpochSource:
+        import jax
+
+        num_shards = num_data_shards or jax.process_count()
+        shards = read_local_shards(records, num_shards)
+        return cls(shards, num_shards, batch_size, seed, batch_fn, len(records), num_epochs)
+
+    def iterator(self, position: Mapping[str, Any] | None = None) -> EpochIterator:
+        return EpochIterator(
+            self.shards,
+            self.num_data_shards,
+            self.batch_size,
+            self.seed,
+            state=DataState.from_dict(position) if position else None,
+            batch_fn=self.batch_fn,
+            num_epochs=self.num_epochs,
+        )
+
+    @staticmethod
+    def position(iterator: EpochIterator) -> dict[str, int]:
+        return iterator.state.to_dict()
+
+
 def _global_min(value: int) -> int:
     """min over processes (every process must call this at the same point)."""
     import jax

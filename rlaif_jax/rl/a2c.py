@@ -53,14 +53,22 @@ def masked_whiten(x: Array, mask: Array, eps: float = 1e-8, shift_mean: bool = T
     return out * mask
 
 
-def reduce_loss(per_token: Array, mask: Array, normalize: str = "tokens") -> Array:
-    """Reduces a [B, T] per-token loss to a scalar ("tokens" or "sequences", see module doc)."""
+def reduce_loss(
+    per_token: Array, mask: Array, normalize: str = "tokens", num_tokens: Array | None = None
+) -> Array:
+    """Reduces a [B, T] per-token loss to a scalar ("tokens" or "sequences", see module doc).
+
+    num_tokens: the token mean's denominator when it is not this batch's own token count
+    (a microbatch divides by the whole batch's tokens / M, so the M slices average to the
+    whole batch's mean)."""
     if normalize == "tokens":
+        if num_tokens is not None:
+            return jnp.sum(per_token * mask) / num_tokens
         return masked_mean(per_token, mask)
     if normalize == "sequences":
         return jnp.mean(jnp.sum(per_token * mask, axis=-1))
     raise ValueError(
-        f"Unknown loss normalisation {normalize!r} (gin: A2CConfig.normalize); "
+        f"Unknown loss normalisation {normalize!r} (RLSettings.normalize); "
         f"choose one of {NORMALIZE_CHOICES}."
     )
 
@@ -81,7 +89,7 @@ def reward_scale(kl_coef: float, reward_weight: str = "one") -> float:
     if reward_weight == "one_minus_beta":
         return 1.0 - kl_coef
     raise ValueError(
-        f"Unknown reward weighting {reward_weight!r} (gin: A2CConfig.reward_weight); "
+        f"Unknown reward weighting {reward_weight!r} (RLSettings.reward_weight); "
         f"choose one of {REWARD_WEIGHT_CHOICES}."
     )
 
@@ -129,16 +137,20 @@ def advantages(
 
 
 # ----------------------------------------------------------------------------- losses
-def policy_loss(logprobs: Array, advs: Array, mask: Array, normalize: str = "tokens") -> Array:
+def policy_loss(
+    logprobs: Array, advs: Array, mask: Array, normalize: str = "tokens", num_tokens=None
+) -> Array:
     """−Σ_t log π(a_t|x_t)·stopgrad(A_t), reduced by `normalize`. logprobs differentiable."""
     per_token = -logprobs * jax.lax.stop_gradient(advs)
-    return reduce_loss(per_token, mask, normalize)
+    return reduce_loss(per_token, mask, normalize, num_tokens)
 
 
-def value_loss(values: Array, returns: Array, mask: Array, normalize: str = "tokens") -> Array:
+def value_loss(
+    values: Array, returns: Array, mask: Array, normalize: str = "tokens", num_tokens=None
+) -> Array:
     """Σ_t (Z_t − V(x_t))² (targets not differentiated), reduced by `normalize`."""
     per_token = jnp.square(jax.lax.stop_gradient(returns) - values)
-    return reduce_loss(per_token, mask, normalize)
+    return reduce_loss(per_token, mask, normalize, num_tokens)
 
 
 def token_entropy(logits: Array) -> Array:
@@ -147,9 +159,9 @@ def token_entropy(logits: Array) -> Array:
     return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
 
 
-def entropy_loss(logits: Array, mask: Array, normalize: str = "tokens") -> Array:
+def entropy_loss(logits: Array, mask: Array, normalize: str = "tokens", num_tokens=None) -> Array:
     """−entropy (minimising it is the entropy bonus), reduced by `normalize`."""
-    return reduce_loss(-token_entropy(logits), mask, normalize)
+    return reduce_loss(-token_entropy(logits), mask, normalize, num_tokens)
 
 
 def explained_variance(values: Array, returns: Array, mask: Array) -> Array:
@@ -232,22 +244,25 @@ def a2c_loss(
     advs: Array,
     mask: Array,
     hyper: A2CHyper,
+    num_tokens: Array | None = None,
 ) -> tuple[Array, dict[str, Array]]:
     """Total loss = policy + value_coef·value − entropy_coef·entropy, and its parts.
 
     logprobs [B, T] (current policy, differentiable), values [B, T] (current value
     model, differentiable), logits [B, T, V] or None (needed only for the entropy
-    bonus), returns / advs [B, T] from `rollout_targets`.
+    bonus), returns / advs [B, T] from `rollout_targets`; num_tokens: see `reduce_loss`.
     """
     mask = mask.astype(jnp.float32)
-    pg = policy_loss(logprobs, advs, mask, hyper.normalize)
-    vl = value_loss(values, returns, mask, hyper.normalize)
+    pg = policy_loss(logprobs, advs, mask, hyper.normalize, num_tokens)
+    vl = value_loss(values, returns, mask, hyper.normalize, num_tokens)
     total = pg + hyper.value_coef * vl
     parts = {"policy_loss": pg, "value_loss": vl}
     if logits is not None:
         ent = masked_mean(token_entropy(logits), mask)
         parts["entropy"] = ent
         if hyper.entropy_coef:
-            total = total + hyper.entropy_coef * entropy_loss(logits, mask, hyper.normalize)
+            total = total + hyper.entropy_coef * entropy_loss(
+                logits, mask, hyper.normalize, num_tokens
+            )
     parts["loss"] = total
     return total, parts

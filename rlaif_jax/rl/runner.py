@@ -1,9 +1,10 @@
 """The RL step without gin or files: settings, optimizer and `RLRunner` (usable from Colab).
 
 One step: B prompts (global `batch_size`) × S samples are rolled out with the very
-params being trained (T = 0.9), rewarded on detokenized text, scored by anchor and
-value in batched forward passes, turned into returns/advantages, and
-`updates_per_batch` gradient steps are taken.
+params being trained (T = 0.9), rewarded on detokenized text, scored by policy, anchor
+and value in batched teacher-forced passes, turned into returns/advantages, and one
+gradient step is taken (`microbatches` slices accumulated). `RLRunner.train_step` is the
+`train.loop` Stepper the RL stage runs through the shared loop.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ class RLSettings:
     num_epochs: passes over the RL prompts; max_steps: stop earlier (None = epochs).
     updates_per_batch: gradient steps on each rollout batch; must be 1 (on-policy A2C:
         further steps would reuse the advantages off-policy with no importance ratio).
+    microbatches: slices of the rollout batch whose gradients one update accumulates
+        (activation memory of N/M rows; the same update as the whole batch).
+    learning_rate / value_learning_rate (None = learning_rate), optimizer, grad_clip:
+        one optimizer per part (policy, value), each clipping its own gradient norm.
     kl_coef (β), reward_weight ('one' | 'one_minus_beta'), normalize ('tokens' |
     'sequences'), whiten_advantages, entropy_coef, value_coef: see `a2c`.
     normalize_rewards: divide rewards by a running std after subtracting a running mean.
@@ -54,7 +59,9 @@ class RLSettings:
     learning_rate: float = 1e-5
     optimizer: str = "adam"
     grad_clip: float | None = 1.0
+    value_learning_rate: float | None = None
     updates_per_batch: int = 1
+    microbatches: int = 1
     temperature: float = 0.9
     top_k: int = 0
     top_p: float = 1.0
@@ -100,10 +107,17 @@ class RLSettings:
 
 
 def make_optimizer(settings: RLSettings) -> optax.GradientTransformation:
-    """The RL optimizer (the paper does not state one; Adam at lr 1e-5 by default), built
-    by the shared `train.optim.make_optimizer` from the RL settings."""
-    return optim.make_optimizer(
-        name=settings.optimizer, schedule=settings.learning_rate, clip_norm=settings.grad_clip
+    """The RL optimizer (the paper does not state one; Adam at lr 1e-5 by default): one
+    `train.optim.make_optimizer` per part, so policy and value clip their gradient norms
+    apart (`learner.per_part_optimizer`)."""
+    rates = {
+        "policy": settings.learning_rate,
+        "value": settings.value_learning_rate or settings.learning_rate,
+    }
+    return learner_lib.per_part_optimizer(
+        lambda part: optim.make_optimizer(
+            name=settings.optimizer, schedule=rates[part], clip_norm=settings.grad_clip
+        )
     )
 
 
@@ -125,7 +139,7 @@ def settings_layout(settings: RLSettings) -> InputLayout:
 
 
 class RLRunner:
-    """The RL loop without gin or files: `step(records) -> metrics` (usable from Colab).
+    """The RL step without gin or files: `step(records) -> metrics` (usable from Colab).
 
     sample_fn(policy_params, prompt_tokens [B, Lp], prompt_lengths [B], rng) ->
     `decoding.sample.SampleOutput` (tokens / logprobs / mask [B·S, T], lengths,
@@ -147,21 +161,24 @@ class RLRunner:
         self.layout = layout or settings_layout(settings)
         self.settings, self.roles, self.reward_fn = settings, roles, reward_fn
         self.vocab, self.mesh, self.sample_fn = vocab, mesh, sample_fn
-        build = learner_lib.make_learner(
+        with partition.sharding_context(mesh, rules):
+            self.state, state_shardings = learner_lib.create_state(
+                roles.params, roles.param_shardings, make_optimizer(settings), mesh, settings.seed
+            )
+        roles.params = None  # the state owns (and donates) them from now on
+        self.learner = learner_lib.make_learner(
             roles.policy_model,
             roles.value_model,
-            make_optimizer(settings),
             settings.hyper,
             mesh,
             rules,
+            state_shardings,
             roles.param_shardings,
             roles.anchor_shardings,
             pad_id=vocab.pad_id,
             normalize_rewards=settings.normalize_rewards,
+            microbatches=settings.microbatches,
         )
-        self.learner = build(jax.eval_shape(lambda p: p, roles.params))
-        self.state = self.learner.init_state(roles.params)
-        roles.params = None  # the state owns (and donates) them from now on
         self.truncation = batching.TruncationStats()
         self._stops = np.asarray(stop_ids(vocab), np.int32)
 
@@ -197,10 +214,12 @@ class RLRunner:
         batch.update(
             response_tokens=out.tokens,
             response_mask=out.mask,
-            logprobs=out.logprobs * out.mask,
+            sampler_logprobs=out.logprobs * out.mask,
         )
-        anchor_lp, values = self.learner.score_fn(self.state.params, self.roles.anchor, batch)
-        batch.update(anchor_logprobs=anchor_lp, values=values)
+        logprobs, anchor_lp, values = self.learner.score_fn(
+            self.state.params, self.roles.anchor, batch
+        )
+        batch.update(logprobs=logprobs, anchor_logprobs=anchor_lp, values=values)
         mask = rewards.host_local_rows(out.mask).astype(np.float32)
         info = {
             "scores": scores,
@@ -216,26 +235,39 @@ class RLRunner:
         }
         return batch, info
 
-    def step(self, records: Sequence[dict], rng: jax.Array) -> dict[str, float]:
-        """One RL step on this process's prompt records; returns host-side metrics."""
+    def step(self, records: Sequence[dict], rng: jax.Array | None = None) -> dict[str, float]:
+        """One RL step on this process's prompt records; returns host-side metrics.
+
+        rng: the rollout's key (default fold_in(state.rng, state.step): PRNGKey(seed)
+        folded with the step, the same in a resumed run)."""
+        t_start = time.time()
+        if rng is None:
+            rng = jax.random.fold_in(self.state.rng, self.state.step)
         batch, info = self.rollout(records, rng)
-        self.state, returns, advs = self.learner.targets_fn(self.state, batch)
-        batch.update(returns=returns, advantages=advs)
+        self.state, targets, rollout_metrics = self.learner.targets_fn(self.state, batch)
+        batch.update(targets)
         t0 = time.time()
-        parts = {}
-        for _ in range(self.settings.updates_per_batch):
-            self.state, parts = self.learner.update_fn(self.state, batch)
-        parts = {k: float(v) for k, v in jax.device_get(parts).items()}
+        update_batch = {k: batch[k] for k in learner_lib.UPDATE_FIELDS}
+        self.state, parts = self.learner.update_fn(self.state, update_batch)
+        parts = {k: float(v) for k, v in jax.device_get({**rollout_metrics, **parts}).items()}
         update_s = time.time() - t0
         ntok = info["num_tokens"] * jax.process_count()
         scores = info["scores"]
         return {
             "reward_mean": float(np.mean(scores)),
-            "reward_std": float(np.std(scores)),
+            "kl": parts.pop("kl"),
             "response_length": float(np.mean(info["resp_len"])),
+            "reward_std": float(np.std(scores)),
             "eos_fraction": float(np.mean(info["eos"])),
             "rollout_tokens_per_s": ntok / max(info["rollout_s"], 1e-9),
             "reward_seconds": info["reward_s"],
-            "update_tokens_per_s": ntok * self.settings.updates_per_batch / max(update_s, 1e-9),
+            "update_tokens_per_s": ntok / max(update_s, 1e-9),
             **parts,
+            "step_seconds": time.time() - t_start,
         }
+
+    def train_step(self, state: learner_lib.RLState, records: Sequence[dict]):
+        """The `train.loop` Stepper: (state, local prompt records) -> (state, metrics)."""
+        self.state = state
+        metrics = self.step(records)
+        return self.state, metrics

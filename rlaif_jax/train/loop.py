@@ -1,18 +1,25 @@
-"""The one sharded, resumable train loop (SFT, reward model, labeler bootstrap).
+"""The one sharded, resumable train loop of every trained model: SFT, reward model,
+labeler bootstrap and RL (policy + value).
 
 A stage supplies a pure `loss_fn(params, batch, rng) -> (loss, aux)`; `make_train_step`
 turns it into `(state, batch) -> (state, metrics)` (gradient accumulation over
 microbatches inside the step), `compile_step` jits it once with the state's shardings
-and donation, and `run_training` drives it: global batches from per-process local
-batches, checkpoints every N steps and at the end (and on SIGTERM), exact resume of
-params, optimizer, step, RNG and data position, a NaN/inf guard that keeps the last good
-checkpoint, JSONL/TensorBoard metrics and a progress line.
+and donation. `run_training` drives any `Stepper` `(state, local_batch) -> (state,
+metrics)` — `jit_stepper` for a supervised step, or a host-orchestrated one (RL: rollout,
+reward, then the compiled update): checkpoints every N steps and at the end (and on
+SIGTERM), exact resume of params, optimizer, step, RNG, extra state and data position,
+a NaN/inf guard that keeps the last good checkpoint, JSONL/TensorBoard metrics and a
+progress line.
+
+A state whose params are a dict of parts (RL: {"policy", "value"}) takes one optimizer
+per part (`per_part_optimizer`): each part clips its own gradient norm, so one part's
+loss scale never rescales another's update.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +44,10 @@ LossFn = Callable[[PyTree, Mapping[str, jax.Array], jax.Array], tuple[jax.Array,
 
 
 class TrainState(flax.struct.PyTreeNode):
-    """step [] int32, params, opt_state, rng [2] uint32 (raw key data: checkpointable)."""
+    """step [] int32, params, opt_state, rng [2] uint32 (raw key data: checkpointable).
+
+    Subclasses add fields the loop checkpoints with the rest (RL: running reward stats);
+    `create(params, tx, seed, **extra)` fills them."""
 
     step: jax.Array
     params: PyTree
@@ -46,14 +56,35 @@ class TrainState(flax.struct.PyTreeNode):
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
     @classmethod
-    def create(cls, params, tx, seed: int = 0) -> TrainState:
+    def create(cls, params, tx, seed: int = 0, **extra) -> TrainState:
         return cls(
             step=jnp.zeros((), jnp.int32),
             params=params,
             opt_state=tx.init(params),
             rng=jax.random.PRNGKey(seed),
             tx=tx,
+            **extra,
         )
+
+
+def per_part_optimizer(
+    parts: Mapping[str, optax.GradientTransformation],
+) -> optax.GradientTransformation:
+    """One optimizer per top-level key of a params dict (e.g. {"policy", "value"}).
+
+    Each part sees only its own gradients (`optax.multi_transform`), so a global-norm
+    clip inside a part's chain clips that part alone."""
+
+    def labels(params):
+        missing = set(params) ^ set(parts)
+        if missing:
+            raise ValueError(
+                f"per_part_optimizer: params parts {sorted(params)} != optimizer parts "
+                f"{sorted(parts)}."
+            )
+        return {k: jax.tree.map(lambda _, k=k: k, v) for k, v in params.items()}
+
+    return optax.multi_transform(dict(parts), labels)
 
 
 def opt_state_shardings(abstract_opt_state, params_structs, params_shardings, mesh):
@@ -92,20 +123,25 @@ def opt_state_shardings(abstract_opt_state, params_structs, params_shardings, me
     return jax.tree_util.tree_map_with_path(one, abstract_opt_state)
 
 
-def create_sharded_state(params, params_shardings, tx, mesh, seed: int = 0):
-    """(TrainState, its shardings): optimizer state laid out like the params it mirrors
-    (see `opt_state_shardings`), step and RNG replicated; built by one jit, so nothing
-    is ever whole on one device."""
-    abstract = jax.eval_shape(lambda p: TrainState.create(p, tx, seed), params)
+def create_sharded_state(
+    params, params_shardings, tx, mesh, seed: int = 0, state_cls: type = TrainState, **extra
+):
+    """(state, its shardings): optimizer state laid out like the params it mirrors
+    (see `opt_state_shardings`), step, RNG and extra fields replicated; built by one jit,
+    so nothing is ever whole on one device. `state_cls` (a TrainState subclass) and
+    `extra` (its added fields' initial values) give e.g. the RL state."""
+
+    def create(p):
+        return state_cls.create(p, tx, seed, **extra)
+
+    abstract = jax.eval_shape(create, params)
     rep = partition.replicated(mesh)
     structs = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
-    shardings = abstract.replace(
-        step=rep,
+    shardings = jax.tree.map(lambda _: rep, abstract).replace(
         params=params_shardings,
         opt_state=opt_state_shardings(abstract.opt_state, structs, params_shardings, mesh),
-        rng=rep,
     )
-    state = jax.jit(lambda p: TrainState.create(p, tx, seed), out_shardings=shardings)(params)
+    state = jax.jit(create, out_shardings=shardings)(params)
     return state, shardings
 
 
@@ -121,7 +157,7 @@ def split_microbatches(batch: Mapping[str, jax.Array], microbatches: int) -> dic
         if x.shape[0] % microbatches:
             raise ValueError(
                 f"batch of {x.shape[0]} rows is not divisible into {microbatches} microbatches "
-                "(gin: TrainSettings.microbatches)."
+                "(TrainSettings.microbatches)."
             )
         y = x.reshape((x.shape[0] // microbatches, microbatches) + x.shape[1:]).swapaxes(0, 1)
         names = (None, ax.ACT_BATCH) + (None,) * (x.ndim - 1)
@@ -130,15 +166,19 @@ def split_microbatches(batch: Mapping[str, jax.Array], microbatches: int) -> dic
     return {k: one(v) for k, v in batch.items()}
 
 
-def make_train_step(loss_fn: LossFn, microbatches: int = 1) -> Callable:
+def make_train_step(
+    loss_fn: LossFn, microbatches: int = 1, part_grad_norms: Sequence[str] = ()
+) -> Callable:
     """(state, batch) -> (state, metrics): one optimizer update.
 
     The step's RNG is `fold_in(state.rng, state.step)` (and `fold_in(., i)` per
     microbatch), so it lives in the checkpointed state and a resumed run draws the same
     numbers. With `microbatches` M > 1, grads, loss and aux are averaged over M strided
     slices of the batch by `lax.scan` (activation memory of B/M rows); this equals the
-    full-batch gradient when `loss_fn` is a mean whose weight is equal across slices.
-    Metrics: loss, grad_norm (before clipping), and the loss_fn's aux.
+    full-batch gradient when `loss_fn` is a mean whose weight is equal across slices (or
+    a sum over the slice divided by a batch-wide normaliser / M, as RL's token mean).
+    Metrics: loss, grad_norm (before clipping, all parts), grad_norm_<part> for each of
+    `part_grad_norms` (top-level keys of the params dict), and the loss_fn's aux.
     """
 
     def grads_of(params, batch, rng):
@@ -169,6 +209,8 @@ def make_train_step(loss_fn: LossFn, microbatches: int = 1) -> Callable:
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+        for part in part_grad_norms:
+            metrics[f"grad_norm_{part}"] = optax.global_norm(grads[part])
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return step
@@ -195,6 +237,17 @@ def compile_step(step_fn: Callable, state_shardings, mesh, rules) -> Callable:
             return cache[key](state, batch)
 
     return run
+
+
+# (state, this process's local batch) -> (state, metrics: scalars, device or host).
+Stepper = Callable[[PyTree, Any], tuple[PyTree, Mapping[str, Any]]]
+
+
+def jit_stepper(step_fn: Callable, state_shardings, mesh, rules) -> Stepper:
+    """The Stepper of a pure step: local numpy batches become global arrays, then the
+    step runs jitted once (`compile_step`)."""
+    compiled = compile_step(step_fn, state_shardings, mesh, rules)
+    return lambda state, local: compiled(state, partition.global_batch(local, mesh))
 
 
 @dataclass(frozen=True)
@@ -226,28 +279,29 @@ def run_training(
     *,
     stage: str,
     state: TrainState,
-    state_shardings: PyTree,
-    step_fn: Callable,
-    make_batches: Callable[[dict | None], Iterator[dict[str, np.ndarray]]],
+    step: Stepper,
+    make_batches: Callable[[dict | None], Iterator],
     data_position: Callable[[Iterator], dict],
     settings: LoopSettings,
     ckpt_dir: str,
     metrics_path: str,
-    mesh,
-    rules,
     tensorboard_dir: str | None = None,
     eval_fn: Callable[[TrainState], dict[str, float]] | None = None,
-    tokens_per_batch: Callable[[dict], float] | None = None,
+    tokens_per_batch: Callable[[Any, Mapping[str, float]], float] | None = None,
+    export_params: Callable[[TrainState], PyTree] | None = None,
+    stop_after: int | None = None,
 ) -> tuple[TrainState, dict[str, float]]:
     """Trains to `settings.num_steps`, resuming from `ckpt_dir` if it holds a checkpoint.
 
-    step_fn(state, batch) -> (state, metrics) is any pure step over global arrays: the
-    supervised one from `make_train_step(loss_fn)`, or a custom one (e.g. RL: rollout +
-    update in one jitted function) as long as `state` is a pytree whose shardings are
-    `state_shardings` and metrics are scalars incl. 'loss'. It is jitted once here with
-    the state donated. make_batches(position | None) -> iterator of this process's local
-    numpy batches from a data position (None: the start); data_position(iterator) -> the
-    JSON dict stored with each checkpoint (so a resumed run sees the same batches).
+    step(state, local_batch) -> (state, metrics) is a `Stepper`: `jit_stepper` over a
+    pure step (`make_train_step(loss_fn)`), or a host-orchestrated one (RL) whose state
+    is a TrainState (subclass) and whose metrics are scalars incl. 'loss'.
+    make_batches(position | None) -> iterator of this process's local batches from a data
+    position (None: the start); data_position(iterator) -> the JSON dict stored with each
+    checkpoint (so a resumed run sees the same batches). tokens_per_batch(local batch,
+    fetched metrics) -> tokens for the progress rate. export_params(state) -> the params
+    other stages restore from the checkpoint (default state.params; RL: the policy).
+    stop_after: return after that many steps of this call, saved (tests simulate a kill).
 
     Metrics of step s are fetched after step s+1 is dispatched (the device never waits
     for the host), except at checkpoints, evals and the end, which see their own step's
@@ -256,70 +310,96 @@ def run_training(
     the current step and exits 0 (SystemExit). Returns (final state, last metrics incl.
     eval).
     """
-    ckpt = Checkpointer(ckpt_dir, max_to_keep=settings.keep)
-    writer = MetricsWriter(metrics_path, tensorboard_dir)
-    position = None
-    start = 0
-    last: dict[str, float] = {}
-    if ckpt.latest_step() is not None:
-        state, meta = ckpt.restore(state)
-        start, position = int(meta["step"]), meta.get("data")
-        last = dict(meta.get("metrics") or {})
-        writer.truncate_after(start)
-        logger.info("%s: resumed from step %d in %s", stage, start, ckpt_dir)
-    compiled = compile_step(step_fn, state_shardings, mesh, rules)
-    batches = make_batches(position)
-    progress = Progress(stage, settings.num_steps, start, settings.log_every)
-    preempt = PreemptionHandler()
-    pending = None  # (step, device metrics, tokens) not yet fetched
-    evaluated_at = None
-
-    def flush(evaluate: bool = False):
-        """Fetches, checks and writes the pending step's metrics (+ eval metrics)."""
-        nonlocal pending, last, evaluated_at
-        if pending is None:
-            return
-        s, metrics, tokens = pending
-        pending = None
-        last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        _check_finite(stage, s, last, ckpt_dir)
-        if evaluate:
-            last.update(eval_fn(state))
-            evaluated_at = s
-        writer.write(s, last)
-        progress.update(s, last, tokens)
-
-    step = start
+    run = _Run(stage, settings, ckpt_dir, metrics_path, tensorboard_dir, eval_fn)
     try:
-        while step < settings.num_steps:
+        state, position = run.resume(state)
+        batches = make_batches(position)
+        current = run.start
+        while current < settings.num_steps:
             local = next(batches)
-            tokens = tokens_per_batch(local) if tokens_per_batch else 0.0
-            state, metrics = compiled(state, partition.global_batch(local, mesh))
-            step += 1
-            flush()  # the previous step's metrics, while this step runs
-            pending = (step, metrics, tokens)
+            state, metrics = step(state, local)
+            current += 1
+            run.flush(state)  # the previous step's metrics, while this step runs
+            run.pending = (current, metrics, local, tokens_per_batch)
             evaluating = eval_fn is not None and settings.eval_every > 0
-            evaluating = evaluating and step % settings.eval_every == 0
+            evaluating = evaluating and current % settings.eval_every == 0
+            stopping = run.preempt.requested or (
+                stop_after is not None and current - run.start >= stop_after
+            )
             saving = (
-                step == settings.num_steps
-                or preempt.requested
-                or (settings.save_every > 0 and step % settings.save_every == 0)
+                current == settings.num_steps
+                or stopping
+                or (settings.save_every > 0 and current % settings.save_every == 0)
             )
             if evaluating or saving:
-                flush(evaluate=evaluating)
+                run.flush(state, evaluate=evaluating)
             if saving:
-                meta = {"step": step, "data": data_position(batches), "metrics": last}
-                ckpt.save(step, state, meta)
-            if preempt.requested:
+                exported = export_params(state) if export_params else None
+                run.save(current, state, data_position(batches), exported)
+            if run.preempt.requested:
                 logger.warning(
-                    "%s: checkpoint at step %d saved after SIGTERM; exiting.", stage, step
+                    "%s: checkpoint at step %d saved after SIGTERM; exiting.", stage, current
                 )
                 raise SystemExit(0)
-        flush()
+            if stopping:
+                return state, run.last
+        run.flush(state)
     finally:
-        preempt.close()
-        writer.close()
-        ckpt.close()
-    if eval_fn is not None and evaluated_at != step:
-        last.update(eval_fn(state))
-    return state, last
+        run.close()
+    if eval_fn is not None and run.evaluated_at != current:
+        run.last.update(eval_fn(state))
+    return state, run.last
+
+
+class _Run:
+    """The bookkeeping of one `run_training` call: checkpoints, metrics files, progress,
+    SIGTERM, and the one step whose metrics are not fetched yet."""
+
+    def __init__(self, stage, settings, ckpt_dir, metrics_path, tensorboard_dir, eval_fn):
+        self.stage, self.eval_fn, self.ckpt_dir = stage, eval_fn, ckpt_dir
+        self.ckpt = Checkpointer(ckpt_dir, max_to_keep=settings.keep)
+        self.writer = MetricsWriter(metrics_path, tensorboard_dir)
+        self.settings = settings
+        self.preempt = PreemptionHandler()
+        self.start = 0
+        self.last: dict[str, float] = {}
+        self.pending = None  # (step, metrics not yet fetched, local batch, tokens fn)
+        self.evaluated_at: int | None = None
+        self.progress: Progress | None = None
+
+    def resume(self, state):
+        """(state, data position): the latest checkpoint's, or the given state and None."""
+        position = None
+        if self.ckpt.latest_step() is not None:
+            state, meta = self.ckpt.restore(state)
+            self.start, position = int(meta["step"]), meta.get("data")
+            self.last = dict(meta.get("metrics") or {})
+            logger.info("%s: resumed from step %d in %s", self.stage, self.start, self.ckpt_dir)
+        self.writer.truncate_after(self.start)
+        self.progress = Progress(
+            self.stage, self.settings.num_steps, self.start, self.settings.log_every
+        )
+        return state, position
+
+    def flush(self, state, evaluate: bool = False) -> None:
+        """Fetches, checks and writes the pending step's metrics (+ eval metrics)."""
+        if self.pending is None:
+            return
+        s, metrics, local, tokens_fn = self.pending
+        self.pending = None
+        self.last = {k: float(v) for k, v in jax.device_get(dict(metrics)).items()}
+        _check_finite(self.stage, s, self.last, self.ckpt_dir)
+        if evaluate:
+            self.last.update(self.eval_fn(state))
+            self.evaluated_at = s
+        self.writer.write(s, self.last)
+        self.progress.update(s, self.last, tokens_fn(local, self.last) if tokens_fn else 0.0)
+
+    def save(self, step: int, state, position: dict, exported) -> None:
+        meta = {"step": step, "data": position, "metrics": self.last}
+        self.ckpt.save(step, state, meta, params=exported)
+
+    def close(self) -> None:
+        self.preempt.close()
+        self.writer.close()
+        self.ckpt.close()

@@ -1,6 +1,7 @@
-"""One supervised run of the shared loop over a record list: what SFT, the reward model
-and the toy labeler bootstrap have in common (mesh, born-sharded params, optimizer state,
-resumable epoch iterator, checkpoints, metrics, COMPLETE marker)."""
+"""One supervised run of the shared loop: what SFT, the reward model and the toy labeler
+bootstrap have in common (born-sharded params, optimizer state, a resumable batch
+source, checkpoints, metrics). The stage hands in the mesh, rules, optimizer and data
+as objects; nothing here reads configuration or files other than its own checkpoints."""
 
 from __future__ import annotations
 
@@ -8,32 +9,27 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-import gin
 import jax
 
-from rlaif_jax import artifacts
-from rlaif_jax.data import batching
 from rlaif_jax.models import model as model_lib
 from rlaif_jax.models.config import ModelConfig
-from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import model_params, partition
-from rlaif_jax.sharding import rules as rules_lib
-from rlaif_jax.train import loop, optim
+from rlaif_jax.train import loop
 from rlaif_jax.train.checkpoint import restore_params
 
 logger = logging.getLogger("rlaif_jax.train")
 
 
-@gin.configurable
 @dataclass(frozen=True)
 class TrainSettings:
-    """Batch and length of a supervised run (gin: `sft/TrainSettings.batch_size = 128`).
+    """Batch and length of a supervised run (e.g. `sft/TrainSettings.batch_size` in a config file).
 
-    num_steps wins over num_epochs when set; save_every 0 saves only at the end.
+    num_steps wins over num_epochs when set; save_every 0 saves only at the end;
+    num_data_shards 0: one per process.
     """
 
     batch_size: int = 32
@@ -44,8 +40,21 @@ class TrainSettings:
     keep: int = 2
     log_every: int = 20
     eval_every: int = 0
-    num_data_shards: int = 0  # 0: one per process
+    num_data_shards: int = 0
     seed: int = 0
+
+
+class BatchSource(Protocol):
+    """A resumable stream of this process's local batches (`data.batching.EpochSource`).
+
+    num_records: records in one epoch (all processes); iterator(position | None) ->
+    local batches from a saved position; position(iterator) -> that JSON dict."""
+
+    num_records: int
+
+    def iterator(self, position: dict | None) -> Iterator[dict]: ...
+
+    def position(self, iterator: Iterator[dict]) -> dict: ...
 
 
 def num_steps_for(settings: TrainSettings, num_records: int) -> int:
@@ -107,18 +116,20 @@ def train_supervised(
     stage_dir: str,
     config: ModelConfig,
     head: str,
-    records: Sequence[dict],
-    batch_fn: Callable[[list[dict]], dict],
+    batches: BatchSource,
     loss_fn: loop.LossFn,
     settings: TrainSettings,
+    mesh,
+    rules,
+    tx,
     init_from: str | None = None,
     init_from_lm: bool = True,
     init_from_layers: int | None = None,
     eval_fn: Callable[[Any], dict[str, float]] | None = None,
-    tx=None,
     init_params: Callable[[Any, Any], tuple[Any, Any]] | None = None,
 ) -> tuple[Any, dict[str, float]]:
-    """Trains `config`/`head` on `records` and returns (params, final metrics).
+    """Trains `config`/`head` on `batches` with optimizer `tx` on `mesh`/`rules` and
+    returns (params, final metrics).
 
     init_params(mesh, rules) -> (params, shardings): where the model starts (e.g. a
     pretrained checkpoint, `model_artifact.load_params`); otherwise random init, or the
@@ -128,45 +139,29 @@ def train_supervised(
     A rerun resumes from stage_dir/ckpt exactly.
     """
     start = time.time()
-    mesh = mesh_lib.make_mesh()
-    rules = rules_lib.get_rules()
     if settings.batch_size % partition.batch_size_divisor(mesh):
         raise ValueError(
             f"{stage}: batch_size {settings.batch_size} is not divisible by the "
-            f"{partition.batch_size_divisor(mesh)} batch shards of the mesh (gin: TrainSettings.batch_size)."
+            f"{partition.batch_size_divisor(mesh)} batch shards of the mesh "
+            "(TrainSettings.batch_size)."
         )
-    num_steps = num_steps_for(settings, len(records))
+    num_steps = num_steps_for(settings, batches.num_records)
     if init_params is not None:
         params, shardings = init_params(mesh, rules)
     else:
         params, shardings = init_model_params(
             config, head, mesh, rules, settings.seed, init_from, init_from_lm, init_from_layers
         )
-    tx = tx or optim.make_optimizer()
     state, state_shardings = loop.create_sharded_state(params, shardings, tx, mesh, settings.seed)
     del params
-    num_shards = settings.num_data_shards or jax.process_count()
-    shards = batching.read_local_shards(records, num_shards)
-
-    def make_batches(position):
-        data_state = batching.DataState.from_dict(position) if position else None
-        return batching.EpochIterator(
-            shards,
-            num_shards,
-            settings.batch_size,
-            settings.seed,
-            state=data_state,
-            batch_fn=batch_fn,
-        )
-
     logdir = os.path.join(workdir, "logs", os.path.basename(stage_dir))
+    step_fn = loop.make_train_step(loss_fn, settings.microbatches)
     state, metrics = loop.run_training(
         stage=stage,
         state=state,
-        state_shardings=state_shardings,
-        step_fn=loop.make_train_step(loss_fn, settings.microbatches),
-        make_batches=make_batches,
-        data_position=lambda it: it.state.to_dict(),
+        step=loop.jit_stepper(step_fn, state_shardings, mesh, rules),
+        make_batches=batches.iterator,
+        data_position=batches.position,
         settings=loop.LoopSettings(
             num_steps=num_steps,
             save_every=settings.save_every,
@@ -177,22 +172,16 @@ def train_supervised(
         ckpt_dir=os.path.join(stage_dir, "ckpt"),
         metrics_path=os.path.join(logdir, "metrics.jsonl"),
         tensorboard_dir=os.path.join(logdir, "tb"),
-        mesh=mesh,
-        rules=rules,
         eval_fn=eval_fn,
-        tokens_per_batch=_count_tokens,
+        tokens_per_batch=lambda local, _: count_tokens(local),
     )
     metrics["num_steps"] = num_steps
     metrics["train_seconds"] = time.time() - start
     return state.params, metrics
 
 
-def _count_tokens(batch: dict) -> float:
+def count_tokens(batch: dict) -> float:
     """Real tokens in a local batch (attention mask, or the lengths of pair batches)."""
     if "attention_mask" in batch:
         return float(batch["attention_mask"].sum())
     return float(sum(batch[k].sum() for k in batch if k.startswith("lengths")))
-
-
-def finish(stage_dir: str, metrics: dict[str, float], start: float) -> None:
-    artifacts.write_complete(stage_dir, metrics, time.time() - start)

@@ -167,9 +167,9 @@ def test_running_stats_match_numpy_over_batches():
 
 def test_bad_choices_name_the_gin_binding():
     mask = np.ones((1, 2), np.float32)
-    with pytest.raises(ValueError, match="A2CConfig.normalize"):
+    with pytest.raises(ValueError, match="RLSettings.normalize"):
         a2c.reduce_loss(mask, mask, "batch")
-    with pytest.raises(ValueError, match="A2CConfig.reward_weight"):
+    with pytest.raises(ValueError, match="RLSettings.reward_weight"):
         a2c.reward_scale(0.1, "half")
 
 

@@ -167,8 +167,7 @@ def _run(tmp_path, num_steps, nan_at=None, save_every=2, eval_fn=None, eval_ever
     return loop.run_training(
         stage="unit",
         state=state,
-        state_shardings=state_shardings,
-        step_fn=loop.make_train_step(_regression_loss),
+        step=loop.jit_stepper(loop.make_train_step(_regression_loss), state_shardings, mesh, rules),
         make_batches=lambda pos: _Data(pos["i"] if pos else 0, nan_at),
         data_position=lambda it: {"i": it.i},
         settings=loop.LoopSettings(
@@ -177,10 +176,8 @@ def _run(tmp_path, num_steps, nan_at=None, save_every=2, eval_fn=None, eval_ever
         ckpt_dir=str(tmp_path / "ckpt"),
         metrics_path=str(tmp_path / "logs" / "metrics.jsonl"),
         tensorboard_dir=str(tmp_path / "logs" / "tb"),
-        mesh=mesh,
-        rules=rules,
         eval_fn=eval_fn,
-        tokens_per_batch=lambda b: float(b["x"].size),
+        tokens_per_batch=lambda b, _: float(b["x"].size),
     )
 
 
