@@ -1,9 +1,11 @@
 """`rlaif-jax STAGE --gin_file F [--gin_file G] [--gin_bindings 'X = 1'] [--gin.X=1] [--workdir D]`.
 
-Stages register in `STAGES` as 'module:function'. The function is gin-configurable
-and is called as `function(workdir=WORKDIR)` after gin is parsed; it may expose an
-`add_arguments(parser)` attribute for stage-specific flags (e.g. `bench --preset`),
-in which case it is called as `function(workdir=WORKDIR, args=NAMESPACE)`.
+Stages register in `STAGES` by module; the module's `run_stage` is gin-configurable
+and is called, after gin is parsed and inside the stage's gin scope, as
+`run_stage(workdir=WORKDIR, **configurables.stage_objects(run_stage))`: the mesh, rules,
+task data, optimizer and TrainSettings it declares, built from gin (gin at the boundary,
+DESIGN §3). It may expose an `add_arguments(parser)` attribute for stage-specific flags
+(e.g. `bench --preset`), in which case it also gets `args=NAMESPACE`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from rlaif_jax import gin_utils
+from rlaif_jax import configurables, gin_utils
 from rlaif_jax.model_artifact import ArtifactError
 
 logger = logging.getLogger("rlaif_jax.cli")
@@ -42,7 +44,8 @@ STAGE_FUNCTION = "run_stage"
 
 
 def register_stage(name: str, module: str, help_text: str) -> None:
-    """Adds a stage: `module` must define a gin-configurable `run_stage(workdir, ...)`."""
+    """Adds a stage: `module` must define a gin-configurable `run_stage(workdir, ...)`
+    (parameters named in `configurables.OBJECTS` receive those objects)."""
     STAGES[name] = (module, help_text)
 
 
@@ -132,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         with gin.config_scope(args.scope):
-            fn(**kwargs)
+            fn(**kwargs, **configurables.stage_objects(fn))
     except (gin_utils.GinUsageError, ArtifactError) as e:
         print(f"rlaif-jax {stage}: {e}", file=sys.stderr)
         return 2

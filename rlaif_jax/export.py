@@ -21,12 +21,14 @@ import gin
 import jax
 import ml_dtypes
 import numpy as np
+from jax.sharding import Mesh
 
 from rlaif_jax import artifacts, model_artifact
 from rlaif_jax.data import tokenizer_files
 from rlaif_jax.data.vocab import stop_ids
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
+from rlaif_jax.sharding.rules import Rules
 
 logger = logging.getLogger("rlaif_jax.export")
 
@@ -75,14 +77,19 @@ def run_stage(
     ),
     output_dir: str = "export",
     dtype: str | None = None,
+    mesh: Mesh | None = None,
+    rules: Rules | None = None,
 ) -> dict[str, float]:
     """Exports every model of `models` found under WORKDIR; dtype: storage dtype
-    ('float32', 'bfloat16'; None = the params' own)."""
+    ('float32', 'bfloat16'; None = the params' own). mesh / rules: where the params are
+    restored (the CLI's from gin, `rlaif_jax.configurables`; None = `make_mesh()` /
+    `get_rules()`)."""
     if dtype not in DTYPES:
         raise ValueError(f"export.dtype = {dtype!r}: use one of {sorted(d for d in DTYPES if d)}.")
     start = time.time()
     out_root = os.path.join(workdir, output_dir)
-    mesh, rules = mesh_lib.make_mesh(), rules_lib.get_rules()
+    mesh = mesh if mesh is not None else mesh_lib.make_mesh()
+    rules = rules if rules is not None else rules_lib.get_rules()
     exported, skipped = [], []
     for name, ref in models:
         src = os.path.join(workdir, ref)

@@ -13,7 +13,7 @@ form the pair (contexts without two such candidates are dropped and counted).
 (`toy_world.toy_human_labels`: the toy world's simulated human); unrated pairs carry
 label −1 / confidence 0 (not rated). Outputs: WORKDIR/<output_dir>/<split>.jsonl
 ({id, context, response1, response2, label, confidence}) and COMPLETE. The label and
-reward stages read them when gin sets `stage_sources.policy_pairs` to `output_dir`
+reward stages read them when gin sets `PolicyPairs.pairs_dir` to `output_dir`
 (gin/method/on_policy_pairs.gin; `data.tasks.TaskSources.with_policy_pairs`).
 """
 
@@ -28,11 +28,13 @@ from typing import Any
 
 import gin
 import jax
+from jax.sharding import Mesh
 
 from rlaif_jax import artifacts, policy_decode
 from rlaif_jax.data import tasks
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
+from rlaif_jax.sharding.rules import Rules
 
 logger = logging.getLogger("rlaif_jax.pair_sampling")
 
@@ -79,9 +81,14 @@ def run_stage(
     human_labels: Callable[[Sequence[Record]], Sequence[tuple[float, int]]] | None = None,
     output_dir: str = "policy_pairs",
     seed: int = 0,
+    mesh: Mesh | None = None,
+    rules: Rules | None = None,
+    data: tasks.TaskSources | None = None,
 ) -> dict[str, float]:
     """Samples pairs from the policy in WORKDIR/<policy_dir> (its config, tokenizer and
-    input layout from its model artifact) for the unlabeled contexts of `splits`."""
+    input layout from its model artifact) for the unlabeled contexts of `splits` of
+    `data` (the task's `data.tasks.TaskSources`). mesh / rules: the CLI's from gin
+    (`rlaif_jax.configurables`); from Python, None = `make_mesh()` / `get_rules()`."""
     if num_candidates < 2:
         raise ValueError(f"sample_pairs.num_candidates={num_candidates}: need at least 2.")
     if temperature <= 0:
@@ -91,8 +98,9 @@ def run_stage(
     start = time.time()
     out_dir = os.path.join(workdir, output_dir)
     os.makedirs(out_dir, exist_ok=True)
-    data = tasks.task_sources()
-    mesh, rules = mesh_lib.make_mesh(), rules_lib.get_rules()
+    data = tasks.need_data(data, "sample_pairs")
+    mesh = mesh if mesh is not None else mesh_lib.make_mesh()
+    rules = rules if rules is not None else rules_lib.get_rules()
     policy, params, layout = policy_decode.open_policy(workdir, policy_dir, mesh, rules, data.task)
     metrics: dict[str, float] = {}
     for k, split in enumerate(splits):

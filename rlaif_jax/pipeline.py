@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import gin
 
-from rlaif_jax import artifacts, cli
+from rlaif_jax import artifacts, cli, configurables
 
 logger = logging.getLogger("rlaif_jax.pipeline")
 
@@ -69,9 +69,11 @@ def run_stage(
             with gin.unlock_config():
                 module = importlib.import_module(cli.STAGES[stage][0])
             t0 = time.time()
-            # Each step runs in its own scope only (not nested under 'pipeline/').
+            # Each step runs in its own scope only (not nested under 'pipeline/'), and its
+            # mesh, rules, data, optimizer and settings are built there too.
             with gin.config_scope(None), gin.config_scope(scope):
-                module.run_stage(workdir=workdir)
+                entry = module.run_stage
+                entry(workdir=workdir, **configurables.stage_objects(entry))
             logger.info("pipeline: %s done in %.1f s", output, time.time() - t0)
         if stop_after == output:
             break

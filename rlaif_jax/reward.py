@@ -20,17 +20,20 @@ import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+from jax.sharding import Mesh
 
-from rlaif_jax import model_artifact
-from rlaif_jax.data import tasks, tokenizer_files
+from rlaif_jax import artifacts, model_artifact
+from rlaif_jax.data import batching, tasks, tokenizer_files
 from rlaif_jax.data.layout import task_layout
 from rlaif_jax.decoding import score
 from rlaif_jax.models.config import get_config
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import partition
 from rlaif_jax.sharding import rules as rules_lib
-from rlaif_jax.train import losses
-from rlaif_jax.train.supervised import TrainSettings, finish, train_supervised
+from rlaif_jax.sharding.rules import Rules
+from rlaif_jax.train import losses, optim
+from rlaif_jax.train.supervised import TrainSettings, train_supervised
 
 
 def rm_loss(config, params, batch, rng):
@@ -47,10 +50,13 @@ def rm_loss(config, params, batch, rng):
     }
 
 
-def pairwise_accuracy_on(config, params, pairs, batch_fn, batch_size: int) -> float:
-    """Held-out pairwise accuracy of the RM over `pairs` (fixed-size batches, last one padded)."""
-    mesh = mesh_lib.make_mesh()
-    rules = rules_lib.get_rules()
+def pairwise_accuracy_on(
+    config, params, pairs, batch_fn, batch_size: int, mesh: Mesh | None = None, rules=None
+) -> float:
+    """Held-out pairwise accuracy of the RM over `pairs` (fixed-size batches, last one
+    padded) on `mesh` / `rules` (None: `make_mesh()`, `get_rules()`)."""
+    mesh = mesh if mesh is not None else mesh_lib.make_mesh()
+    rules = rules if rules is not None else rules_lib.get_rules()
     scorer = score.make_scorer(config, mesh, rules, kind="sequence_scores")
     correct, total = 0.0, 0
     for i in range(0, len(pairs), batch_size):
@@ -83,7 +89,12 @@ def run_stage(
     prompt_suffix: str | None = None,
     eval_split: str = "validation",
     max_eval_pairs: int | None = None,
-    settings: TrainSettings | None = None,
+    mesh: Mesh | None = None,
+    rules: Rules | None = None,
+    data: tasks.TaskSources | None = None,
+    policy_pairs: tasks.PolicyPairs | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    train_settings: TrainSettings | None = None,
 ) -> dict[str, float]:
     """Trains an RM on 'ai' (WORKDIR/<label_dir> shards) or 'human' preferences.
 
@@ -94,14 +105,21 @@ def run_stage(
     model_preset / vocab_path: with `init_from = None`, a randomly initialised preset and
       its vocabulary (a SentencePiece .model or an HF tokenizer dir).
     eval_split: the held-out human preferences RM accuracy is measured on.
+    mesh / rules / data / optimizer / train_settings: the objects the CLI builds from gin
+      (`rlaif_jax.configurables`); from Python: None = `make_mesh()`, `get_rules()`,
+      `make_optimizer()`, `TrainSettings()`; data (the task's `data.tasks.TaskSources`)
+      has no default. policy_pairs: read the pairs of `sample_pairs` instead of the
+      task's own (`data.tasks.PolicyPairs`; gin/method/on_policy_pairs.gin).
     Output: WORKDIR/<output_dir>/{model.json, tokenizer files, ckpt, COMPLETE}.
     """
     if preferences not in ("ai", "human"):
         raise ValueError(f"reward.preferences={preferences!r}: use 'ai' or 'human'.")
     t0 = time.time()
     stage_dir = os.path.join(workdir, output_dir)
-    settings = settings or TrainSettings()
-    data = tasks.stage_sources(workdir)
+    settings = train_settings or TrainSettings()
+    data = tasks.need_data(data, "reward")
+    if policy_pairs is not None:
+        data = policy_pairs.apply(data, workdir)
     if preferences == "ai":
         records = list(
             data.with_ai_labels(os.path.join(workdir, label_dir)).source("ai_prefs", "train")
@@ -135,20 +153,26 @@ def run_stage(
         )
     model_artifact.write_model_artifact(stage_dir, config, "scalar", vocab, layout, family, origin)
     batch_fn = functools.partial(layout.pair_batch, vocab=vocab)
+    mesh = mesh if mesh is not None else mesh_lib.make_mesh()
+    rules = rules if rules is not None else rules_lib.get_rules()
     params, metrics = train_supervised(
         stage=f"reward[{output_dir}]",
         workdir=workdir,
         stage_dir=stage_dir,
         config=config,
         head="scalar",
-        records=records,
-        batch_fn=batch_fn,
+        batches=batching.EpochSource.over(
+            records, settings.batch_size, settings.seed, batch_fn, settings.num_data_shards
+        ),
         loss_fn=functools.partial(rm_loss, config),
         settings=settings,
+        mesh=mesh,
+        rules=rules,
+        tx=optimizer if optimizer is not None else optim.make_optimizer(),
         init_params=init_params,
     )
     metrics["pairwise_accuracy"] = pairwise_accuracy_on(
-        config, params, held_out, batch_fn, settings.batch_size
+        config, params, held_out, batch_fn, settings.batch_size, mesh, rules
     )
     metrics["num_train_pairs"] = len(records)
     metrics["num_eval_pairs"] = len(held_out)
@@ -159,5 +183,5 @@ def run_stage(
             metrics["pairwise_accuracy"],
             len(held_out),
         )
-    finish(stage_dir, metrics, t0)
+    artifacts.write_complete(stage_dir, metrics, time.time() - t0)
     return metrics

@@ -17,14 +17,20 @@ from collections.abc import Sequence
 
 import gin
 import jax
+import optax
+from jax.sharding import Mesh
 
-from rlaif_jax import model_artifact
+from rlaif_jax import artifacts, model_artifact
 from rlaif_jax.data import batching, tasks, tokenizer_files
 from rlaif_jax.data import vocab as vocab_lib
 from rlaif_jax.data.layout import task_layout
 from rlaif_jax.models.config import get_config
+from rlaif_jax.sharding import mesh as mesh_lib
+from rlaif_jax.sharding import rules as rules_lib
+from rlaif_jax.sharding.rules import Rules
+from rlaif_jax.train import optim
 from rlaif_jax.train.losses import lm_loss
-from rlaif_jax.train.supervised import TrainSettings, finish, train_supervised
+from rlaif_jax.train.supervised import TrainSettings, train_supervised
 
 
 @gin.configurable("sft")
@@ -41,7 +47,11 @@ def run_stage(
     max_response: int | None = None,
     prompt_suffix: str | None = None,
     add_bos: bool | None = None,
-    settings: TrainSettings | None = None,
+    mesh: Mesh | None = None,
+    rules: Rules | None = None,
+    data: tasks.TaskSources | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    train_settings: TrainSettings | None = None,
 ) -> dict[str, float]:
     """Trains the policy on the task's SFT examples (context + suffix -> target + EOS).
 
@@ -54,11 +64,15 @@ def run_stage(
       one trained on the SFT texts plus `extra_vocab_texts`.
     max_context / max_response / prompt_suffix / add_bos: the policy's input layout;
       None takes the task's default (`data.layout`) and, for BOS, the tokenizer's.
+    mesh / rules / data / optimizer / train_settings: the objects the CLI builds from gin
+      (`rlaif_jax.configurables`; `sft/TrainSettings.batch_size`, `make_mesh.fsdp`, ...);
+      from Python: None = `make_mesh()`, `get_rules()`, `make_optimizer()`,
+      `TrainSettings()`; data (the task's `data.tasks.TaskSources`) has no default.
     """
     t0 = time.time()
     stage_dir = os.path.join(workdir, output_dir)
-    settings = settings or TrainSettings()
-    data = tasks.task_sources()
+    settings = train_settings or TrainSettings()
+    data = tasks.need_data(data, "sft")
     records = list(data.source("sft", "train"))
     layout_fields = dict(
         max_context=max_context,
@@ -103,23 +117,33 @@ def run_stage(
         )
     model_artifact.write_model_artifact(stage_dir, config, "lm", vocab, layout, family, origin)
     stats = batching.TruncationStats()
+    mesh = mesh if mesh is not None else mesh_lib.make_mesh()
+    rules = rules if rules is not None else rules_lib.get_rules()
     _, metrics = train_supervised(
         stage="sft",
         workdir=workdir,
         stage_dir=stage_dir,
         config=config,
         head="lm",
-        records=records,
-        batch_fn=functools.partial(layout.sft_batch, vocab=vocab, stats=stats),
+        batches=batching.EpochSource.over(
+            records,
+            settings.batch_size,
+            settings.seed,
+            functools.partial(layout.sft_batch, vocab=vocab, stats=stats),
+            settings.num_data_shards,
+        ),
         loss_fn=functools.partial(lm_loss, config),
         settings=settings,
+        mesh=mesh,
+        rules=rules,
+        tx=optimizer if optimizer is not None else optim.make_optimizer(),
         init_params=init_params,
     )
     metrics["num_examples"] = len(records)
     if jax.process_index() == 0:
         metrics["truncated_context"] = stats.truncated_context
         metrics["truncated_target"] = stats.truncated_target
-    finish(stage_dir, metrics, t0)
+    artifacts.write_complete(stage_dir, metrics, time.time() - t0)
     return metrics
 
 

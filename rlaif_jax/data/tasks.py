@@ -21,8 +21,6 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-import gin
-
 from rlaif_jax.data import formats, records, splits
 
 Record = dict[str, Any]
@@ -115,7 +113,6 @@ def _add_pair_roles(
         )
 
 
-@gin.configurable
 def summarize_sources(
     tldr_files: Mapping[str, str | Sequence[str]],
     comparison_files: str | Sequence[str],
@@ -147,7 +144,6 @@ def summarize_sources(
     return out
 
 
-@gin.configurable
 def hh_sources(
     subset: str,
     train_file: str | Sequence[str],
@@ -270,7 +266,7 @@ class TaskSources:
             path = os.path.join(pairs_dir, f"{split}.jsonl")
             if not os.path.isfile(path):
                 raise FileNotFoundError(
-                    f"No policy-sampled pairs at {path} (gin: stage_sources.policy_pairs): "
+                    f"No policy-sampled pairs at {path} (PolicyPairs.pairs_dir): "
                     "run `rlaif-jax sample_pairs` first (pipeline step ('sample_pairs', "
                     "'sample_pairs', 'policy_pairs'))."
                 )
@@ -295,40 +291,53 @@ class TaskSources:
         return TaskSources(self.task, sources)
 
 
-@gin.configurable
-def stage_sources(
-    workdir: str,
-    policy_pairs: str | None = None,
-    policy_pair_splits: Sequence[str] = ("train",),
-    alignment_fraction: float | None = None,
-    max_alignment: int | None = None,
-    seed: int = 0,
-) -> TaskSources:
-    """The sources the label and reward stages read: `task_sources()`, with the pairs of
-    the sample_pairs stage in WORKDIR/<policy_pairs> when gin sets `policy_pairs`
-    (gin/method/on_policy_pairs.gin; see `TaskSources.with_policy_pairs`)."""
-    data = task_sources()
-    if policy_pairs is None:
-        return data
-    return data.with_policy_pairs(
-        os.path.join(workdir, policy_pairs),
-        policy_pair_splits,
-        alignment_fraction,
-        max_alignment,
-        seed,
-    )
+@dataclasses.dataclass(frozen=True)
+class PolicyPairs:
+    """Where the label and reward stages read policy-sampled pairs (the `sample_pairs`
+    stage's WORKDIR/<pairs_dir>) instead of the task's own unlabeled pairs; pairs_dir
+    None: the task's own. `splits`, `alignment_fraction`, `max_alignment`, `seed`: see
+    `TaskSources.with_policy_pairs`."""
+
+    pairs_dir: str | None = None
+    splits: Sequence[str] = ("train",)
+    alignment_fraction: float | None = None
+    max_alignment: int | None = None
+    seed: int = 0
+
+    def apply(self, data: TaskSources, workdir: str) -> TaskSources:
+        """`data`, with the policy-sampled pairs of WORKDIR/<pairs_dir> when it is set."""
+        if self.pairs_dir is None:
+            return data
+        return data.with_policy_pairs(
+            os.path.join(workdir, self.pairs_dir),
+            self.splits,
+            self.alignment_fraction,
+            self.max_alignment,
+            self.seed,
+        )
 
 
-@gin.configurable
-def task_sources(task: str = gin.REQUIRED, sources: Sources = gin.REQUIRED) -> TaskSources:
-    """The configured task's sources (gin/tasks/{summarize,helpful,harmless}.gin bind this)."""
+def task_sources(task: str, sources: Sources) -> TaskSources:
+    """The task's sources: `sources` is e.g. `summarize_sources(...)` or `hh_sources(...)`
+    (the task config files bind both arguments)."""
     return TaskSources(task, sources)
 
 
-def register_tasks(data: TaskSources | None = None) -> list[str]:
+def need_data(data: TaskSources | None, stage: str) -> TaskSources:
+    """`data`, or an error saying where a stage called without its task's data gets it."""
+    if data is None:
+        raise ValueError(
+            f"{stage} reads the task's data and was given none: from Python pass "
+            "data=tasks.task_sources(task, sources); from the command line name a task "
+            "file (tasks/summarize, tasks/helpful, tasks/harmless or tasks/toy)."
+        )
+    return data
+
+
+def register_tasks(data: TaskSources) -> list[str]:
     """Registers (replacing any earlier registration) one seqio Task per role with data.
 
-    `data` defaults to the gin-configured `task_sources()`. Returns the task names
+    Returns the task names
     `rlaif_{task}_{role}`. Features are untokenized strings and numbers named as in
     records.py; each stage tokenizes with its own vocabulary. Pass
     `shard_info=seqio.ShardInfo(jax.process_index(), jax.process_count())` to
@@ -336,7 +345,6 @@ def register_tasks(data: TaskSources | None = None) -> list[str]:
     """
     import seqio
 
-    data = data if data is not None else task_sources()
     names = []
     for role, by_split in data.sources.items():
         if not by_split:

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import gin
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
 from rlaif_jax import artifacts, policy_decode
 from rlaif_jax.data import tasks
@@ -37,6 +38,7 @@ from rlaif_jax.labeling.scoring import labeler_from_checkpoint
 from rlaif_jax.rates import mean_rate, per_prompt_mean, win_outcomes
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
+from rlaif_jax.sharding.rules import Rules
 
 logger = logging.getLogger("rlaif_jax.evaluation")
 
@@ -54,10 +56,14 @@ class PairJudge(Protocol):
 
 
 @gin.configurable
-def ai_judge(workdir: str, task: str, variant=None, settings=None, labeler=None):
+def ai_judge(
+    workdir: str, task: str, mesh=None, rules=None, variant=None, settings=None, labeler=None
+):
     """The AI labeler as a pairwise judge (paper §1.5 / §5) with the task's prompt:
-    returns (judge(prompts, a, b) -> P(a ≻ b) [N], (scorer, vocab) of the labeler)."""
-    scorer, vocab = labeler or labeler_from_checkpoint(workdir)
+    returns (judge(prompts, a, b) -> P(a ≻ b) [N], (scorer, vocab) of the labeler).
+    labeler: (scorer, vocab); default `labeler_from_checkpoint` on this host's part of
+    `mesh` with `rules`."""
+    scorer, vocab = labeler or labeler_from_checkpoint(workdir, mesh, rules)
     variant = (variant or render.PromptVariant(task=None)).with_task(task)
     labeler_obj = Labeler(scorer, vocab, variant, settings or LabelerSettings())
 
@@ -240,6 +246,9 @@ def run_stage(
     rm_accuracy_key: str = "pairwise_accuracy",
     label_dir: str = "labels",
     output_dir: str = "report",
+    mesh: Mesh | None = None,
+    rules: Rules | None = None,
+    data: tasks.TaskSources | None = None,
 ) -> dict[str, Any]:
     """Evaluates `policies` ((name, stage dir) pairs) on the task's test prompts.
 
@@ -249,7 +258,9 @@ def run_stage(
     a win rate is the mean over prompts of each prompt's mean outcome, so its interval
     counts prompts, not samples. ai_judge_comparisons: None = every comparison.
     harmless_rate: None = on for the harmless task; reference_policy sets its length
-    reference.
+    reference. mesh / rules / data: the objects the CLI builds from gin
+    (`rlaif_jax.configurables`); from Python, None = `make_mesh()` / `get_rules()`; data
+    (the task's `data.tasks.TaskSources`) has no default.
     """
     start = time.time()
     if samples_per_prompt < 1 or (temperature == 0.0 and samples_per_prompt > 1):
@@ -259,9 +270,10 @@ def run_stage(
             "evaluate.samples_per_prompt = 1 or a temperature above 0."
         )
     out_dir = os.path.join(workdir, output_dir)
-    data = tasks.task_sources()
+    data = tasks.need_data(data, "evaluate")
     prompts = list(data.source("prompts", "test"))[: num_prompts or None]
-    mesh, rules = mesh_lib.make_mesh(), rules_lib.get_rules()
+    mesh = mesh if mesh is not None else mesh_lib.make_mesh()
+    rules = rules if rules is not None else rules_lib.get_rules()
     decoding = {
         "temperature": temperature,
         "samples_per_prompt": samples_per_prompt,
@@ -292,7 +304,7 @@ def run_stage(
     harmless_on = data.task == "harmless" if harmless_rate is None else harmless_rate
     harmless_table: dict[str, dict] = {}
     if use_ai_judge and (ai_comparisons or harmless_on):
-        judge_fn, labeler = ai_judge(workdir, data.task)
+        judge_fn, labeler = ai_judge(workdir, data.task, mesh, rules)
         rows += judge_pairs(judge_fn, AI_JUDGE, judged, responses, ai_comparisons, len(prompts))
         if harmless_on:
             harmless_table = harmless_rates(labeler, judged, responses, reference_policy)

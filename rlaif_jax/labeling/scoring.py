@@ -16,7 +16,7 @@ logits, fixed batch shapes (padded) so each length bucket compiles once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import gin
 import numpy as np
@@ -25,6 +25,10 @@ from rlaif_jax import model_artifact
 from rlaif_jax.data.vocab import stop_ids
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
+from rlaif_jax.sharding.rules import Rules
+
+if TYPE_CHECKING:
+    from jax.sharding import Mesh
 
 
 @runtime_checkable
@@ -252,6 +256,8 @@ class ModelScorer:
 @gin.configurable
 def labeler_from_checkpoint(
     workdir: str,
+    mesh: Mesh | None = None,
+    rules: Rules | None = None,
     model_dir: str | None = None,
     model_overrides: dict | None = None,
     batch_size: int = 32,
@@ -263,10 +269,11 @@ def labeler_from_checkpoint(
     model_dir: an instruction-tuned Hugging Face checkpoint directory (its own tokenizer
       and chat template) or a model directory under WORKDIR ('labeler': the toy world's
       bootstrapped labeler); `model_overrides` may change compute settings (dtype, ...).
-    The params are born sharded over THIS host's devices with the gin-selected mesh
-    degrees and rules (gin/sharding/fsdp.gin: fsdp over every local device), so a labeler
-    larger than one device works; each host labels its own shards. max_len (prompt tokens
-    at most) defaults to the model's max_len.
+    The params are born sharded over THIS host's part of `mesh` (`mesh_lib.local_mesh`)
+    with `rules` (the stage's: gin/sharding/fsdp.gin shards over every local device), so a
+    labeler larger than one device works; each host labels its own shards. None: the
+    local devices data-parallel, `get_rules()`. max_len (prompt tokens at most) defaults
+    to the model's max_len.
     """
     import jax
 
@@ -280,8 +287,10 @@ def labeler_from_checkpoint(
         model_artifact.resolve_model_dir(workdir, model_dir, "labeler_from_checkpoint.model_dir")
     )
     config = art.config_with(model_overrides, "labeler_from_checkpoint.model_overrides")
-    mesh = mesh_lib.make_mesh(devices=jax.local_devices())
-    rules = rules_lib.get_rules()
+    if mesh is None:
+        mesh = mesh_lib.make_mesh(devices=jax.local_devices())
+    mesh = mesh_lib.local_mesh(mesh)
+    rules = rules if rules is not None else rules_lib.get_rules()
     params, _ = model_artifact.load_params(art, mesh, rules, "lm", config)
     scorer = ModelScorer(
         config,

@@ -28,6 +28,7 @@ from typing import Any
 import gin
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
 from rlaif_jax import artifacts
 from rlaif_jax.data import tasks
@@ -35,6 +36,7 @@ from rlaif_jax.labeling import alignment as align
 from rlaif_jax.labeling import render
 from rlaif_jax.labeling.labeler import Labeler, LabelerSettings
 from rlaif_jax.labeling.scoring import labeler_from_checkpoint
+from rlaif_jax.sharding.rules import Rules
 
 logger = logging.getLogger("rlaif_jax.labeling")
 
@@ -168,7 +170,7 @@ def _load_pairs(source: Any) -> list[dict[str, Any]]:
 def run_stage(
     workdir: str = gin.REQUIRED,
     variant: render.PromptVariant | None = None,
-    labeler_fn: Callable[[str], tuple[Any, Any]] | None = None,
+    labeler_fn: Callable[..., tuple[Any, Any]] | None = None,
     pairs: Any = None,
     alignment_pairs: Any = None,
     split: str = "train",
@@ -178,23 +180,34 @@ def run_stage(
     max_pairs: int | None = None,
     on_shard: Callable[[int], None] | None = None,
     output_dir: str = LABEL_DIR,
+    mesh: Mesh | None = None,
+    rules: Rules | None = None,
+    data: tasks.TaskSources | None = None,
+    policy_pairs: tasks.PolicyPairs | None = None,
 ) -> dict[str, float]:
     """Labels the task's unlabeled pairs (and its alignment subset) with an AI labeler.
 
     variant: the prompt (gin: `label.variant = @prompt_variant()`; default Base 0-shot of
       the data's task).
-    labeler_fn(workdir) -> (PromptScorer, vocab): the labeler (default
+    labeler_fn(workdir, mesh, rules) -> (PromptScorer, vocab): the labeler (default
       `scoring.labeler_from_checkpoint`: the model directory gin names, e.g. an
-      instruction-tuned HF checkpoint, whose chat template and BOS the prompts follow).
+      instruction-tuned HF checkpoint, whose chat template and BOS the prompts follow,
+      on this host's part of `mesh`).
     output_dir: under WORKDIR ('labels'; e.g. 'labels_same_size' for a second labeler).
-    pairs / alignment_pairs: iterables (or callables) of pair records; default the
-      gin-configured `data.tasks.stage_sources(workdir)` roles 'unlabeled' and 'alignment'.
+    pairs / alignment_pairs: iterables (or callables) of pair records; default the roles
+      'unlabeled' and 'alignment' of `data` (the task's `data.tasks.TaskSources`), with
+      the pairs of `sample_pairs` when `policy_pairs` names them (`data.tasks.PolicyPairs`).
+    mesh / rules / data / policy_pairs: the objects the CLI builds from gin
+      (`rlaif_jax.configurables`); from Python, mesh / rules None = the default
+      labeler's own (only it uses them).
     Returns the metrics written to WORKDIR/labels/metrics.json.
     """
     start = time.time()
     out_dir = os.path.join(workdir, output_dir)
     if pairs is None:
-        data = tasks.stage_sources(workdir)
+        data = tasks.need_data(data, "label")
+        if policy_pairs is not None:
+            data = policy_pairs.apply(data, workdir)
         pairs = data.source("unlabeled", split)
         if alignment_pairs is None and split in (data.sources.get("alignment") or {}):
             alignment_pairs = data.source("alignment", split)
@@ -206,7 +219,7 @@ def run_stage(
         logger.warning("label: prompt task %r differs from the data's task %r", variant.task, task)
     if labeler_fn is None:
         labeler_fn = labeler_from_checkpoint
-    scorer, vocab = labeler_fn(workdir)
+    scorer, vocab = labeler_fn(workdir, mesh, rules)
     labeler = Labeler(scorer, vocab, variant, settings)
     info = {"variant": variant.display_name, "seed": seed, "shard_size": shard_size}
 

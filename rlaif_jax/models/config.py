@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import gin
-
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -182,7 +180,7 @@ def register_preset(name: str, fields: dict[str, Any]) -> None:
 
     For presets that live outside this module (the toy world's, `rlaif_jax.toy.presets`).
     Registering the same name again with the same fields is a no-op (modules may be
-    imported twice, e.g. by gin and by a test); with different fields it is an error.
+    imported twice, e.g. by a config file and by a test); with different fields it is an error.
     """
     unknown = set(fields) - {f.name for f in dataclasses.fields(ModelConfig)}
     if unknown:
@@ -195,17 +193,16 @@ def register_preset(name: str, fields: dict[str, Any]) -> None:
     PRESETS[name] = dict(fields)
 
 
-@gin.configurable
 def get_config(name: str = "tiny", **overrides) -> ModelConfig:
-    """The preset `name` with field overrides (gin: `policy/get_config.name = 'tiny'`).
+    """The preset `name` with field overrides, e.g. `get_config('tiny', num_layers=1)`.
 
     Presets registered elsewhere (`register_preset`) exist once their module is imported:
     the toy world's ('toy_policy', 'toy_labeler') with `import rlaif_jax.toy.presets`."""
     if name not in PRESETS:
         raise ValueError(
-            f"Unknown model preset {name!r} (gin: get_config.name); presets: {sorted(PRESETS)}. "
+            f"Unknown model preset {name!r} (get_config.name); presets: {sorted(PRESETS)}. "
             "Presets defined elsewhere exist once their module is imported, e.g. the toy "
-            "world's with `import rlaif_jax.toy.presets` (gin/tasks/toy.gin does)."
+            "world's with `import rlaif_jax.toy.presets` (the toy task file imports it)."
         )
     return ModelConfig(**{**PRESETS[name], **overrides})
 

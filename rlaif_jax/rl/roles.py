@@ -23,7 +23,6 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from rlaif_jax import model_artifact
-from rlaif_jax.data import tasks
 from rlaif_jax.labeling import direct, render
 from rlaif_jax.labeling.scoring import labeler_from_checkpoint
 from rlaif_jax.rl import rewards
@@ -114,7 +113,8 @@ def reward_model_from_checkpoint(
     workdir: str,
     mesh: Mesh,
     rules: Rules,
-    rm_dir: str = gin.REQUIRED,
+    task: str | None = None,
+    rm_dir: str | None = None,
     model_overrides: dict | None = None,
     max_context: int | None = None,
     max_response: int | None = None,
@@ -124,7 +124,14 @@ def reward_model_from_checkpoint(
     """RewardFn of the reward model in WORKDIR/<rm_dir> (or a path): its config, tokenizer
     and input layout come from its artifact, so it scores responses laid out exactly as
     in RM training. rm_dir: 'rm_ai' (RLAIF) or 'rm_human' (RLHF). max_context /
-    max_response / suffix may only restate the artifact's layout (None = take it)."""
+    max_response / suffix may only restate the artifact's layout (None = take it). task:
+    unused (the RM's artifact holds its layout); the `rl.reward_builder` contract."""
+    del task
+    if rm_dir is None:
+        raise ValueError(
+            "reward_model_from_checkpoint.rm_dir is not set: the reward model's directory "
+            "under WORKDIR ('rm_ai' for RLAIF, 'rm_human' for RLHF) or a path."
+        )
     art = model_artifact.open_model(
         model_artifact.resolve_model_dir(workdir, rm_dir, "reward_model_from_checkpoint.rm_dir")
     )
@@ -159,12 +166,16 @@ def reward_model_from_checkpoint(
 
 @gin.configurable
 def direct_labeler_from_checkpoint(
-    workdir: str, mesh: Mesh, rules: Rules, prompt: Any = None
+    workdir: str, mesh: Mesh, rules: Rules, task: str | None = None, prompt: Any = None
 ) -> rewards.DirectLabelerReward:
     """d-RLAIF RewardFn: the labeler of `labeling.scoring.labeler_from_checkpoint` (gin
-    configures its model directory and batch) scoring 1–10 with `direct.DirectScorer`, with
-    the d-RLAIF prompt of the data's task unless `prompt` is given."""
-    del mesh, rules  # the labeler lays itself out on this host's devices
-    scorer, vocab = labeler_from_checkpoint(workdir)
-    prompt = prompt or render.direct_prompt_for(tasks.task_sources().task)
+    configures its model directory and batch) on this host's part of `mesh`, scoring 1–10
+    with `direct.DirectScorer`, with the d-RLAIF prompt of `task` unless `prompt` is given."""
+    if prompt is None and task is None:
+        raise ValueError(
+            "direct_labeler_from_checkpoint: no task to take the d-RLAIF prompt from; give "
+            "the RL stage its task's data or set direct_labeler_from_checkpoint.prompt."
+        )
+    scorer, vocab = labeler_from_checkpoint(workdir, mesh, rules)
+    prompt = prompt or render.direct_prompt_for(task)
     return rewards.DirectLabelerReward(direct.DirectScorer(scorer, vocab, prompt))

@@ -20,7 +20,7 @@ from typing import Any
 
 import gin
 import jax
-import numpy as np
+from jax.sharding import Mesh
 
 from rlaif_jax import artifacts, model_artifact
 from rlaif_jax.data import batching, tasks
@@ -31,8 +31,8 @@ from rlaif_jax.rl import roles as roles_lib
 from rlaif_jax.rl.runner import RLRunner, RLSettings
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
-from rlaif_jax.train.checkpoint import Checkpointer, PreemptionHandler
-from rlaif_jax.train.metrics import MetricsWriter, Progress
+from rlaif_jax.sharding.rules import Rules
+from rlaif_jax.train import loop
 
 logger = logging.getLogger("rlaif_jax.rl")
 
@@ -43,77 +43,43 @@ def train(
     out_dir: str,
     stop_after: int | None = None,
 ) -> dict[str, float]:
-    """Runs (or resumes) RL over `prompts` with checkpoints in OUT_DIR/ckpt and one
-    metrics row per step in OUT_DIR/metrics.jsonl. `stop_after`: return after that many
-    steps in this call (tests simulate a kill). Returns the last step's metrics."""
+    """Runs (or resumes) RL over `prompts` through the shared loop (`train.loop`), with
+    checkpoints in OUT_DIR/ckpt (the whole RLState; `params`: the policy, what evaluation
+    restores) and one metrics row per step in OUT_DIR/metrics.jsonl. `stop_after`:
+    return after that many steps in this call (tests simulate a kill). Returns the last
+    step's metrics and 'step'."""
     s = runner.settings
-    shards = batching.read_local_shards(prompts, s.num_data_shards)
-    it = batching.EpochIterator(
-        shards, s.num_data_shards, s.batch_size, seed=s.seed, num_epochs=s.num_epochs
+    source = batching.EpochSource.over(
+        prompts, s.batch_size, s.seed, num_data_shards=s.num_data_shards, num_epochs=s.num_epochs
     )
-    total = it.steps_per_epoch * s.num_epochs
+    total = source.iterator().steps_per_epoch * s.num_epochs
     if s.max_steps is not None:
         total = min(total, s.max_steps)
-    ckpt = Checkpointer(os.path.join(out_dir, "ckpt"))
-    writer = MetricsWriter(
-        os.path.join(out_dir, "metrics.jsonl"),
-        os.path.join(os.path.dirname(out_dir), "logs", os.path.basename(out_dir), "tb"),
+    rows_per_step = s.batch_size * s.samples_per_prompt
+    state, last = loop.run_training(
+        stage="rl",
+        state=runner.state,
+        step=runner.train_step,
+        make_batches=source.iterator,
+        data_position=source.position,
+        settings=loop.LoopSettings(num_steps=total, save_every=s.checkpoint_every, log_every=10),
+        ckpt_dir=os.path.join(out_dir, "ckpt"),
+        metrics_path=os.path.join(out_dir, "metrics.jsonl"),
+        tensorboard_dir=os.path.join(
+            os.path.dirname(out_dir), "logs", os.path.basename(out_dir), "tb"
+        ),
+        tokens_per_batch=lambda _, metrics: metrics["response_length"] * rows_per_step,
+        export_params=lambda st: st.params["policy"],
+        stop_after=stop_after,
     )
-    step = 0
-    latest = ckpt.latest_step()
-    if latest is not None:
-        runner.state, meta = ckpt.restore(runner.state)
-        it.state = batching.DataState.from_dict(meta["data"])
-        step = int(meta["step"])
-        logger.info("rl: resumed from step %d", step)
-    writer.truncate_after(step)
-    base_rng = jax.random.PRNGKey(s.seed)
-    preempt = PreemptionHandler()
-    last: dict[str, float] = {}
-    done_here = 0
-    progress = Progress("rl", total, start_step=step, every=10)
-    try:
-        while step < total:
-            records = next(it)
-            t0 = time.time()
-            last = runner.step(records, jax.random.fold_in(base_rng, step))
-            step += 1
-            done_here += 1
-            last.update(step_seconds=time.time() - t0)
-            writer.write(step, last)
-            last["step"] = step
-            progress.update(
-                step,
-                {k: last[k] for k in ("reward_mean", "kl", "response_length")},
-                tokens=last["response_length"] * s.batch_size * s.samples_per_prompt,
-            )
-            if not np.isfinite(last["loss"]):
-                raise FloatingPointError(
-                    f"RL loss is {last['loss']} at step {step}; the last good checkpoint is kept."
-                )
-            stopping = preempt.requested or (stop_after is not None and done_here >= stop_after)
-            if step % s.checkpoint_every == 0 or step == total or stopping:
-                ckpt.save(
-                    step,
-                    runner.state,
-                    {"step": step, "data": it.state.to_dict()},
-                    params=runner.state.params["policy"],  # what evaluation restores
-                )
-            if stopping:
-                break
-    finally:
-        preempt.close()
-        writer.close()
-        ckpt.close()
-    if latest is not None and latest == total and not last:
-        last = {"step": total}
-    return last
+    runner.state = state
+    return {**last, "step": int(jax.device_get(state.step))}
 
 
 # ----------------------------------------------------------------------------- stage
-def _load_prompts(prompts: Any) -> list[dict]:
+def _load_prompts(prompts: Any, data: tasks.TaskSources | None) -> list[dict]:
     if prompts is None:
-        prompts = tasks.task_sources().source("prompts", "train")
+        prompts = tasks.need_data(data, "rl").source("prompts", "train")
     return list(prompts() if callable(prompts) and not hasattr(prompts, "__iter__") else prompts)
 
 
@@ -158,38 +124,44 @@ def run_stage(
     model_overrides: dict | None = None,
     prompts: Any = None,
     stop_after: int | None = None,
+    mesh: Mesh | None = None,
+    rules: Rules | None = None,
+    data: tasks.TaskSources | None = None,
 ) -> dict[str, float]:
     """RL from the policy model in WORKDIR/<policy_dir> into WORKDIR/rl_<name>/.
 
     The policy's config, tokenizer and input layout come from its artifact
     (`model_artifact`; `model_overrides` may change compute settings only). The anchor is
     the same params frozen, the value model its trunk under a fresh scalar head.
-    reward_builder(workdir, mesh, rules) -> RewardFn: `reward_model_from_checkpoint`
+    reward_builder(workdir, mesh, rules, task=TASK) -> RewardFn: `reward_model_from_checkpoint`
     (RLAIF: rm_dir='rm_ai'; RLHF: rm_dir='rm_human') or `direct_labeler_from_checkpoint`
-    (d-RLAIF); gin/method/{rlaif,rlhf,d_rlaif}.gin pick one. prompts: records
-    {id, context} (default: the gin-configured task's 'prompts' role, split 'train').
+    (d-RLAIF); gin/method/{rlaif,rlhf,d_rlaif}.gin pick one; TASK is `data`'s task (or
+    None). prompts: records {id, context} (default: `data`'s 'prompts' role, split
+    'train'). mesh / rules / data: the objects the CLI builds from gin
+    (`rlaif_jax.configurables`); from Python, None = `make_mesh()` / `get_rules()`; data
+    (the task's `data.tasks.TaskSources`) is needed unless `prompts` are given.
     Output: a model artifact (model.json, tokenizer, ckpt with the policy params).
     """
     start = time.time()
     settings = settings or RLSettings()
     out_dir = os.path.join(workdir, f"rl_{name}")
-    mesh = mesh_lib.make_mesh()
-    rules = rules_lib.get_rules()
+    mesh = mesh if mesh is not None else mesh_lib.make_mesh()
+    rules = rules if rules is not None else rules_lib.get_rules()
     policy = model_artifact.open_model(
         model_artifact.resolve_model_dir(workdir, policy_dir, "rl.policy_dir")
     )
     config = policy.config_with(model_overrides, "rl.model_overrides")
-    task = tasks.task_sources().task if prompts is None else None
+    task = data.task if data is not None else None
     layout = policy_layout(policy, settings, task)
     sft, _ = model_artifact.load_params(policy, mesh, rules, "lm", config)
     model_artifact.write_model_artifact(
         out_dir, config, "lm", policy.vocab, layout, policy.family, policy.source
     )
     roles = roles_lib.build_roles(config, sft, mesh, rules, settings.anchor_dtype, settings.seed)
-    reward_fn = reward_builder(workdir, mesh, rules)
+    reward_fn = reward_builder(workdir, mesh, rules, task=task)
     sample_fn = make_sample_fn(config, mesh, rules, settings, policy.vocab, layout.max_response)
     runner = RLRunner(settings, roles, reward_fn, policy.vocab, mesh, rules, sample_fn, layout)
-    last = train(runner, _load_prompts(prompts), out_dir, stop_after=stop_after)
+    last = train(runner, _load_prompts(prompts, data), out_dir, stop_after=stop_after)
     if stop_after is not None:
         return last
     summary = {k: float(v) for k, v in last.items() if isinstance(v, int | float)}

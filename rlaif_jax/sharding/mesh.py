@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import gin
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh
@@ -33,12 +32,11 @@ def resolve_degrees(num_devices: int, data: int, fsdp: int, tensor: int) -> tupl
     if math.prod(degrees) != num_devices:
         raise ValueError(
             f"Mesh degrees data={degrees[0]} fsdp={degrees[1]} tensor={degrees[2]} multiply to "
-            f"{math.prod(degrees)}, but there are {num_devices} devices (gin: make_mesh)."
+            f"{math.prod(degrees)}, but there are {num_devices} devices (make_mesh.data / .fsdp / .tensor)."
         )
     return tuple(degrees)  # type: ignore[return-value]
 
 
-@gin.configurable
 def make_mesh(
     data: int = -1,
     fsdp: int = 1,
@@ -61,3 +59,23 @@ def make_mesh(
         except (TypeError, ValueError, NotImplementedError):  # unusual topology: plain order
             pass
     return Mesh(np.asarray(devs).reshape(shape), ax.MESH_AXES, axis_types=axis_types)
+
+
+def local_mesh(mesh: Mesh) -> Mesh:
+    """The part of `mesh` on this process's devices, with the same axes: the mesh of a
+    model every host holds whole (the labeler: each host labels its own shards). The
+    mesh itself in one process. The local devices must form a sub-block of the mesh (as
+    jax also needs for host-local inputs), e.g. one host's slice of the 'data' or 'fsdp'
+    axis."""
+    if not mesh.is_multi_process:
+        return mesh
+    try:
+        devices = mesh.local_mesh.devices
+    except ValueError as e:
+        raise ValueError(
+            f"The devices of process {jax.process_index()} are not a sub-block of the mesh "
+            f"{dict(mesh.shape)}, so no host-local mesh has its axes; choose degrees that "
+            "split along hosts (make_mesh.data or make_mesh.fsdp a multiple of the process "
+            "count)."
+        ) from e
+    return Mesh(devices, mesh.axis_names, axis_types=mesh.axis_types)

@@ -1,4 +1,4 @@
-"""Logical-axis -> mesh-axis rules tables (t5x style), selected by name or gin.
+"""Logical-axis -> mesh-axis rules tables (t5x style), selected by name.
 
 Three tables cover the usual layouts:
 
@@ -15,8 +15,6 @@ A rule maps a logical name to a mesh axis, a tuple of mesh axes or None
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import gin
 
 from rlaif_jax.sharding import axes as ax
 
@@ -56,7 +54,6 @@ FSDP_TP: Rules = _COMMON_ACTIVATIONS + (
 TABLES: dict[str, Rules] = {"dp": DP, "fsdp": FSDP, "fsdp_tp": FSDP_TP}
 
 
-@gin.configurable
 def get_rules(name: str = "fsdp", extra: Sequence[tuple[str, object]] = ()) -> Rules:
     """Returns the rules table `name` ('dp', 'fsdp', 'fsdp_tp'), with `extra` rules first.
 
@@ -64,7 +61,7 @@ def get_rules(name: str = "fsdp", extra: Sequence[tuple[str, object]] = ()) -> R
     """
     if name not in TABLES:
         raise ValueError(
-            f"Unknown sharding rules table {name!r} (gin: get_rules.name); "
+            f"Unknown sharding rules table {name!r} (get_rules.name); "
             f"choose one of {sorted(TABLES)}."
         )
     return tuple(tuple(r) for r in extra) + TABLES[name]

@@ -29,9 +29,9 @@ class ToyOracleReward:
 
 
 @gin.configurable
-def toy_oracle_reward(workdir: str, mesh, rules) -> ToyOracleReward:
+def toy_oracle_reward(workdir: str, mesh, rules, task: str | None = None) -> ToyOracleReward:
     """Reward builder of the gold-reward arm (`rl.reward_builder`)."""
-    del workdir, mesh, rules
+    del workdir, mesh, rules, task
     return ToyOracleReward()
 
 

@@ -21,18 +21,25 @@ from collections.abc import Sequence
 
 import gin
 import numpy as np
+import optax
+from jax.sharding import Mesh
 
 from rlaif_jax import artifacts, model_artifact
+from rlaif_jax.data import batching
 from rlaif_jax.data import vocab as vocab_lib
 from rlaif_jax.data.layout import task_layout
 from rlaif_jax.labeling import render
 from rlaif_jax.models.config import get_config
+from rlaif_jax.sharding import mesh as mesh_lib
+from rlaif_jax.sharding import rules as rules_lib
+from rlaif_jax.sharding.rules import Rules
 from rlaif_jax.toy import bootstrap_data
 from rlaif_jax.toy import presets as _presets  # noqa: F401  (registers the toy presets)
 from rlaif_jax.toy.release import install_release
 from rlaif_jax.toy.world import ToyWorld
+from rlaif_jax.train import optim
 from rlaif_jax.train.losses import lm_loss
-from rlaif_jax.train.supervised import TrainSettings, finish, train_supervised
+from rlaif_jax.train.supervised import TrainSettings, train_supervised
 
 
 @gin.configurable
@@ -78,8 +85,11 @@ def run_stage(
     max_len: int = 512,
     bucket: int = 32,
     text_loss: bool = True,
-    settings: TrainSettings | None = None,
     release: str | None = None,
+    mesh: Mesh | None = None,
+    rules: Rules | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    train_settings: TrainSettings | None = None,
 ) -> dict[str, float]:
     """Trains the toy labeler; `variants` default to [Base 0-shot] (CoT variants use the
     world's rationales); `direct_examples` d-RLAIF rows are mixed in; `both_orders` shows each
@@ -96,15 +106,18 @@ def run_stage(
 
     `release` (a name under `toy/releases/` or a directory): install a labeler that
     was bootstrapped once and exported (`toy.release`) instead of training one; every
-    training argument is then unused, `model_preset` / `model_overrides` must match it."""
+    training argument is then unused, `model_preset` / `model_overrides` must match it.
+    mesh / rules / optimizer / train_settings: the CLI's from gin
+    (`rlaif_jax.configurables`, `bootstrap_labeler/TrainSettings.*`); from Python, None =
+    `make_mesh()`, `get_rules()`, `make_optimizer()`, `TrainSettings()`."""
     start = time.time()
     stage_dir = os.path.join(workdir, output_dir)
     if release:
         metrics = install_release(release, stage_dir, model_preset, model_overrides)
         _describe(stage_dir, get_config(model_preset, **(model_overrides or {})))
-        finish(stage_dir, metrics, start)
+        artifacts.write_complete(stage_dir, metrics, time.time() - start)
         return metrics
-    settings = settings or TrainSettings()
+    settings = train_settings or TrainSettings()
     world = ToyWorld()
     config = get_config(model_preset, **(model_overrides or {}))
     init_dir = os.path.join(workdir, init_from) if init_from else None
@@ -146,21 +159,29 @@ def run_stage(
         stage_dir=stage_dir,
         config=config,
         head="lm",
-        records=examples,
-        batch_fn=functools.partial(
-            _bucketed_batch,
-            pad_id=vocab.pad_id,
-            bucket=bucket,
-            max_len=max_len,
-            text_loss=text_loss,
+        batches=batching.EpochSource.over(
+            examples,
+            settings.batch_size,
+            settings.seed,
+            functools.partial(
+                _bucketed_batch,
+                pad_id=vocab.pad_id,
+                bucket=bucket,
+                max_len=max_len,
+                text_loss=text_loss,
+            ),
+            settings.num_data_shards,
         ),
         loss_fn=functools.partial(lm_loss, config),
         settings=settings,
+        mesh=mesh if mesh is not None else mesh_lib.make_mesh(),
+        rules=rules if rules is not None else rules_lib.get_rules(),
+        tx=optimizer if optimizer is not None else optim.make_optimizer(),
         init_from=os.path.join(init_dir, "ckpt") if init_dir else None,
         init_from_layers=get_config(model_preset).num_layers if init_dir else None,
     )
     metrics["num_examples"] = len(examples)
-    finish(stage_dir, metrics, start)
+    artifacts.write_complete(stage_dir, metrics, time.time() - start)
     return metrics
 
 

@@ -114,7 +114,7 @@ def _versions() -> dict[str, str]:
 
 def _local_mesh():
     mesh = mesh_lib.make_mesh(data=-1, fsdp=1, tensor=1, devices=jax.local_devices())
-    return mesh, rules_lib.get_rules()
+    return mesh, rules_lib.get_rules("dp")  # data-parallel: params replicated
 
 
 def export_release(

@@ -1,12 +1,10 @@
-"""Optimizers from gin: Adafactor (the paper's), Adam, AdamW; schedules; clipping."""
+"""Optimizers: Adafactor (the paper's), Adam, AdamW; schedules; clipping."""
 
 from __future__ import annotations
 
-import gin
 import optax
 
 
-@gin.configurable
 def make_schedule(
     learning_rate: float = 1e-5,
     schedule: str = "constant",
@@ -36,7 +34,6 @@ def make_schedule(
     return main
 
 
-@gin.configurable
 def make_optimizer(
     name: str = "adafactor",
     schedule: optax.Schedule | float | None = None,
@@ -45,7 +42,9 @@ def make_optimizer(
     b1: float = 0.9,
     b2: float = 0.999,
 ) -> optax.GradientTransformation:
-    """The optimizer (paper: Adafactor, lr 1e-5) with global-norm clipping first."""
+    """The optimizer (paper: Adafactor, lr 1e-5) with global-norm clipping first.
+
+    schedule: a learning rate or an optax schedule (default `make_schedule()`: 1e-5)."""
     lr = schedule if schedule is not None else make_schedule()
     if name == "adafactor":
         opt = optax.adafactor(learning_rate=lr, weight_decay_rate=weight_decay or None)

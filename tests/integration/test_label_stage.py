@@ -24,7 +24,7 @@ def _run(workdir, on_shard=None, data=None, align=None):
     return stage.run_stage(
         workdir=str(workdir),
         variant=render.PromptVariant("summarize", "base"),
-        labeler_fn=lambda wd: (RiggedScorer(vocab, position_bias=1.0), vocab),
+        labeler_fn=lambda wd, mesh, rules: (RiggedScorer(vocab, position_bias=1.0), vocab),
         pairs=data if data is not None else pairs(23),
         alignment_pairs=align,
         settings=LabelerSettings(pairs_per_call=4),

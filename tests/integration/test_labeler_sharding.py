@@ -23,7 +23,7 @@ import jax
 import numpy as np
 import pytest
 
-from rlaif_jax import gin_utils, model_artifact
+from rlaif_jax import configurables, gin_utils, model_artifact
 from rlaif_jax.data import formats
 from rlaif_jax.labeling import render
 from rlaif_jax.labeling.labeler import Labeler, LabelerSettings
@@ -65,10 +65,9 @@ def _gin(world: dict, sharding: str | None) -> None:
 
 
 def _pairs(world: dict, workdir: str) -> list[dict]:
-    from rlaif_jax.data import tasks
-
     _gin(world, None)
-    rows = list(tasks.stage_sources(workdir).source("unlabeled", "train"))[:NUM_PAIRS]
+    data = configurables.build_policy_pairs().apply(configurables.build_data(), workdir)
+    rows = list(data.source("unlabeled", "train"))[:NUM_PAIRS]
     gin.clear_config()
     assert len(rows) == NUM_PAIRS
     return rows
@@ -120,7 +119,10 @@ def test_labeler_fsdp_equals_unsharded(world, tmp_path):
 
     for sharding, splits in (("fsdp", 8), (None, 1)):  # None: the default 'dp' layout
         _gin(world, sharding)
-        scorer, vocab = labeler_from_checkpoint(str(tmp_path), max_len=SETTINGS.max_len)
+        mesh, rules = configurables.build_mesh(), configurables.build_rules()
+        scorer, vocab = labeler_from_checkpoint(
+            str(tmp_path), mesh, rules, max_len=SETTINGS.max_len
+        )
         emb = _embedding(scorer.params)
         assert scorer.mesh.devices.size == 8
         assert len(emb.sharding.device_set) == 8

@@ -20,8 +20,7 @@ def _import_all_stages():
             if not e.name or not e.name.startswith("rlaif_jax"):
                 raise
     for module in (
-        "rlaif_jax.sharding.rules",
-        "rlaif_jax.sharding.mesh",
+        "rlaif_jax.configurables",  # the Core / Data objects gin files bind
         "tests.unit.cli_test_stage",
     ):
         importlib.import_module(module)

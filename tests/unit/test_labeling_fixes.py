@@ -57,7 +57,7 @@ def test_always_answering_one_favours_the_first_position_on_every_task(task, tmp
     metrics = stage.run_stage(
         workdir=str(tmp_path),
         variant=render.PromptVariant(task),
-        labeler_fn=lambda wd: (AlwaysFirst(vocab), vocab),
+        labeler_fn=lambda wd, mesh, rules: (AlwaysFirst(vocab), vocab),
         pairs=dialogue_pairs(6),
         settings=LabelerSettings(pairs_per_call=4, max_len=256),
         shard_size=4,

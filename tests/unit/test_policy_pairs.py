@@ -1,11 +1,12 @@
 """On-policy pair data: distinct-candidate pairing, the pair file reader, the toy human's
-ratings and the label / reward stages' view of the sources (`stage_sources`)."""
+ratings and the label / reward stages' view of the sources (`PolicyPairs`, as gin
+binds it through `rlaif_jax.configurables`)."""
 
 import json
 
 import pytest
 
-from rlaif_jax import gin_utils
+from rlaif_jax import configurables, gin_utils
 from rlaif_jax.data import formats, splits, tasks
 from rlaif_jax.labeling.labeler import human_label
 from rlaif_jax.pair_sampling import distinct_pairs
@@ -68,15 +69,20 @@ def test_toy_human_labels_follow_the_oracle_and_are_deterministic():
     assert sum(label for label, _ in labels) >= 18  # P(flip) < 0.01 per pair
 
 
+def _stage_view(workdir) -> tasks.TaskSources:
+    """What the label and reward stages read: the task's data with the gin PolicyPairs."""
+    return configurables.build_policy_pairs().apply(configurables.build_data(), str(workdir))
+
+
 def _toy_sources_with_pairs(tmp_path, rows, **bindings):
     gin_utils.parse_gin(
         ["tasks/toy.gin"],
         ["ToyWorldConfig.num_pairs = 40", "ToyWorldConfig.num_heldout_pairs = 10"]
-        + [f"stage_sources.{k} = {v!r}" for k, v in bindings.items()],
+        + [f"PolicyPairs.{k} = {v!r}" for k, v in bindings.items()],
     )
     (tmp_path / "policy_pairs").mkdir(exist_ok=True)
     _write(tmp_path / "policy_pairs" / "train.jsonl", rows)
-    return tasks.stage_sources(str(tmp_path))
+    return _stage_view(tmp_path)
 
 
 def _policy_rows(n, rated):
@@ -96,18 +102,18 @@ def _policy_rows(n, rated):
     return rows
 
 
-def test_stage_sources_without_policy_pairs_is_the_task_sources(tmp_path):
+def test_stage_view_without_policy_pairs_is_the_task_sources(tmp_path):
     gin_utils.parse_gin(["tasks/toy.gin"], ["ToyWorldConfig.num_pairs = 40"])
-    data = tasks.stage_sources(str(tmp_path))
+    data = _stage_view(tmp_path)
     assert list(data.source("unlabeled", "train")) == list(
-        tasks.task_sources().source("unlabeled", "train")
+        configurables.build_data().source("unlabeled", "train")
     )
 
 
 def test_rated_policy_pairs_replace_unlabeled_human_prefs_and_alignment(tmp_path):
     rows = _policy_rows(30, rated=True)
     data = _toy_sources_with_pairs(
-        tmp_path, rows, policy_pairs="policy_pairs", alignment_fraction=0.5, max_alignment=5
+        tmp_path, rows, pairs_dir="policy_pairs", alignment_fraction=0.5, max_alignment=5
     )
     want = list(formats.read_policy_pairs(str(tmp_path / "policy_pairs" / "train.jsonl")))
     assert list(data.source("unlabeled", "train")) == want
@@ -117,16 +123,14 @@ def test_rated_policy_pairs_replace_unlabeled_human_prefs_and_alignment(tmp_path
     assert alignment and all(r["confidence"] in splits.HIGH_CONFIDENCE for r in alignment)
     # Held-out human preferences stay the task's own validation pairs.
     assert list(data.source("human_prefs", "validation")) == list(
-        tasks.task_sources().source("human_prefs", "validation")
+        configurables.build_data().source("human_prefs", "validation")
     )
 
 
 def test_unrated_policy_pairs_replace_only_the_unlabeled_pairs(tmp_path):
-    data = _toy_sources_with_pairs(
-        tmp_path, _policy_rows(6, rated=False), policy_pairs="policy_pairs"
-    )
+    data = _toy_sources_with_pairs(tmp_path, _policy_rows(6, rated=False), pairs_dir="policy_pairs")
     assert [r["confidence"] for r in data.source("unlabeled", "train")] == [0] * 6
-    original = tasks.task_sources()
+    original = configurables.build_data()
     assert list(data.source("human_prefs", "train")) == list(
         original.source("human_prefs", "train")
     )
@@ -134,6 +138,6 @@ def test_unrated_policy_pairs_replace_only_the_unlabeled_pairs(tmp_path):
 
 
 def test_missing_policy_pairs_name_the_stage_to_run(tmp_path):
-    gin_utils.parse_gin(["tasks/toy.gin"], ["stage_sources.policy_pairs = 'policy_pairs'"])
+    gin_utils.parse_gin(["tasks/toy.gin"], ["PolicyPairs.pairs_dir = 'policy_pairs'"])
     with pytest.raises(FileNotFoundError, match="policy_pairs/train.jsonl"):
-        tasks.stage_sources(str(tmp_path))
+        _stage_view(tmp_path)

@@ -163,7 +163,7 @@ def test_toy_oracle_reward_is_the_oracle_quality_per_response():
     post = ToyWorld().post("eval", 0)
     perfect = toy_text.render_summary(post.key_facts)
     looped = toy_text.render_summary(post.key_facts[:1] * 3)
-    fn = judges.toy_oracle_reward("unused", None, None)
+    fn = judges.toy_oracle_reward("unused", None, None, task="summarize")
     r = fn([post.context] * 3, [perfect, looped, "garbage words"])
     assert isinstance(fn, rewards.RewardFn) and r.dtype == np.float32 and r.shape == (3,)
     assert r[0] == pytest.approx(1.0)

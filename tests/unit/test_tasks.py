@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from rlaif_jax import gin_utils
+from rlaif_jax import configurables, gin_utils
 from rlaif_jax.data import formats, records, splits, tasks
 
 FIX = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures")
@@ -25,7 +25,7 @@ def _summarize_from_gin() -> tasks.TaskSources:
             "DATA_SEED = 5",
         ],
     )
-    return tasks.task_sources()
+    return configurables.build_data()
 
 
 def test_summarize_gin_sources_per_role():
@@ -68,7 +68,7 @@ def test_hh_gin_sources(subset, path):
     gin_utils.parse_gin(
         [f"tasks/{subset}.gin"], [f"HH_{up}_TRAIN = '{path}'", f"HH_{up}_TEST = '{path}'"]
     )
-    data = tasks.task_sources()
+    data = configurables.build_data()
     human = list(data.source("human_prefs", "train"))
     assert human == list(formats.read_hh(path, subset))
     assert all(r["label"] == 1.0 for r in human)  # chosen first: for harmless, less harmful
