@@ -150,6 +150,170 @@ def test_run_dry_run_preemption_without_restart_exits():
     assert "re-run this same command" in out.stderr
 
 
+# --- Queued resources (v5e/v6e capacity, spot, reservations) --------------------------
+
+
+def _gcloud_steps(cmds: list[list[str]]) -> list[str]:
+    """'queued-resources create', 'tpu-vm ssh', ... for each gcloud command, in order."""
+    return [" ".join(c[3:5]) for c in cmds if c[:3] == ["gcloud", "compute", "tpus"]]
+
+
+def test_create_queued_resource_dry_run_flags():
+    out = _script(
+        "create_queued_resource.sh",
+        *TPU,
+        "--accelerator_type=v6e-8",
+        "--spot",
+        "--valid_until_duration",
+        "6h",
+        "--dry_run",
+        "--",
+        "--network=n1",
+    )
+    create, describe = _commands(out.stdout)
+    assert create[:6] == [
+        "gcloud",
+        "compute",
+        "tpus",
+        "queued-resources",
+        "create",
+        "rlaif-test-qr",
+    ]
+    for word in (
+        "--zone=us-central2-b",
+        "--project=my-proj",
+        "--node-id=rlaif-test",
+        "--accelerator-type=v6e-8",
+        "--runtime-version=v2-alpha-tpuv6e",  # the v6e image, chosen from the type
+        "--spot",
+        "--valid-until-duration=6h",
+        "--network=n1",
+    ):
+        assert word in create, word
+    assert "--reserved" not in create
+    assert describe[3:6] == ["queued-resources", "describe", "rlaif-test-qr"]
+    assert "--format=value(state.state)" in describe  # the wait polls the request's state
+
+    reserved = _commands(
+        _script(
+            "create_queued_resource.sh",
+            *TPU,
+            "--accelerator_type",
+            "v5litepod-16",
+            "--reserved",
+            "--qr_name=my-qr",
+            "--version=v2-alpha-tpuv5-lite-custom",
+            "--no_wait",
+            "--dry_run",
+        ).stdout
+    )
+    assert len(reserved) == 1  # --no_wait: no describe
+    assert reserved[0][5] == "my-qr" and "--reserved" in reserved[0]
+    assert (
+        "--spot" not in reserved[0]
+        and "--runtime-version=v2-alpha-tpuv5-lite-custom" in reserved[0]
+    )
+    v5e = _commands(
+        _script(
+            "create_queued_resource.sh", *TPU, "--accelerator_type=v5litepod-4", "--dry_run"
+        ).stdout
+    )[0]
+    assert "--runtime-version=v2-alpha-tpuv5-lite" in v5e and "--spot" not in v5e
+
+    for bad, why in (
+        (["--preemptible"], "--preemptible"),
+        (["--spot", "--reserved"], "exclude"),
+        (["--wait_timeout=soon"], "seconds"),
+    ):
+        proc = _script("create_queued_resource.sh", *TPU, *bad, "--dry_run", check=False)
+        assert proc.returncode == 2 and why in proc.stderr, (bad, proc.stderr)
+
+
+def test_delete_queued_resource_dry_run():
+    out = _script("delete_queued_resource.sh", *TPU, "--dry_run")
+    assert _commands(out.stdout) == [
+        "gcloud compute tpus queued-resources delete rlaif-test-qr --zone=us-central2-b "
+        "--project=my-proj --force --quiet".split()
+    ]
+
+
+def test_run_queued_resource_dry_run_create_wait_setup_run_delete():
+    out = _script(
+        "run_queued_resource.sh",
+        *TPU,
+        "--accelerator_type=v6e-16",
+        "--spot",
+        "--dry_run",
+        "--",
+        "pipeline",
+        *GIN_ARGS,
+    )
+    cmds = _commands(out.stdout)
+    assert _gcloud_steps(cmds) == [
+        "queued-resources create",
+        "queued-resources describe",  # wait until ACTIVE
+        "tpu-vm scp",  # setup_tpu_vm.sh: the code, then venv + pip on every worker
+        "tpu-vm ssh",
+        "tpu-vm ssh",  # run_tpu_vm.sh: the job on every worker
+        "queued-resources delete",
+    ]
+    gcloud = [c for c in cmds if c[0] == "gcloud"]
+    assert all("--worker=all" in c for c in gcloud if c[3] == "tpu-vm")
+    # Setup and run address the request's node, the TPU VM --name.
+    assert all(c[5] == "rlaif-test" for c in gcloud if c[3:5] == ["tpu-vm", "ssh"])
+    assert all(c[6].startswith("rlaif-test:") for c in gcloud if c[3:5] == ["tpu-vm", "scp"])
+    assert all(c[5] == "rlaif-test-qr" for c in gcloud if c[3] == "queued-resources")
+    assert "--spot" in gcloud[0] and "--runtime-version=v2-alpha-tpuv6e" in gcloud[0]
+    assert "-c rlaif_jax/constraints.txt" in _flag(gcloud[3], "--command")
+    assert _remote_jax_argv(gcloud[4]) == ["pipeline", *GIN_ARGS, "--multihost"]
+    # The sibling scripts it drove, in order.
+    scripts = [Path(c[0]).name for c in cmds if c[0].endswith(".sh")]
+    assert scripts == [
+        "create_queued_resource.sh",
+        "setup_tpu_vm.sh",
+        "run_tpu_vm.sh",
+        "delete_queued_resource.sh",
+    ]
+    keep = _commands(
+        _script("run_queued_resource.sh", *TPU, "--keep", "--dry_run", "--", "sft").stdout
+    )
+    assert "queued-resources delete" not in _gcloud_steps(keep)
+
+
+def test_run_queued_resource_dry_run_simulated_preemption_requests_again():
+    out = _script(
+        "run_queued_resource.sh",
+        *TPU,
+        "--spot",
+        "--dry_run",
+        "--restart_on_preemption",
+        "--simulate_preemption=1",
+        "--",
+        "rl",
+        *GIN_ARGS,
+    )
+    cmds = [c for c in _commands(out.stdout) if c[0] == "gcloud"]
+    runs = [i for i, c in enumerate(cmds) if _is_run(c)]
+    assert len(runs) == 2 and cmds[runs[0]] == cmds[runs[1]]
+    between = _gcloud_steps(cmds[runs[0] + 1 : runs[1]])
+    # The suspended request is deleted, requested again, waited for and set up again.
+    assert between.index("queued-resources delete") < between.index("queued-resources create")
+    assert between.index("queued-resources create") < between.index("tpu-vm scp")
+    assert _gcloud_steps(cmds)[-1] == "queued-resources delete"
+    assert "recovery 1/10" in out.stderr
+    no_restart = _script(
+        "run_queued_resource.sh",
+        *TPU,
+        "--dry_run",
+        "--simulate_preemption=1",
+        "--",
+        "rl",
+        check=False,
+    )
+    assert no_restart.returncode == 255
+    assert _gcloud_steps(_commands(no_restart.stdout))[-1] == "queued-resources delete"
+
+
 def test_gpu_hosts_dry_run():
     one = _script("run_gpu_hosts.sh", "--dry_run", "--", "sft", *GIN_ARGS)
     assert _commands(one.stdout) == [["rlaif-jax", "sft", *GIN_ARGS]]
@@ -205,11 +369,35 @@ home = os.path.join(d, "home")
 args = sys.argv[1:]
 with open(os.path.join(d, "calls.jsonl"), "a") as f:
     f.write(json.dumps(args) + "\n")
-assert args[:3] == ["compute", "tpus", "tpu-vm"], args
 verb, state_file = args[3], os.path.join(d, "state")
 state = open(state_file).read() if os.path.exists(state_file) else "NOT_FOUND"
 def set_state(s):
     open(state_file, "w").write(s)
+def reset_home():
+    shutil.rmtree(home, ignore_errors=True)  # a recreated VM starts with an empty disk
+    os.makedirs(home)
+if args[:3] == ["compute", "tpus", "queued-resources"]:
+    # One queued resource: 'qr_plan' lists the states its describes report, in order (the
+    # last one sticks); ACTIVE brings its node (the TPU VM) up READY.
+    plan_file = os.path.join(d, "qr_pending")
+    if verb == "create":
+        plan = os.path.join(d, "qr_plan")
+        open(plan_file, "w").write(open(plan).read() if os.path.exists(plan) else "ACTIVE")
+    elif verb == "describe":
+        if not os.path.exists(plan_file):
+            sys.exit(1)
+        states = open(plan_file).read().split()
+        print(states[0] if "--format=value(state.state)" in args else f"state:\n  state: {states[0]}")
+        if "--format=value(state.state)" in args and len(states) > 1:
+            open(plan_file, "w").write(" ".join(states[1:]))
+        if states[0] == "ACTIVE" and state == "NOT_FOUND":
+            set_state("READY")
+    elif verb == "delete":
+        os.remove(plan_file)
+        set_state("NOT_FOUND")
+        reset_home()
+    sys.exit(0)
+assert args[:3] == ["compute", "tpus", "tpu-vm"], args
 if verb == "describe":
     if state == "NOT_FOUND":
         sys.exit(1)
@@ -218,8 +406,7 @@ elif verb == "create":
     set_state("READY")
 elif verb == "delete":
     set_state("NOT_FOUND")
-    shutil.rmtree(home, ignore_errors=True)  # a recreated VM starts with an empty disk
-    os.makedirs(home)
+    reset_home()
 elif verb == "scp":
     shutil.copy(args[4], os.path.join(home, args[5].split(":", 1)[1]))
 elif verb == "ssh":
@@ -318,3 +505,102 @@ def test_run_recovers_from_preemption_on_fake_vm(tmp_path):
     logs = list(log_dir.glob("worker_*.log"))
     assert len(logs) == 1 and "step 1 of rl" in logs[0].read_text()
     assert "[worker " in out.stdout
+
+
+# --- Queued resources against the fake gcloud ----------------------------------------------
+
+
+def _qr_calls(tmp_path: Path) -> list[list[str]]:
+    calls = [json.loads(x) for x in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    return [c for c in calls if c[2] == "queued-resources"]
+
+
+def test_wait_polls_until_active_on_fake_gcloud(tmp_path):
+    env = _fake_vm(tmp_path)
+    (tmp_path / "qr_plan").write_text(
+        "WAITING_FOR_RESOURCES WAITING_FOR_RESOURCES PROVISIONING ACTIVE"
+    )
+    out = _script("create_queued_resource.sh", *TPU, "--spot", "--poll_seconds=0", env=env)
+    verbs = [c[3] for c in _qr_calls(tmp_path)]
+    # The pre-check finds nothing, one create, then describes until ACTIVE.
+    assert verbs == ["describe", "create"] + ["describe"] * 4
+    assert "WAITING_FOR_RESOURCES" in out.stderr and "PROVISIONING" in out.stderr
+    assert "is ACTIVE" in out.stderr
+    # Run again: the request exists and is ACTIVE, so it is not made twice.
+    _script("create_queued_resource.sh", *TPU, "--spot", "--poll_seconds=0", env=env)
+    assert [c[3] for c in _qr_calls(tmp_path)].count("create") == 1
+
+
+@pytest.mark.parametrize("final", ["FAILED", "SUSPENDED"])
+def test_wait_fails_clearly_on_fake_gcloud(tmp_path, final):
+    env = _fake_vm(tmp_path)
+    (tmp_path / "qr_plan").write_text(f"WAITING_FOR_RESOURCES {final}")
+    out = _script("create_queued_resource.sh", *TPU, "--poll_seconds=0", env=env, check=False)
+    assert out.returncode == 3
+    assert f"rlaif-test-qr is {final}; it will not become ACTIVE" in out.stderr
+    assert f"state: {final}" in out.stderr  # the state details, from describe --format=yaml
+    # A second create is refused until the failed request is deleted.
+    again = _script("create_queued_resource.sh", *TPU, env=env, check=False)
+    assert again.returncode == 2 and "delete it first" in again.stderr
+
+
+def test_wait_times_out_on_fake_gcloud(tmp_path):
+    env = _fake_vm(tmp_path)
+    (tmp_path / "qr_plan").write_text("WAITING_FOR_RESOURCES")
+    out = _script(
+        "create_queued_resource.sh",
+        *TPU,
+        "--poll_seconds=0",
+        "--wait_timeout=0",
+        env=env,
+        check=False,
+    )
+    assert out.returncode == 3 and "still WAITING_FOR_RESOURCES after 0s" in out.stderr
+
+
+def test_run_queued_resource_on_fake_gcloud(tmp_path):
+    env = _fake_vm(tmp_path)
+    _install_fake_venv(tmp_path)
+    keep = tmp_path / "venv_keep"  # the request's VM starts with an empty home
+    shutil.copytree(tmp_path / "home" / "rlaif_venv", keep)
+    (tmp_path / "qr_plan").write_text("WAITING_FOR_RESOURCES ACTIVE")
+    out = _script(
+        "run_queued_resource.sh",
+        *TPU,
+        "--accelerator_type=v5litepod-8",
+        "--spot",
+        "--poll_seconds=0",
+        f"--venv={keep}",
+        f"--run_arg=--log_dir={tmp_path / 'logs'}",
+        "--",
+        "rl",
+        *GIN_ARGS,
+        env=env,
+    )
+    calls = [json.loads(x) for x in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    steps = [" ".join(c[2:4]) for c in calls if c[3] != "describe"]
+    assert steps == [
+        "queued-resources create",
+        "tpu-vm scp",
+        "tpu-vm ssh",
+        "tpu-vm ssh",
+        "queued-resources delete",
+    ]
+    runs = [json.loads(x) for x in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert runs == [["rl", *GIN_ARGS, "--multihost"]]
+    installs = (tmp_path / "pip_calls").read_text()
+    assert "-c rlaif_jax/constraints.txt -e" in installs and "[tpu]" in installs
+    assert not (tmp_path / "qr_pending").exists()  # deleted at the end
+    assert "[worker " in out.stdout
+
+
+def test_run_queued_resource_deletes_a_failed_request_on_fake_gcloud(tmp_path):
+    env = _fake_vm(tmp_path)
+    (tmp_path / "qr_plan").write_text("WAITING_FOR_RESOURCES FAILED")
+    out = _script(
+        "run_queued_resource.sh", *TPU, "--poll_seconds=0", "--", "rl", env=env, check=False
+    )
+    assert out.returncode == 3 and "FAILED" in out.stderr
+    verbs = [c[3] for c in _qr_calls(tmp_path)]
+    assert verbs[-1] == "delete" and "create" in verbs
+    assert not (tmp_path / "runs.jsonl").exists()  # nothing ran on a VM that never came
