@@ -93,14 +93,13 @@ class ModelArtifact:
         self,
         task: str | None,
         scope: str,
-        names: Mapping[str, str] | None = None,
         **gin_fields: Any,
     ) -> InputLayout:
         """The input layout readers use: the artifact's, or for a raw HF checkpoint the
         task's default (BOS as its tokenizer expects). `gin_fields` (InputLayout field ->
         gin value, None = unset) must agree with the artifact's layout; for a raw
-        checkpoint they replace the defaults. Errors name the binding as `names[field]`
-        (default "<scope>.<field>")."""
+        checkpoint they replace the defaults. Errors name the binding "<scope>.<field>"
+        (the gin parameters that restate a layout are named as its fields)."""
         given = {k: v for k, v in gin_fields.items() if v is not None}
         if self.layout is None:
             if task is None:
@@ -112,9 +111,8 @@ class ModelArtifact:
         for key, value in given.items():
             ours = getattr(self.layout, key)
             if ours != value:
-                binding = (names or {}).get(key, f"{scope}.{key}")
                 raise ArtifactError(
-                    f"gin {binding} = {value!r} contradicts {self.where}: layout.{key} = "
+                    f"gin {scope}.{key} = {value!r} contradicts {self.where}: layout.{key} = "
                     f"{ours!r}. Readers take the layout the model was trained with; unset the "
                     "binding (or retrain the model with it)."
                 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -99,30 +99,21 @@ def decode_policy(
     return out
 
 
-# The bindings a contradicting layout value is reported as, by default (the evaluate stage's).
-EVALUATE_LAYOUT_BINDINGS = {
-    "max_context": "evaluate.max_prompt_len",
-    "max_response": "evaluate.max_new_tokens",
-}
-
-
 def open_policy(
     workdir: str,
     policy_dir: str,
     mesh,
     rules,
     task: str | None = None,
-    names: Mapping[str, str] | None = None,
     **layout,
 ):
     """(artifact, params on `mesh`, input layout) of the policy saved by `policy_dir` (a
     stage dir under WORKDIR such as 'sft' or 'rl_rlaif', or a path). `layout` values
     (None = unset) may only restate the artifact's (`ModelArtifact.layout_for`); a
-    contradiction names the binding `names[field]` (default `EVALUATE_LAYOUT_BINDINGS`)."""
+    contradiction names the binding `evaluate.<field>`."""
     art = model_artifact.open_model(
         model_artifact.resolve_model_dir(workdir, policy_dir, "policy directory")
     )
-    names = EVALUATE_LAYOUT_BINDINGS if names is None else names
-    layout = art.layout_for(task, "evaluate", names, **layout)  # refuse before loading
+    layout = art.layout_for(task, "evaluate", **layout)  # refuse before loading
     params, _ = model_artifact.load_params(art, mesh, rules, "lm")
     return art, params, layout

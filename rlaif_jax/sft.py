@@ -1,7 +1,7 @@
 """`rlaif-jax sft`: supervised fine-tuning of the initial policy (paper §1.2).
 
 Paper: PaLM 2 XS on filtered TL;DR, Adafactor, lr 1e-5, batch 128, 1 epoch, 1024/128
-input/target tokens. The policy starts from a pretrained LM (`sft.init_from`: a Hugging
+context/response tokens. The policy starts from a pretrained LM (`sft.init_from`: a Hugging
 Face checkpoint directory, or another stage's model directory) or, for the toy world, from
 random init of a named preset. Output: WORKDIR/sft/{model.json, tokenizer files, ckpt,
 COMPLETE} — a self-describing model artifact (`rlaif_jax.model_artifact`) that RL,
@@ -53,7 +53,8 @@ def run_stage(
     optimizer: optax.GradientTransformation | None = None,
     train_settings: TrainSettings | None = None,
 ) -> dict[str, float]:
-    """Trains the policy on the task's SFT examples (context + suffix -> target + EOS).
+    """Trains the policy on the task's SFT examples (context + prompt suffix -> response +
+    EOS).
 
     init_from: the pretrained LM to start from — a Hugging Face checkpoint directory
       (its config.json, weights and tokenizer) or a model directory under WORKDIR; its
@@ -142,7 +143,7 @@ def run_stage(
     metrics["num_examples"] = len(records)
     if jax.process_index() == 0:
         metrics["truncated_context"] = stats.truncated_context
-        metrics["truncated_target"] = stats.truncated_target
+        metrics["truncated_response"] = stats.truncated_response
     artifacts.write_complete(stage_dir, metrics, time.time() - t0)
     return metrics
 
@@ -155,7 +156,7 @@ def _preset_vocabulary(stage_dir, vocab_path, records, extra_texts, size):
     vocab, _ = vocab_lib.stage_vocabulary(
         stage_dir,
         vocab_path,
-        lambda: [t for r in records for t in (r["context"], r["target"])] + list(extra_texts),
+        lambda: [t for r in records for t in (r["context"], r["response"])] + list(extra_texts),
         size,
     )
     return vocab

@@ -28,19 +28,19 @@ Record = dict[str, Any]
 
 @dataclasses.dataclass
 class TruncationStats:
-    """How many examples had their context or target/response cut to fit."""
+    """How many examples had their context or response cut to fit."""
 
     examples: int = 0
     truncated_context: int = 0
-    truncated_target: int = 0
+    truncated_response: int = 0
 
     @property
     def truncated(self) -> int:
-        return self.truncated_context + self.truncated_target
+        return self.truncated_context + self.truncated_response
 
 
 def _truncate_context(ids: list[int], budget: int, mode: str) -> list[int]:
-    """Cut `ids` to `budget` tokens. 'left' keeps the end (next to the target); 'middle'
+    """Cut `ids` to `budget` tokens. 'left' keeps the end (next to the response); 'middle'
     keeps the first quarter (subreddit/title, the dialogue's start) and the end."""
     if len(ids) <= budget:
         return ids
@@ -68,16 +68,21 @@ def _bos(vocab: Vocab, add_bos: bool) -> list[int]:
 
 
 def _encode_context(
-    vocab: Vocab, context: str, suffix: str, max_context: int, mode: str, add_bos: bool = False
+    vocab: Vocab,
+    context: str,
+    prompt_suffix: str,
+    max_context: int,
+    mode: str,
+    add_bos: bool = False,
 ) -> tuple[list[int], bool]:
-    """[BOS] then context tokens then suffix tokens, at most `max_context`; the BOS (with
-    `add_bos`) and the suffix always survive, the context is cut to make room."""
+    """[BOS] then context tokens then prompt-suffix tokens, at most `max_context`; the BOS
+    (with `add_bos`) and the suffix always survive, the context is cut to make room."""
     bos = _bos(vocab, add_bos)
-    sfx = list(vocab.encode(suffix)) if suffix else []
+    sfx = list(vocab.encode(prompt_suffix)) if prompt_suffix else []
     if len(bos) + len(sfx) >= max_context:
         raise ValueError(
-            f"suffix {suffix!r} is {len(sfx)} tokens (+{len(bos)} BOS), which leaves no room "
-            f"in max_context={max_context}"
+            f"prompt_suffix {prompt_suffix!r} is {len(sfx)} tokens (+{len(bos)} BOS), which "
+            f"leaves no room in max_context={max_context}"
         )
     ctx = list(vocab.encode(context))
     if bos:
@@ -91,12 +96,12 @@ def _encode_context(
     return bos + cut + sfx, len(cut) < len(ctx)
 
 
-def _encode_response(vocab: Vocab, text: str, max_len: int) -> tuple[list[int], bool]:
+def _encode_response(vocab: Vocab, text: str, max_response: int) -> tuple[list[int], bool]:
     """Response tokens then the primary EOS `vocab.eos_id` (when the vocabulary has one),
-    at most `max_len`. Samplers stop on every id of `data.vocab.stop_ids(vocab)`."""
+    at most `max_response`. Samplers stop on every id of `data.vocab.stop_ids(vocab)`."""
     ids = list(vocab.encode(text))
     eos = [] if vocab.eos_id is None or vocab.eos_id < 0 else [int(vocab.eos_id)]
-    room = max_len - len(eos)
+    room = max_response - len(eos)
     return ids[:room] + eos, len(ids) > room
 
 
@@ -111,36 +116,37 @@ def sft_batch(
     records: Sequence[Record],
     vocab: Vocab,
     max_context: int,
-    max_target: int,
-    suffix: str = "",
+    max_response: int,
+    prompt_suffix: str = "",
     context_truncation: str = "middle",
     stats: TruncationStats | None = None,
     *,
     add_bos: bool = False,
 ) -> dict[str, np.ndarray]:
-    """SFT examples -> decoder-only batch, L = max_context + max_target.
+    """SFT examples {context, response} -> decoder-only batch, L = max_context +
+    max_response.
 
-    tokens [B, L] int32: context (+ suffix) tokens, target tokens, EOS, padding.
-    loss_mask [B, L] float32: 1 where tokens[b, t] is a target token or the EOS (the
+    tokens [B, L] int32: context (+ prompt_suffix) tokens, response tokens, EOS, padding.
+    loss_mask [B, L] float32: 1 where tokens[b, t] is a response token or the EOS (the
     model predicts tokens[:, t] from tokens[:, :t], so pair it with logits[:, t-1]).
     attention_mask [B, L] int32: 1 on real tokens.
-    The context is cut (middle by default) so the target survives; a target longer
-    than max_target - 1 is cut on the right. Both are counted in `stats`. `add_bos`:
+    The context is cut (middle by default) so the response survives; a response longer
+    than max_response - 1 is cut on the right. Both are counted in `stats`. `add_bos`:
     tokens[:, 0] = vocab.bos_id (inside max_context; loss_mask 0 there).
     """
     rows, masks = [], []
     for rec in records:
         ctx, cut_c = _encode_context(
-            vocab, rec["context"], suffix, max_context, context_truncation, add_bos
+            vocab, rec["context"], prompt_suffix, max_context, context_truncation, add_bos
         )
-        tgt, cut_t = _encode_response(vocab, rec["target"], max_target)
-        rows.append(ctx + tgt)
-        masks.append((len(ctx), len(ctx) + len(tgt)))
+        resp, cut_r = _encode_response(vocab, rec["response"], max_response)
+        rows.append(ctx + resp)
+        masks.append((len(ctx), len(ctx) + len(resp)))
         if stats is not None:
             stats.examples += 1
             stats.truncated_context += int(cut_c)
-            stats.truncated_target += int(cut_t)
-    length = max_context + max_target
+            stats.truncated_response += int(cut_r)
+    length = max_context + max_response
     tokens = _pad(rows, length, vocab.pad_id)
     pos = np.arange(length)[None, :]
     starts = np.array([m[0] for m in masks], dtype=np.int32)[:, None]
@@ -155,28 +161,28 @@ def sft_batch(
 def prompt_batch(
     records: Sequence[Record],
     vocab: Vocab,
-    max_len: int,
-    suffix: str = "",
+    max_context: int,
+    prompt_suffix: str = "",
     context_truncation: str = "middle",
     stats: TruncationStats | None = None,
     *,
     add_bos: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Prompts -> (tokens [B, max_len] int32 right-padded, lengths [B] int32).
+    """Prompts -> (tokens [B, max_context] int32 right-padded, lengths [B] int32).
 
-    Each prompt is its context, cut to fit, then `suffix` (e.g. "\\nTL;DR:"), no EOS;
-    with `add_bos`, a BOS first (lengths include it).
+    Each prompt is its context, cut to fit, then `prompt_suffix` (e.g. "\\nTL;DR:"), no
+    EOS; with `add_bos`, a BOS first (lengths include it).
     """
     rows = []
     for rec in records:
         ids, cut = _encode_context(
-            vocab, rec["context"], suffix, max_len, context_truncation, add_bos
+            vocab, rec["context"], prompt_suffix, max_context, context_truncation, add_bos
         )
         rows.append(ids)
         if stats is not None:
             stats.examples += 1
             stats.truncated_context += int(cut)
-    return _pad(rows, max_len, vocab.pad_id), np.array([len(r) for r in rows], dtype=np.int32)
+    return _pad(rows, max_context, vocab.pad_id), np.array([len(r) for r in rows], dtype=np.int32)
 
 
 def pair_batch(
@@ -184,7 +190,7 @@ def pair_batch(
     vocab: Vocab,
     max_context: int,
     max_response: int,
-    suffix: str = "",
+    prompt_suffix: str = "",
     context_truncation: str = "middle",
     stats: TruncationStats | None = None,
     *,
@@ -192,7 +198,7 @@ def pair_batch(
 ) -> dict[str, np.ndarray]:
     """Preference pairs -> RM batch, L = max_context + max_response.
 
-    tokens1/tokens2 [B, L] int32: the same (cut) context + suffix, then response1 or
+    tokens1/tokens2 [B, L] int32: the same (cut) context + prompt_suffix, then response1 or
     response2 + EOS, right-padded; lengths1/lengths2 [B] int32 (the RM reads position
     length - 1); label [B] float32 = P(response1 preferred). `add_bos`: both rows
     start with vocab.bos_id (inside max_context).
@@ -201,7 +207,7 @@ def pair_batch(
     labels = []
     for rec in records:
         ctx, cut_c = _encode_context(
-            vocab, rec["context"], suffix, max_context, context_truncation, add_bos
+            vocab, rec["context"], prompt_suffix, max_context, context_truncation, add_bos
         )
         cut_r = False
         for i in (1, 2):
@@ -213,7 +219,7 @@ def pair_batch(
         if stats is not None:
             stats.examples += 1
             stats.truncated_context += int(cut_c)
-            stats.truncated_target += int(cut_r)
+            stats.truncated_response += int(cut_r)
     length = max_context + max_response
     return {
         "tokens1": _pad(out["tokens1"], length, vocab.pad_id),

@@ -57,7 +57,7 @@ def read_tldr(
 ) -> Iterator[Record]:
     """TL;DR filtered JSONL -> SFT examples (role 'sft') or prompts (role 'prompts').
 
-    SFT: {id, context, target=summary}; prompts: {id, context}.
+    SFT: {id, context, response=summary}; prompts: {id, context}.
     """
     if role not in ("sft", "prompts"):
         raise ValueError(f"read_tldr role must be 'sft' or 'prompts', got {role!r}")
@@ -71,7 +71,7 @@ def read_tldr(
         )
         if role == "prompts":
             return {"id": rid, "context": context}
-        return {"id": rid, "context": context, "target": get_text(obj, "summary", path, where)}
+        return {"id": rid, "context": context, "response": get_text(obj, "summary", path, where)}
 
     return parse_rows(path, parse, skip_bad_records, stats)
 

@@ -85,13 +85,13 @@ class InputLayout:
             self._templated(recs),
             vocab,
             *lengths,
-            suffix=self.prompt_suffix,
+            prompt_suffix=self.prompt_suffix,
             add_bos=self.add_bos,
             stats=stats,
         )
 
     def sft_batch(self, recs: Sequence[dict], vocab: Any, stats=None) -> dict:
-        """`batching.sft_batch` rows of this layout (records {context, target})."""
+        """`batching.sft_batch` rows of this layout (records {context, response})."""
         return self._batch(batching.sft_batch, recs, vocab, stats, *self._lengths)
 
     def pair_batch(self, recs: Sequence[dict], vocab: Any, stats=None) -> dict:

@@ -5,7 +5,7 @@ feature names, and every stage consumes them. Strings are untokenized text; each
 stage tokenizes with its own model's vocabulary (the labeler and RM may use a
 different vocabulary than the policy).
 
-- SFT example:        {"id": str, "context": str, "target": str}
+- SFT example:        {"id": str, "context": str, "response": str}
 - RL / eval prompt:   {"id": str, "context": str}
 - Preference pair:    {"id": str, "context": str, "response1": str, "response2": str,
                        "label": float,        # P(response1 preferred) in [0, 1]
@@ -22,7 +22,7 @@ title and post; for dialogue: the transcript up to the last "Assistant:").
 
 from __future__ import annotations
 
-SFT_FEATURES = ("id", "context", "target")
+SFT_FEATURES = ("id", "context", "response")
 PROMPT_FEATURES = ("id", "context")
 PAIR_FEATURES = ("id", "context", "response1", "response2", "label", "confidence")
 AI_PREFERENCE_FEATURES = PAIR_FEATURES + ("p_order1", "p_order2", "human_label", "rationale")

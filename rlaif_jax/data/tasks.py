@@ -1,7 +1,7 @@
 """Record sources per (task, role, split) over the real-format readers, and seqio Tasks.
 
 Roles (features from records.py):
-  sft          {id, context, target}               TL;DR posts -> reference summaries;
+  sft          {id, context, response}             TL;DR posts -> reference summaries;
                                                     HH context -> chosen response
   prompts      {id, context}                       RL / eval prompts
   human_prefs  preference pairs, human orientation RM on human labels (RLHF)
@@ -176,12 +176,12 @@ def hh_sources(
 
 
 def _project(pairs: Iterable[Record], role: str) -> Iterator[Record]:
-    """Human-oriented HH pairs -> prompts {id, context} or SFT {id, context, target=chosen}."""
+    """Human-oriented HH pairs -> prompts {id, context} or SFT {id, context, response=chosen}."""
     for rec in pairs:
         if role == "prompts":
             yield {"id": rec["id"], "context": rec["context"]}
         else:
-            yield {"id": rec["id"], "context": rec["context"], "target": rec["response1"]}
+            yield {"id": rec["id"], "context": rec["context"], "response": rec["response1"]}
 
 
 def task_name(task: str, role: str) -> str:

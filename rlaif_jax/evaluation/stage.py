@@ -230,8 +230,8 @@ def run_stage(
         ("rlhf", "rl_rlhf"),
     ),
     comparisons: Sequence[Sequence[str]] = (("rlaif", "sft"), ("rlhf", "sft"), ("rlaif", "rlhf")),
-    max_prompt_len: int | None = None,
-    max_new_tokens: int | None = None,
+    max_context: int | None = None,
+    max_response: int | None = None,
     prompt_suffix: str | None = None,
     temperature: float = 0.0,
     samples_per_prompt: int = 1,
@@ -253,7 +253,7 @@ def run_stage(
     """Evaluates `policies` ((name, stage dir) pairs) on the task's test prompts.
 
     Each policy decodes `samples_per_prompt` responses per prompt at `temperature` (0:
-    greedy, one response) with its artifact's layout (max_prompt_len / max_new_tokens /
+    greedy, one response) with its artifact's layout (max_context / max_response /
     prompt_suffix may only restate it); sample j of A is judged against sample j of B, and
     a win rate is the mean over prompts of each prompt's mean outcome, so its interval
     counts prompts, not samples. ai_judge_comparisons: None = every comparison.
@@ -280,7 +280,7 @@ def run_stage(
         "batch_size": batch_size,
     }
     layout_fields = dict(
-        max_context=max_prompt_len, max_response=max_new_tokens, prompt_suffix=prompt_suffix
+        max_context=max_context, max_response=max_response, prompt_suffix=prompt_suffix
     )
     responses = decode_all(
         workdir, policies, prompts, mesh, rules, data.task, layout_fields, decoding

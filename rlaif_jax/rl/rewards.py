@@ -68,7 +68,7 @@ def host_local_rows(x: jax.Array) -> np.ndarray:
 class RewardModelReward:
     """Terminal reward from a scalar-head reward model checkpoint (RLAIF or RLHF).
 
-    The RM reads `context + suffix` then `response + EOS` in its own vocabulary, laid out
+    The RM reads `context + prompt_suffix` then `response + EOS` in its own vocabulary, laid out
     exactly as in RM training (`batching.sft_batch`), and its score at the last real token
     is the reward. `score_fn(params, tokens [B, L], lengths [B]) -> [B]` is normally
     `decoding.score.sequence_scores` bound to the RM config (`make_rm_score_fn`).
@@ -80,7 +80,7 @@ class RewardModelReward:
     mesh: Mesh
     max_context: int
     max_response: int
-    suffix: str = ""
+    prompt_suffix: str = ""
     batch_size: int = 64
     add_bos: bool = False
     context_template: str = "{context}"
@@ -101,7 +101,7 @@ class RewardModelReward:
         local = self.batch_size // jax.process_count()
         for lo, hi in _chunks(len(contexts), local):
             recs = [
-                {"context": self.context_template.replace("{context}", c), "target": r}
+                {"context": self.context_template.replace("{context}", c), "response": r}
                 for c, r in zip(contexts[lo:hi], responses[lo:hi])
             ]
             batch = batching.sft_batch(
@@ -109,7 +109,7 @@ class RewardModelReward:
                 self.vocab,
                 self.max_context,
                 self.max_response,
-                suffix=self.suffix,
+                prompt_suffix=self.prompt_suffix,
                 context_truncation=self.context_truncation,
                 add_bos=self.add_bos,
                 stats=self.stats,

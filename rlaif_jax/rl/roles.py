@@ -118,13 +118,13 @@ def reward_model_from_checkpoint(
     model_overrides: dict | None = None,
     max_context: int | None = None,
     max_response: int | None = None,
-    suffix: str | None = None,
+    prompt_suffix: str | None = None,
     batch_size: int = 32,
 ) -> rewards.RewardModelReward:
     """RewardFn of the reward model in WORKDIR/<rm_dir> (or a path): its config, tokenizer
     and input layout come from its artifact, so it scores responses laid out exactly as
     in RM training. rm_dir: 'rm_ai' (RLAIF) or 'rm_human' (RLHF). max_context /
-    max_response / suffix may only restate the artifact's layout (None = take it). task:
+    max_response / prompt_suffix may only restate the artifact's layout (None = take it). task:
     unused (the RM's artifact holds its layout); the `rl.reward_builder` contract."""
     del task
     if rm_dir is None:
@@ -144,10 +144,9 @@ def reward_model_from_checkpoint(
     layout = art.layout_for(
         None,
         "reward_model_from_checkpoint",
-        {"prompt_suffix": "reward_model_from_checkpoint.suffix"},
         max_context=max_context,
         max_response=max_response,
-        prompt_suffix=suffix,
+        prompt_suffix=prompt_suffix,
     )
     params, shardings = model_artifact.load_params(art, mesh, rules, "scalar", config)
     return rewards.RewardModelReward(
@@ -157,7 +156,7 @@ def reward_model_from_checkpoint(
         mesh=mesh,
         max_context=layout.max_context,
         max_response=layout.max_response,
-        suffix=layout.prompt_suffix,
+        prompt_suffix=layout.prompt_suffix,
         batch_size=batch_size,
         add_bos=layout.add_bos,
         context_template=layout.context_template,

@@ -48,7 +48,7 @@ class RLSettings:
     kl_coef (β), reward_weight ('one' | 'one_minus_beta'), normalize ('tokens' |
     'sequences'), whiten_advantages, entropy_coef, value_coef: see `a2c`.
     normalize_rewards: divide rewards by a running std after subtracting a running mean.
-    max_prompt_len / max_new_tokens / prompt_suffix: None = the policy artifact's layout.
+    max_context / max_response / prompt_suffix: None = the policy artifact's layout.
     anchor_dtype: 'float32' | 'bfloat16' storage of the frozen SFT anchor.
     """
 
@@ -67,8 +67,8 @@ class RLSettings:
     top_p: float = 1.0
     # The policy's input layout comes from its model artifact; these may only restate it
     # (None = take the artifact's; a different value is an error naming both).
-    max_prompt_len: int | None = None
-    max_new_tokens: int | None = None
+    max_context: int | None = None
+    max_response: int | None = None
     prompt_suffix: str | None = None
     kl_coef: float = 0.05
     reward_weight: str = "one"
@@ -133,8 +133,8 @@ def settings_layout(settings: RLSettings) -> InputLayout:
     """The layout RLSettings state on their own (Colab use without an artifact)."""
     return InputLayout(
         prompt_suffix=settings.prompt_suffix or "",
-        max_context=settings.max_prompt_len or PAPER_MAX_CONTEXT,
-        max_response=settings.max_new_tokens or PAPER_MAX_RESPONSE,
+        max_context=settings.max_context or PAPER_MAX_CONTEXT,
+        max_response=settings.max_response or PAPER_MAX_RESPONSE,
     )
 
 

@@ -88,23 +88,23 @@ def policy_layout(policy: Any, settings: RLSettings, task: str | None) -> Any:
     return policy.layout_for(
         task,
         "RLSettings",
-        {"max_context": "RLSettings.max_prompt_len", "max_response": "RLSettings.max_new_tokens"},
-        max_context=settings.max_prompt_len,
-        max_response=settings.max_new_tokens,
+        max_context=settings.max_context,
+        max_response=settings.max_response,
         prompt_suffix=settings.prompt_suffix,
     )
 
 
 def make_sample_fn(
-    config: Any, mesh: Any, rules: Any, settings: RLSettings, vocab: Any, max_new_tokens: int
+    config: Any, mesh: Any, rules: Any, settings: RLSettings, vocab: Any, max_response: int
 ):
-    """The decoding sampler at the RL temperature, samples_per_prompt rows per prompt;
-    every stop id of the policy's vocabulary ends a response."""
+    """The decoding sampler at the RL temperature, samples_per_prompt rows per prompt of
+    up to `max_response` new tokens; every stop id of the policy's vocabulary ends a
+    response."""
     return sample.make_sampler(
         config,
         mesh,
         rules,
-        max_new_tokens=max_new_tokens,
+        max_new_tokens=max_response,
         temperature=settings.temperature,
         top_k=settings.top_k,
         top_p=settings.top_p,

@@ -333,7 +333,7 @@ def world_statistics(world: Any, seed: int = 1) -> dict[str, Any]:
         "bootstrap_same_position_rate": float(np.mean((p1 > 0.5) == (p2 <= 0.5))),
         "oracle_score_mean": {
             "perfect": 1.0,
-            "reference": float(np.mean([oracle_score(x["context"], x["target"]) for x in refs])),
+            "reference": float(np.mean([oracle_score(x["context"], x["response"]) for x in refs])),
             **{g: float(np.mean(v)) for g, v in sorted(by_gen.items())},
         },
     }

@@ -222,7 +222,7 @@ class ToyWorld:
             )
 
     def sft_examples(self, split: str = "train") -> list[Record]:
-        """{id, context, target}: post -> noisy reference TL;DR. 'test' are the eval posts
+        """{id, context, response}: post -> noisy reference TL;DR. 'test' are the eval posts
         (same ids as `eval_prompts`), so references can be scored there too."""
         self._check_split("sft", split)
         c = self.config
@@ -233,8 +233,8 @@ class ToyWorld:
         }[split]
         out = []
         for i, post in enumerate(self._posts(kind, n)):
-            target = generate_summary(post, "reference", self._rng(kind, i, "reference"))
-            out.append({"id": f"toy-{kind}-{i}", "context": post.context, "target": target})
+            response = generate_summary(post, "reference", self._rng(kind, i, "reference"))
+            out.append({"id": f"toy-{kind}-{i}", "context": post.context, "response": response})
         return out
 
     def rl_prompts(self) -> list[Record]:
@@ -309,7 +309,7 @@ class ToyWorld:
         for split in _SPLITS["sft"]:
             for r in self.sft_examples(split):
                 yield r["context"]
-                yield r["target"]
+                yield r["response"]
         for r in self.rl_prompts():
             yield r["context"]
         for corpus in (self.human_preferences("train"), self.human_preferences("validation")):

@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 from jax.experimental import multihost_utils  # noqa: E402
 
 from rlaif_jax.data import batching, formats  # noqa: E402
+from rlaif_jax.data.layout import TLDR_SUFFIX  # noqa: E402
 from rlaif_jax.sharding import mesh as mesh_lib  # noqa: E402
 from rlaif_jax.sharding import partition  # noqa: E402
 
@@ -55,7 +56,9 @@ def main():
     read = sum(len(v) for v in shards.values())
 
     def batch_fn(recs):
-        return batching.sft_batch(recs, vocab, max_context=48, max_target=16, suffix="\nTL;DR:")
+        return batching.sft_batch(
+            recs, vocab, max_context=48, max_response=16, prompt_suffix=TLDR_SUFFIX
+        )
 
     def make(state=None):
         return batching.EpochIterator(

@@ -136,7 +136,7 @@ def make_runner(settings: runner_lib.RLSettings, reward_fn, seed: int = 0):
     )
     sample_fn = make_sample_fn(
         policy,
-        settings.max_new_tokens,
+        settings.max_response,
         settings.temperature,
         vocab.eos_id,
         vocab.pad_id,

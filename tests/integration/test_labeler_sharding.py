@@ -38,7 +38,7 @@ NUM_PAIRS = 16
 BATCH = 8  # prompts per scorer call: a multiple of the 8 (or 4) batch shards
 SETTINGS = LabelerSettings(pairs_per_call=4, max_len=512)
 VARIANT = render.PromptVariant("summarize", "base")
-TASK_MACROS = ("TLDR_TRAIN", "TLDR_VALID", "TLDR_TEST", "COMPARISONS")
+TASK_MACROS = ("TLDR_TRAIN", "TLDR_VALIDATION", "TLDR_TEST", "COMPARISONS")
 FIELDS = ("label", "p_order1", "p_order2")
 # Compute in float32 (the checkpoint's default is bfloat16, where a different reduction
 # order across shards moves a soft label by ~1e-4): equal up to float32 rounding.

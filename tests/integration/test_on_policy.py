@@ -16,7 +16,7 @@ from rlaif_jax.sharding import partition
 from tests.integration import rl_fakes
 
 SETTINGS = RLSettings(
-    batch_size=8, samples_per_prompt=2, learning_rate=1e-2, max_new_tokens=6, max_prompt_len=4
+    batch_size=8, samples_per_prompt=2, learning_rate=1e-2, max_response=6, max_context=4
 )
 
 
@@ -29,7 +29,7 @@ def test_rollout_logprobs_match_teacher_forced_packing_after_updates():
     records = rl_fakes.prompts(8)
     for i in range(3):  # move the params away from the anchor first
         runner.step(records, jax.random.PRNGKey(i))
-    tokens, lengths = batching.prompt_batch(records, runner.vocab, SETTINGS.max_prompt_len)
+    tokens, lengths = batching.prompt_batch(records, runner.vocab, SETTINGS.max_context)
     prompts = partition.global_batch({"t": tokens, "l": lengths}, runner.mesh)
     out = runner.sample_fn(runner.policy_params, prompts["t"], prompts["l"], jax.random.PRNGKey(9))
     idx = np.asarray(out.prompt_index)
@@ -78,7 +78,7 @@ def test_sampler_logprobs_equal_scorer_token_logprobs():
             prompt,
             lengths,
             jax.random.PRNGKey(1),
-            max_new_tokens=5,
+            max_response=5,
             temperature=0.9,
             top_k=0,
             top_p=1.0,

@@ -24,7 +24,7 @@ from tests.integration.local_processes import REPO
 
 WORKER = os.path.join(REPO, "tests", "integration", "cli_worker.py")
 TASK_MACROS = {
-    "summarize": ("TLDR_TRAIN", "TLDR_VALID", "TLDR_TEST", "COMPARISONS"),
+    "summarize": ("TLDR_TRAIN", "TLDR_VALIDATION", "TLDR_TEST", "COMPARISONS"),
     "helpful": ("HH_HELPFUL_TRAIN", "HH_HELPFUL_TEST"),
     "harmless": ("HH_HARMLESS_TRAIN", "HH_HARMLESS_TEST"),
 }
@@ -134,7 +134,7 @@ def _check_contradicting_layout_is_refused(world, workdir, tmp_path):
     """A gin value that contradicts the policy's artifact stops the stage with a message
     naming both values (exit 2), before anything is loaded or written."""
     args = paper_args("summarize", world, workdir)[1:-1]  # the experiment's files and macros
-    args = ["rl", *args, "--scope=rl_rlaif", "--gin.RLSettings.max_new_tokens=64"]
+    args = ["rl", *args, "--scope=rl_rlaif", "--gin.RLSettings.max_response=64"]
     env = {**os.environ, "PYTHONPATH": REPO}
     env.pop("XLA_FLAGS", None)
     before = (workdir / "rl_rlaif" / "COMPLETE").read_text()
@@ -147,7 +147,7 @@ def _check_contradicting_layout_is_refused(world, workdir, tmp_path):
         timeout=600,
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "RLSettings.max_new_tokens = 64 contradicts" in proc.stderr, proc.stderr[-3000:]
+    assert "RLSettings.max_response = 64 contradicts" in proc.stderr, proc.stderr[-3000:]
     assert "layout.max_response = 16" in proc.stderr
     assert (workdir / "rl_rlaif" / "COMPLETE").read_text() == before
 

@@ -49,7 +49,7 @@ def rm_reward(mesh):
         mesh=mesh,
         max_context=8,
         max_response=8,
-        suffix=">",
+        prompt_suffix=">",
         batch_size=16,
     )
 
@@ -98,8 +98,8 @@ SETTINGS = RLSettings(
     batch_size=16,
     samples_per_prompt=2,
     learning_rate=3e-3,
-    max_new_tokens=6,
-    max_prompt_len=4,
+    max_response=6,
+    max_context=4,
     kl_coef=0.05,
     num_epochs=1,
     temperature=0.9,

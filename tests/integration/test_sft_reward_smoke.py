@@ -51,7 +51,7 @@ def synthetic_pair_sources():
         return tasks.RecordSource(f"synthetic/{role}/{split}", role, fn)
 
     sft = [
-        {"id": p["id"], "context": p["context"], "target": p["response1"]}
+        {"id": p["id"], "context": p["context"], "response": p["response1"]}
         for p in _pairs("train", 64)
     ]
     out = {r: {} for r in tasks.ROLE_FEATURES}

@@ -25,11 +25,13 @@ class WordVocab:
 def test_sft_batch_layout_masks_and_truncation():
     v = WordVocab()
     recs = [
-        {"id": "a", "context": "c1 c2 c3", "target": "t1 t2"},
-        {"id": "b", "context": " ".join(f"w{i}" for i in range(12)), "target": "u1 u2 u3 u4 u5"},
+        {"id": "a", "context": "c1 c2 c3", "response": "t1 t2"},
+        {"id": "b", "context": " ".join(f"w{i}" for i in range(12)), "response": "u1 u2 u3 u4 u5"},
     ]
     stats = batching.TruncationStats()
-    b = batching.sft_batch(recs, v, max_context=8, max_target=4, suffix="TLDR:", stats=stats)
+    b = batching.sft_batch(
+        recs, v, max_context=8, max_response=4, prompt_suffix="TLDR:", stats=stats
+    )
     assert b["tokens"].shape == b["loss_mask"].shape == b["attention_mask"].shape == (2, 12)
     assert b["tokens"].dtype == np.int32
     row0 = v.decode(b["tokens"][0][b["attention_mask"][0] == 1])
@@ -37,13 +39,13 @@ def test_sft_batch_layout_masks_and_truncation():
     assert b["tokens"][0, 6] == v.eos_id and (b["tokens"][0, 7:] == v.pad_id).all()
     np.testing.assert_array_equal(b["loss_mask"][0], [0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0])
     # Row 1: context cut in the middle to 7 tokens (1 head + 6 tail) + suffix; the
-    # target cut to 3 tokens + EOS; everything is real (no padding).
+    # response cut to 3 tokens + EOS; everything is real (no padding).
     toks = v.decode(b["tokens"][1][:11])
     assert toks == "w0 w6 w7 w8 w9 w10 w11 TLDR: u1 u2 u3"
     assert b["tokens"][1, 11] == v.eos_id and b["attention_mask"][1].sum() == 12
     assert b["loss_mask"][1].sum() == 4
-    assert (stats.examples, stats.truncated_context, stats.truncated_target) == (2, 1, 1)
-    left = batching.sft_batch(recs[1:], v, 8, 4, suffix="TLDR:", context_truncation="left")
+    assert (stats.examples, stats.truncated_context, stats.truncated_response) == (2, 1, 1)
+    left = batching.sft_batch(recs[1:], v, 8, 4, prompt_suffix="TLDR:", context_truncation="left")
     assert v.decode(left["tokens"][0][:7]) == "w5 w6 w7 w8 w9 w10 w11"
 
 
@@ -51,13 +53,15 @@ def test_prompt_batch_keeps_suffix():
     v = WordVocab()
     recs = [{"id": "a", "context": "x y"}, {"id": "b", "context": "a b c d e f g h"}]
     stats = batching.TruncationStats()
-    tokens, lengths = batching.prompt_batch(recs, v, max_len=6, suffix="TL;DR:", stats=stats)
+    tokens, lengths = batching.prompt_batch(
+        recs, v, max_context=6, prompt_suffix="TL;DR:", stats=stats
+    )
     assert tokens.shape == (2, 6) and lengths.tolist() == [3, 6]
     assert v.decode(tokens[0][:3]) == "x y TL;DR:" and tokens[0, 3:].tolist() == [0, 0, 0]
     assert v.decode(tokens[1]) == "a e f g h TL;DR:"
     assert stats.truncated_context == 1
     with pytest.raises(ValueError, match="no room"):
-        batching.prompt_batch(recs, v, max_len=1, suffix="TL;DR:")
+        batching.prompt_batch(recs, v, max_context=1, prompt_suffix="TL;DR:")
 
 
 def test_pair_batch():
@@ -78,7 +82,7 @@ def test_pair_batch():
     assert v.decode(b["tokens1"][0][:3]) == "q1 q2 r1" and b["tokens1"][0, 3] == v.eos_id
     assert v.decode(b["tokens2"][0][:4]) == "q1 q2 s1 s2" and b["tokens2"][0, 4] == v.eos_id
     assert b["label"].dtype == np.float32 and b["label"].tolist() == [0.25]
-    assert stats.truncated_target == 1 and stats.truncated_context == 0
+    assert stats.truncated_response == 1 and stats.truncated_context == 0
 
 
 def _records(n):
@@ -139,21 +143,21 @@ class BosWordVocab(WordVocab):
 def test_add_bos_off_by_default_and_error_without_bos_id():
     v, bv = WordVocab(), BosWordVocab()
     recs = [{"id": "a", "context": "x y z"}]
-    default = batching.prompt_batch(recs, bv, max_len=5, suffix="S:")
-    off = batching.prompt_batch(recs, bv, max_len=5, suffix="S:", add_bos=False)
-    plain = batching.prompt_batch(recs, v, max_len=5, suffix="S:")
+    default = batching.prompt_batch(recs, bv, max_context=5, prompt_suffix="S:")
+    off = batching.prompt_batch(recs, bv, max_context=5, prompt_suffix="S:", add_bos=False)
+    plain = batching.prompt_batch(recs, v, max_context=5, prompt_suffix="S:")
     for a, b in zip(default, off):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(default[0], plain[0])  # same words -> same ids
     assert bv.bos_id not in default[0]
     with pytest.raises(ValueError, match="add_bos=True.*no bos_id"):
-        batching.prompt_batch(recs, v, max_len=5, add_bos=True)
+        batching.prompt_batch(recs, v, max_context=5, add_bos=True)
 
     class NegBos(WordVocab):
         bos_id = -1  # SentencePiece's "none"
 
     with pytest.raises(ValueError, match="add_bos"):
-        batching.sft_batch([{"context": "a", "target": "b"}], NegBos(), 4, 4, add_bos=True)
+        batching.sft_batch([{"context": "a", "response": "b"}], NegBos(), 4, 4, add_bos=True)
 
 
 def test_prompt_batch_bos_first_once_and_truncation_keeps_suffix():
@@ -161,7 +165,7 @@ def test_prompt_batch_bos_first_once_and_truncation_keeps_suffix():
     recs = [{"id": "a", "context": "x y"}, {"id": "b", "context": "a b c d e f g h"}]
     stats = batching.TruncationStats()
     tokens, lengths = batching.prompt_batch(
-        recs, v, max_len=6, suffix="TL;DR:", stats=stats, add_bos=True
+        recs, v, max_context=6, prompt_suffix="TL;DR:", stats=stats, add_bos=True
     )
     assert tokens.shape == (2, 6) and lengths.tolist() == [4, 6]  # length bound kept
     assert (tokens[:, 0] == v.bos_id).all() and (tokens == v.bos_id).sum() == 2
@@ -170,7 +174,7 @@ def test_prompt_batch_bos_first_once_and_truncation_keeps_suffix():
     assert v.decode(tokens[1][1:]) == "a f g h TL;DR:"
     assert stats.truncated_context == 1
     left, _ = batching.prompt_batch(
-        recs[1:], v, 6, suffix="TL;DR:", context_truncation="left", add_bos=True
+        recs[1:], v, 6, prompt_suffix="TL;DR:", context_truncation="left", add_bos=True
     )
     assert left[0, 0] == v.bos_id and v.decode(left[0][1:]) == "e f g h TL;DR:"
 
@@ -183,18 +187,20 @@ def test_prompt_batch_bos_first_once_and_truncation_keeps_suffix():
     assert (pre[0] == Pre.bos_id).sum() == 1 and pre[0, 0] == Pre.bos_id and n.tolist() == [6]
     # BOS + suffix must leave room for context.
     with pytest.raises(ValueError, match="no room"):
-        batching.prompt_batch(recs, v, max_len=2, suffix="TL;DR:", add_bos=True)
-    batching.prompt_batch(recs, v, max_len=2, suffix="TL;DR:")  # without BOS it fits
+        batching.prompt_batch(recs, v, max_context=2, prompt_suffix="TL;DR:", add_bos=True)
+    batching.prompt_batch(recs, v, max_context=2, prompt_suffix="TL;DR:")  # without BOS it fits
 
 
 def test_sft_batch_with_bos_shifts_loss_mask():
     v, bv = WordVocab(), BosWordVocab()
     recs = [
-        {"id": "a", "context": "c1 c2 c3", "target": "t1 t2"},
-        {"id": "b", "context": " ".join(f"w{i}" for i in range(12)), "target": "u1 u2"},
+        {"id": "a", "context": "c1 c2 c3", "response": "t1 t2"},
+        {"id": "b", "context": " ".join(f"w{i}" for i in range(12)), "response": "u1 u2"},
     ]
-    plain = batching.sft_batch(recs, v, max_context=8, max_target=4, suffix="TLDR:")
-    b = batching.sft_batch(recs, bv, max_context=8, max_target=4, suffix="TLDR:", add_bos=True)
+    plain = batching.sft_batch(recs, v, max_context=8, max_response=4, prompt_suffix="TLDR:")
+    b = batching.sft_batch(
+        recs, bv, max_context=8, max_response=4, prompt_suffix="TLDR:", add_bos=True
+    )
     assert b["tokens"].shape == (2, 12) and (b["tokens"][:, 0] == bv.bos_id).all()
     # Row 0 fits: everything moves one to the right, the loss mask too.
     np.testing.assert_array_equal(b["tokens"][0, 1:], plain["tokens"][0, :-1])
@@ -202,7 +208,7 @@ def test_sft_batch_with_bos_shifts_loss_mask():
     np.testing.assert_array_equal(b["loss_mask"][0, 1:], plain["loss_mask"][0, :-1])
     assert b["attention_mask"][0].sum() == plain["attention_mask"][0].sum() + 1
     # Row 1 was cut: the BOS takes a context slot, so the context is one token shorter
-    # and the target (+ EOS) starts at max_context as before.
+    # and the response (+ EOS) starts at max_context as before.
     assert v.decode(plain["tokens"][1][:8]) == "w0 w6 w7 w8 w9 w10 w11 TLDR:"
     assert bv.decode(b["tokens"][1][1:8]) == "w0 w7 w8 w9 w10 w11 TLDR:"
     np.testing.assert_array_equal(b["loss_mask"][1], plain["loss_mask"][1])
@@ -245,5 +251,5 @@ def test_stop_ids():
     assert stop_ids(Chat()) == (128001, 128008, 128009)
     assert stop_ids(Odd()) == (7, 9, 8)
     # Targets still end with the primary EOS only.
-    b = batching.sft_batch([{"context": "c", "target": "t"}], Chat(), 2, 3)
+    b = batching.sft_batch([{"context": "c", "response": "t"}], Chat(), 2, 3)
     assert b["tokens"][0, :3].tolist()[-1] == 128001 and 128008 not in b["tokens"]

@@ -23,7 +23,7 @@ TLDR = os.path.join(FIX, "tldr_train.jsonl")
 COMP = os.path.join(FIX, "comparisons.jsonl")
 SUMMARIZE = [
     f"TLDR_TRAIN = '{TLDR}'",
-    f"TLDR_VALID = '{TLDR}'",
+    f"TLDR_VALIDATION = '{TLDR}'",
     f"TLDR_TEST = '{TLDR}'",
     f"COMPARISONS = ['{COMP}']",
 ]

@@ -32,7 +32,7 @@ def test_tldr_sft_and_prompts():
     assert sft[1] == {
         "id": r["id"],
         "context": f"SUBREDDIT: r/{r['subreddit']}\nTITLE: {r['title']}\nPOST: {r['post']}",
-        "target": r["summary"],
+        "response": r["summary"],
     }
     prompts = list(formats.read_tldr(TLDR, role="prompts"))
     assert [set(p) for p in prompts] == [set(records.PROMPT_FEATURES)] * 6

@@ -77,9 +77,8 @@ def test_gin_values_that_contradict_the_artifact_are_errors_naming_both(tmp_path
     assert art.config_with({"num_layers": 2}, "x") == config
     with pytest.raises(model_artifact.ArtifactError, match=r"max_response = 16.*= 8"):
         art.layout_for("summarize", "sft", max_response=16)
-    names = {"max_response": "RLSettings.max_new_tokens"}
-    with pytest.raises(model_artifact.ArtifactError, match=r"RLSettings.max_new_tokens = 16"):
-        art.layout_for("summarize", "RLSettings", names, max_response=16)
+    with pytest.raises(model_artifact.ArtifactError, match=r"RLSettings.max_response = 16"):
+        art.layout_for("summarize", "RLSettings", max_response=16)
     with pytest.raises(model_artifact.ArtifactError, match=r"TL;DR"):
         art.layout_for("summarize", "evaluate", prompt_suffix="")
     with pytest.raises(model_artifact.ArtifactError, match=r"'num_layers'\] = 4.*num_layers = 2"):

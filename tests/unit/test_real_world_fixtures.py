@@ -29,7 +29,7 @@ KEYS = {
     "POLICY_HF_DIR",
     "LABELER_HF_DIR",
     "TLDR_TRAIN",
-    "TLDR_VALID",
+    "TLDR_VALIDATION",
     "TLDR_TEST",
     "COMPARISONS",
     "HH_HELPFUL_TRAIN",
@@ -51,7 +51,7 @@ def vocabs(world):
 
 
 def _records(world):
-    tldr = {s: list(formats.read_tldr(world[f"TLDR_{s.upper()}"])) for s in ("train", "valid")}
+    tldr = {s: list(formats.read_tldr(world[f"TLDR_{s.upper()}"])) for s in ("train", "validation")}
     pairs = list(formats.read_comparisons(world["COMPARISONS"], split="train"))
     hh = list(formats.read_hh(world["HH_HELPFUL_TRAIN"], "helpful"))
     return tldr, pairs, hh
@@ -63,7 +63,7 @@ def test_files_parse_with_the_readers(world):
         sft = list(formats.read_tldr(world[f"TLDR_{split.upper()}"]))
         prompts = list(formats.read_tldr(world[f"TLDR_{split.upper()}"], role="prompts"))
         assert len(sft) == len(prompts) == n
-        assert all(r["context"].startswith("SUBREDDIT: r/") and r["target"] for r in sft)
+        assert all(r["context"].startswith("SUBREDDIT: r/") and r["response"] for r in sft)
     ids = set()
     for split, n in rw.SIZES["comparisons"].items():
         rows = list(formats.read_comparisons(world["COMPARISONS"], split=split))
@@ -129,7 +129,7 @@ def test_labeling_candidates_resolve(world, vocabs):
 
 def test_tokenizers_agree_with_transformers(world, vocabs):
     tldr, pairs, hh = _records(world)
-    texts = [tldr["valid"][0]["context"], pairs[1]["response2"], hh[3]["context"]]
+    texts = [tldr["validation"][0]["context"], pairs[1]["response2"], hh[3]["context"]]
     texts += [R.render_preference(R.PromptVariant(preamble="detailed"), "c", "a", "b").text]
     texts += ["unseen: Ünïcödé 日本語 🙂", "  two  spaces\tand tabs\n"]
     chats = {

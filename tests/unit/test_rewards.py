@@ -56,7 +56,7 @@ def test_reward_model_reward_retokenizes_batches_and_keeps_fractions():
         mesh=mesh,
         max_context=16,
         max_response=12,
-        suffix="|",
+        prompt_suffix="|",
         batch_size=8,
     )
     contexts = [f"post {i}" for i in range(11)]  # 11 rows: one full chunk + a padded one
@@ -78,12 +78,12 @@ def test_reward_model_reward_counts_truncation_and_checks_batch():
         mesh=mesh,
         max_context=8,
         max_response=4,
-        suffix="|",
+        prompt_suffix="|",
         batch_size=8,
     )
     out = fn(["a very long context indeed"], ["xxxxxxxx"])
     np.testing.assert_allclose(out, [2.0])  # response cut to 3 tokens + EOS, all 'x'
-    assert fn.stats.truncated_context == 1 and fn.stats.truncated_target == 1
+    assert fn.stats.truncated_context == 1 and fn.stats.truncated_response == 1
     with pytest.raises(ValueError, match="pair up"):
         fn(["a"], [])
     with pytest.raises(ValueError, match="reward_model_from_checkpoint.batch_size"):

@@ -19,7 +19,7 @@ def _summarize_from_gin() -> tasks.TaskSources:
         ["tasks/summarize.gin"],
         [
             f"TLDR_TRAIN = '{TLDR}'",
-            f"TLDR_VALID = '{TLDR}'",
+            f"TLDR_VALIDATION = '{TLDR}'",
             f"TLDR_TEST = '{TLDR}'",
             f"COMPARISONS = ['{COMP}']",
             "DATA_SEED = 5",
@@ -74,7 +74,7 @@ def test_hh_gin_sources(subset, path):
     assert all(r["label"] == 1.0 for r in human)  # chosen first: for harmless, less harmful
     val, test = list(data.source("human_prefs", "validation")), list(data.source("sft", "test"))
     assert len(val) + len(test) == len(human)
-    assert [r["target"] for r in data.source("sft", "train")] == [r["response1"] for r in human]
+    assert [r["response"] for r in data.source("sft", "train")] == [r["response1"] for r in human]
     assert [r["context"] for r in data.source("prompts", "train")] == [r["context"] for r in human]
 
 

@@ -250,7 +250,7 @@ def test_oracle_parses_garbage_and_scores_it_low(world):
         ctx,  # copying the whole post
     ]
     ref_mean = np.mean(
-        [oracle_score(r["context"], r["target"]) for r in world.sft_examples("test")]
+        [oracle_score(r["context"], r["response"]) for r in world.sft_examples("test")]
     )
     for g in garbage:
         q = oracle_score(ctx, g)

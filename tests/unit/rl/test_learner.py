@@ -21,8 +21,8 @@ SETTINGS = RLSettings(
     learning_rate=0.5,
     optimizer="sgd",
     grad_clip=1e-3,  # tight: clipping is active for both parts
-    max_new_tokens=6,
-    max_prompt_len=4,
+    max_response=6,
+    max_context=4,
     kl_coef=0.1,
 )
 
