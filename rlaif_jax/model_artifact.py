@@ -33,7 +33,7 @@ import jax
 from rlaif_jax import artifacts
 from rlaif_jax.data import tokenizer_files
 from rlaif_jax.data.layout import InputLayout, task_layout
-from rlaif_jax.models.config import ModelConfig
+from rlaif_jax.models.config import ModelConfig, get_config
 
 MODEL_FILE = "model.json"
 FORMAT = "rlaif_jax.model/1"
@@ -264,6 +264,15 @@ class StartingPoint:
     layout: InputLayout
     init_params: Any
     origin: str
+
+
+def preset_config(name: str, overrides: Mapping[str, Any] | None, binding: str) -> ModelConfig:
+    """`models.config.get_config(name, **overrides)` for a randomly initialised model; an
+    unknown preset is an error naming the gin parameter `binding` (e.g. 'sft.model_preset')."""
+    try:
+        return get_config(name, **(overrides or {}))
+    except ValueError as e:
+        raise ValueError(f"gin {binding} = {name!r}: {e}") from e
 
 
 def start_from(

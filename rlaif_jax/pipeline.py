@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import gin
 
 from rlaif_jax import artifacts, cli, configurables
+from rlaif_jax.data import records
 
 logger = logging.getLogger("rlaif_jax.pipeline")
 
@@ -25,7 +26,7 @@ DEMO_STEPS = (
     ("sft", "sft", "sft"),
     ("sample_pairs", "sample_pairs", "policy_pairs"),
     ("bootstrap_labeler", "bootstrap_labeler", "labeler"),
-    ("label", "label", "labels"),
+    ("label", "label", records.LABEL_DIR),
     ("reward", "rm_ai", "rm_ai"),
     ("reward", "rm_human", "rm_human"),
     ("rl", "rl_rlaif", "rl_rlaif"),

@@ -26,8 +26,8 @@ from jax.sharding import Mesh
 from rlaif_jax import artifacts, model_artifact
 from rlaif_jax.data import batching, tasks, tokenizer_files
 from rlaif_jax.data.layout import task_layout
+from rlaif_jax.data.records import LABEL_DIR
 from rlaif_jax.decoding import score
-from rlaif_jax.models.config import get_config
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import partition
 from rlaif_jax.sharding import rules as rules_lib
@@ -79,7 +79,7 @@ def run_stage(
     workdir: str = gin.REQUIRED,
     output_dir: str = "rm_ai",
     preferences: str = "ai",
-    label_dir: str = "labels",
+    label_dir: str = LABEL_DIR,
     init_from: str | None = "sft",
     model_preset: str | None = None,
     model_overrides: dict | None = None,
@@ -142,7 +142,7 @@ def run_stage(
         config, vocab, family, layout = start.config, start.vocab, start.family, start.layout
         init_params, origin = start.init_params, start.origin
     elif model_preset is not None and vocab_path is not None:
-        config = get_config(model_preset, **(model_overrides or {}))
+        config = model_artifact.preset_config(model_preset, model_overrides, "reward.model_preset")
         vocab = tokenizer_files.load_any(vocab_path)
         family, init_params, origin = model_artifact.DEFAULT_FAMILY, None, f"preset:{model_preset}"
         layout = task_layout(data.task, add_bos=getattr(vocab, "adds_bos", False), **layout_fields)

@@ -24,7 +24,6 @@ from rlaif_jax import artifacts, model_artifact
 from rlaif_jax.data import batching, tasks, tokenizer_files
 from rlaif_jax.data import vocab as vocab_lib
 from rlaif_jax.data.layout import task_layout
-from rlaif_jax.models.config import get_config
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
 from rlaif_jax.sharding.rules import Rules
@@ -94,7 +93,7 @@ def run_stage(
         config, vocab, family, layout = start.config, start.vocab, start.family, start.layout
         init_params, origin = start.init_params, start.origin
     elif model_preset is not None:
-        config = get_config(model_preset, **(model_overrides or {}))
+        config = model_artifact.preset_config(model_preset, model_overrides, "sft.model_preset")
         vocab = _preset_vocabulary(
             stage_dir, vocab_path, records, extra_vocab_texts, vocab_size or config.vocab_size
         )

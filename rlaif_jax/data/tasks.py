@@ -90,7 +90,7 @@ def _read_all(reader: Callable[..., Iterable[Record]], paths: Sequence[str], **k
 
 
 def _add_pair_roles(
-    out: Sources, task: str, pairs: Mapping[str, _Lazy], seed: int, ai_labels_dir, kw
+    out: Sources, task: str, pairs: Mapping[str, _Lazy], seed: int, label_dir, kw
 ) -> None:
     """human_prefs, unlabeled (order randomised), alignment (train) and ai_prefs."""
     for split, human in pairs.items():
@@ -105,11 +105,11 @@ def _add_pair_roles(
         out["alignment"]["train"] = RecordSource(
             f"{task}/alignment/train", "alignment", _Lazy(splits.randomize_order, subset, seed)
         )
-    if ai_labels_dir:
+    if label_dir:
         out["ai_prefs"]["train"] = RecordSource(
             f"{task}/ai_prefs/train",
             "ai_prefs",
-            _Lazy(formats.read_ai_preferences, ai_labels_dir, **kw),
+            _Lazy(formats.read_ai_preferences, label_dir, **kw),
         )
 
 
@@ -117,7 +117,7 @@ def summarize_sources(
     tldr_files: Mapping[str, str | Sequence[str]],
     comparison_files: str | Sequence[str],
     comparison_splits: Mapping[str, str] | None = None,
-    ai_labels_dir: str | None = None,
+    label_dir: str | None = None,
     seed: int = 0,
     skip_bad_records: bool = False,
 ) -> Sources:
@@ -127,7 +127,7 @@ def summarize_sources(
     `split` column: `comparison_splits` maps our split names to its values (default
     train -> 'train', validation -> 'valid1', test -> 'valid2'; every stage names the
     held-out split 'validation', whatever the file calls it). ai_prefs (train) come from the label
-    stage's shards in `ai_labels_dir` when given.
+    stage's shards in `label_dir` when given.
     """
     kw = {"skip_bad_records": skip_bad_records}
     out: Sources = {r: {} for r in ROLE_FEATURES}
@@ -140,7 +140,7 @@ def summarize_sources(
         ours: _Lazy(_read_all, formats.read_comparisons, comp, split=theirs, **kw)
         for ours, theirs in (comparison_splits or COMPARISON_SPLITS).items()
     }
-    _add_pair_roles(out, "summarize", pairs, seed, ai_labels_dir, kw)
+    _add_pair_roles(out, "summarize", pairs, seed, label_dir, kw)
     return out
 
 
@@ -148,7 +148,7 @@ def hh_sources(
     subset: str,
     train_file: str | Sequence[str],
     test_file: str | Sequence[str] | None = None,
-    ai_labels_dir: str | None = None,
+    label_dir: str | None = None,
     seed: int = 0,
     skip_bad_records: bool = False,
 ) -> Sources:
@@ -171,7 +171,7 @@ def hh_sources(
             out[role][split] = RecordSource(
                 f"{subset}/{role}/{split}", role, _Lazy(_project, fn, role)
             )
-    _add_pair_roles(out, subset, pairs, seed, ai_labels_dir, kw)
+    _add_pair_roles(out, subset, pairs, seed, label_dir, kw)
     return out
 
 

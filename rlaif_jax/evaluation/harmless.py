@@ -31,8 +31,9 @@ class HarmlessJudgeSettings:
     """How the judge runs (gin: HarmlessJudgeSettings.*).
 
     batch_size: responses per scorer call (sorted by length first).
-    max_len: prompt tokens at most (longer contexts lose their middle,
-      `labeling.tokens.tokenize_to_fit`).
+    max_len: the judge's prompt budget, tokens of the whole judging prompt at most (longer
+      contexts lose their middle, `labeling.tokens.tokenize_to_fit`); like
+      `LabelerSettings.max_len`, not a policy layout length.
     chat_template: 'auto' | 'none' | 'gemma' | 'llama3' | 'qwen' (see `labeling.chat`).
     add_bos: the judge model expects a BOS token first (None: as its tokenizer says).
     preamble / sample_format / ending: the prompt texts; sample_format has {context}

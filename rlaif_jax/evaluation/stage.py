@@ -30,6 +30,7 @@ from jax.sharding import Mesh
 
 from rlaif_jax import artifacts, policy_decode
 from rlaif_jax.data import tasks
+from rlaif_jax.data.records import LABEL_DIR
 from rlaif_jax.evaluation import harmless, report, samples
 from rlaif_jax.evaluation.length_control import length_controlled_win_rate
 from rlaif_jax.labeling import render
@@ -244,7 +245,7 @@ def run_stage(
     reference_policy: str = "sft",
     rm_dirs: Sequence[Sequence[str]] = (("ai", "rm_ai"), ("human", "rm_human")),
     rm_accuracy_key: str = "pairwise_accuracy",
-    label_dir: str = "labels",
+    label_dir: str = LABEL_DIR,
     output_dir: str = "report",
     mesh: Mesh | None = None,
     rules: Rules | None = None,

@@ -37,9 +37,12 @@ class LabelerSettings:
     """How to run the labeler (gin: LabelerSettings.*).
 
     pairs_per_call: pairs scored per scorer call (2x prompts: both orders together).
-    max_len: prompt tokens at most (the paper's labeler context, 4096); longer prompts
-      lose the middle of their context (`tokens.tokenize_to_fit`). Keep it within the
-      labeler model's own max_len.
+    max_len: the labeler's prompt budget, tokens of the whole rendered labeling prompt
+      (preamble, examples, context, both responses, ending) at most (the paper's labeler
+      context, 4096); longer prompts lose the middle of their context
+      (`tokens.tokenize_to_fit`). Keep it within the labeler model's own max_len. A
+      different concept from a policy's `max_context` / `max_response` (data/layout.py),
+      which bound the policy's prompt and response.
     cot_max_tokens: greedy rationale budget (512 in the paper).
     num_samples: self-consistency rationales per order (1 = the paper's default).
     temperature: rationale sampling temperature (0 = greedy; > 0 needs num_samples >= 1).

@@ -31,7 +31,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from rlaif_jax import artifacts
-from rlaif_jax.data import tasks
+from rlaif_jax.data import records, tasks
 from rlaif_jax.labeling import alignment as align
 from rlaif_jax.labeling import render
 from rlaif_jax.labeling.labeler import Labeler, LabelerSettings
@@ -40,7 +40,7 @@ from rlaif_jax.sharding.rules import Rules
 
 logger = logging.getLogger("rlaif_jax.labeling")
 
-LABEL_DIR = "labels"
+LABEL_DIR = records.LABEL_DIR
 ALIGNMENT_SUBDIR = "alignment"
 
 

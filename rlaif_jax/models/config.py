@@ -200,7 +200,7 @@ def get_config(name: str = "tiny", **overrides) -> ModelConfig:
     the toy world's ('toy_policy', 'toy_labeler') with `import rlaif_jax.toy.presets`."""
     if name not in PRESETS:
         raise ValueError(
-            f"Unknown model preset {name!r} (get_config.name); presets: {sorted(PRESETS)}. "
+            f"Unknown model preset {name!r}; presets: {sorted(PRESETS)}. "
             "Presets defined elsewhere exist once their module is imported, e.g. the toy "
             "world's with `import rlaif_jax.toy.presets` (the toy task file imports it)."
         )

@@ -1,4 +1,7 @@
-"""The RL step without gin or files: settings, optimizer and `RLRunner` (usable from Colab).
+"""The RL step without files: settings, optimizer and `RLRunner` (usable from Colab).
+
+`RLSettings` is gin-configurable (gin files bind `RLSettings.*`, `rl.settings =
+@RLSettings()`) and an ordinary frozen dataclass from Python; nothing else here reads gin.
 
 One step: B prompts (global `batch_size`) × S samples are rolled out with the very
 params being trained (T = 0.9), rewarded on detokenized text, scored by policy, anchor
@@ -139,7 +142,8 @@ def settings_layout(settings: RLSettings) -> InputLayout:
 
 
 class RLRunner:
-    """The RL step without gin or files: `step(records) -> metrics` (usable from Colab).
+    """The RL step without files, configured by its arguments (gin builds only the
+    `RLSettings` the stage passes): `step(records) -> metrics` (usable from Colab).
 
     sample_fn(policy_params, prompt_tokens [B, Lp], prompt_lengths [B], rng) ->
     `decoding.sample.SampleOutput` (tokens / logprobs / mask [B·S, T], lengths,

@@ -112,14 +112,16 @@ def run_stage(
     `make_mesh()`, `get_rules()`, `make_optimizer()`, `TrainSettings()`."""
     start = time.time()
     stage_dir = os.path.join(workdir, output_dir)
+    config = model_artifact.preset_config(
+        model_preset, model_overrides, "bootstrap_labeler.model_preset"
+    )
     if release:
         metrics = install_release(release, stage_dir, model_preset, model_overrides)
-        _describe(stage_dir, get_config(model_preset, **(model_overrides or {})))
+        _describe(stage_dir, config)
         artifacts.write_complete(stage_dir, metrics, time.time() - start)
         return metrics
     settings = train_settings or TrainSettings()
     world = ToyWorld()
-    config = get_config(model_preset, **(model_overrides or {}))
     init_dir = os.path.join(workdir, init_from) if init_from else None
     if init_dir and not artifacts.is_complete(init_dir):
         raise ValueError(

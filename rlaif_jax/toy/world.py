@@ -335,7 +335,7 @@ class ToyWorld:
             out.append(self.human.sample(q1, q2, rng))
         return out
 
-    def sources(self, ai_labels_dir: str | None = None) -> dict[str, dict[str, Any]]:
+    def sources(self, label_dir: str | None = None) -> dict[str, dict[str, Any]]:
         """The world as `data.tasks` Sources (role -> split -> RecordSource), the same shape
         `summarize_sources` gives for real files."""
         from rlaif_jax.data import formats, tasks
@@ -356,9 +356,9 @@ class ToyWorld:
                 "unlabeled", split, lambda s=split: self.unlabeled_pairs(s)
             )
         out["alignment"]["train"] = src("alignment", "train", self.alignment_subset)
-        if ai_labels_dir:
+        if label_dir:
             out["ai_prefs"]["train"] = src(
-                "ai_prefs", "train", lambda: formats.read_ai_preferences(ai_labels_dir)
+                "ai_prefs", "train", lambda: formats.read_ai_preferences(label_dir)
             )
         return out
 
@@ -374,10 +374,10 @@ def toy_human_labels(
 
 @gin.configurable
 def toy_sources(
-    config: ToyWorldConfig | None = None, ai_labels_dir: str | None = None
+    config: ToyWorldConfig | None = None, label_dir: str | None = None
 ) -> dict[str, dict[str, Any]]:
     """Gin entry point: the toy world's Sources (see `ToyWorld.sources`)."""
-    return ToyWorld(config).sources(ai_labels_dir)
+    return ToyWorld(config).sources(label_dir)
 
 
 if __name__ == "__main__":

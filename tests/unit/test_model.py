@@ -147,7 +147,7 @@ def test_preset_sizes():
     n_matmul = config_lib.num_params(c) - c.vocab_size * c.d_model
     want = 6 * n_matmul + 6 * c.num_layers * c.num_heads * c.head_dim * 1024
     assert config_lib.flops_per_token(c, 1024) == want
-    with pytest.raises(ValueError, match="get_config.name"):
+    with pytest.raises(ValueError, match="Unknown model preset .nope.; presets"):
         config_lib.get_config("nope")
     with pytest.raises(ValueError, match="num_kv_heads"):
         config_lib.get_config("tiny", num_kv_heads=3)
