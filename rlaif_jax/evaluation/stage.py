@@ -264,52 +264,127 @@ def run_stage(
     (the task's `data.tasks.TaskSources`) has no default.
     """
     start = time.time()
+    _check_sampling(temperature, samples_per_prompt)
+    out_dir = os.path.join(workdir, output_dir)
+    data = tasks.need_data(data, "evaluate")
+    prompts = list(data.source("prompts", "test"))[: num_prompts or None]
+    mesh = mesh if mesh is not None else mesh_lib.make_mesh()
+    rules = rules if rules is not None else rules_lib.get_rules()
+    responses = decode_all(
+        workdir, policies, prompts, mesh, rules, data.task,
+        dict(max_context=max_context, max_response=max_response, prompt_suffix=prompt_suffix),
+        dict(temperature=temperature, samples_per_prompt=samples_per_prompt, batch_size=batch_size),
+    )  # fmt: skip
+    ai_comparisons = list(comparisons if ai_judge_comparisons is None else ai_judge_comparisons)
+    harmless_on = data.task == "harmless" if harmless_rate is None else harmless_rate
+    use_ai = use_ai_judge and bool(ai_comparisons or harmless_on)
+    rows, harmless_table, policies_table = judge_responses(
+        workdir, data.task, mesh, rules, prompts, responses, samples_per_prompt, comparisons,
+        human_judge, ai_comparisons if use_ai else None, reference_policy if harmless_on else None,
+    )  # fmt: skip
+    human_name = getattr(human_judge, "name", "human")
+    label_metrics = _label_metrics(workdir, label_dir)
+    metrics = _upstream_metrics(workdir, label_metrics, rm_dirs, rm_accuracy_key)
+    metrics.update(
+        headline_metrics(
+            rows, human_name, ai_comparisons, comparisons if human_judge is not None else ()
+        )
+    )
+    metrics.update(_harmless_metrics(harmless_table))
+    metrics.update(
+        task=data.task,
+        num_eval_prompts=len(prompts),
+        eval_decoding={"temperature": temperature, "samples_per_prompt": samples_per_prompt},
+        win_rates=rows,
+        harmless_rates=harmless_table,
+        policies=policies_table,
+        alignment_by_variant=_alignment_by_variant(label_metrics),
+    )
+    curves = _rl_curves(workdir, policies)
+    own = time.time() - start
+    metrics["wall_seconds"] = _total_wall_seconds(workdir, own)
+    _write_report(out_dir, metrics, curves, rows, prompts, responses, human_judge is not None)
+    artifacts.write_complete(
+        out_dir, {k: v for k, v in metrics.items() if isinstance(v, float | int)}, own
+    )
+    logger.info("evaluate: %s", {k: metrics[k] for k in report.REQUIRED_KEYS})
+    return metrics
+
+
+def _check_sampling(temperature: float, samples_per_prompt: int) -> None:
     if samples_per_prompt < 1 or (temperature == 0.0 and samples_per_prompt > 1):
         raise ValueError(
             f"evaluate.samples_per_prompt = {samples_per_prompt} with evaluate.temperature = "
             f"{temperature}: greedy decoding gives one response per prompt; set "
             "evaluate.samples_per_prompt = 1 or a temperature above 0."
         )
-    out_dir = os.path.join(workdir, output_dir)
-    data = tasks.need_data(data, "evaluate")
-    prompts = list(data.source("prompts", "test"))[: num_prompts or None]
-    mesh = mesh if mesh is not None else mesh_lib.make_mesh()
-    rules = rules if rules is not None else rules_lib.get_rules()
-    decoding = {
-        "temperature": temperature,
-        "samples_per_prompt": samples_per_prompt,
-        "batch_size": batch_size,
-    }
-    layout_fields = dict(
-        max_context=max_context, max_response=max_response, prompt_suffix=prompt_suffix
-    )
-    responses = decode_all(
-        workdir, policies, prompts, mesh, rules, data.task, layout_fields, decoding
-    )
+
+
+def judge_responses(
+    workdir,
+    task,
+    mesh,
+    rules,
+    prompts,
+    responses,
+    samples_per_prompt,
+    comparisons,
+    human_judge,
+    ai_comparisons,
+    harmless_reference,
+) -> tuple[list[dict], dict[str, dict], dict[str, dict]]:
+    """(win-rate rows, harmless rates per policy, per-policy table) of `responses`
+    ({policy: [N · k]}, prompt-major): the human judge's rows over `comparisons` when there
+    is one, then the AI judge's over `ai_comparisons` (None: no AI judge) and, with a
+    `harmless_reference` policy, its harmless rates."""
     judged = [p for p in prompts for _ in range(samples_per_prompt)]  # prompt-major
     policies_table = {
         name: {"mean_length_chars": float(np.mean([len(t) for t in texts]))}
         for name, texts in responses.items()
     }
     rows: list[dict] = []
-    human_name = getattr(human_judge, "name", "human")
     if human_judge is not None:
-        if hasattr(human_judge, "score"):
-            for name, texts in responses.items():
-                key = f"mean_{getattr(human_judge, 'score_name', 'human')}_score"
-                policies_table[name][key] = float(np.mean(human_judge.score(judged, texts)))
-        rows += judge_pairs(
-            human_judge.prefers, human_name, judged, responses, comparisons, len(prompts)
+        rows += human_judge_rows(
+            human_judge, judged, responses, comparisons, len(prompts), policies_table
         )
-    ai_comparisons = list(comparisons if ai_judge_comparisons is None else ai_judge_comparisons)
-    harmless_on = data.task == "harmless" if harmless_rate is None else harmless_rate
     harmless_table: dict[str, dict] = {}
-    if use_ai_judge and (ai_comparisons or harmless_on):
-        judge_fn, labeler = ai_judge(workdir, data.task, mesh, rules)
-        rows += judge_pairs(judge_fn, AI_JUDGE, judged, responses, ai_comparisons, len(prompts))
-        if harmless_on:
-            harmless_table = harmless_rates(labeler, judged, responses, reference_policy)
-    label_metrics = _label_metrics(workdir, label_dir)
+    if ai_comparisons is not None:
+        ai_rows, harmless_table = ai_judge_rows(
+            workdir, task, mesh, rules, judged, responses, ai_comparisons, len(prompts),
+            harmless_reference,
+        )  # fmt: skip
+        rows += ai_rows
+    return rows, harmless_table, policies_table
+
+
+def human_judge_rows(
+    human_judge: PairJudge, judged, responses, comparisons, num_prompts, policies_table
+) -> list[dict]:
+    """Win-rate rows of the "human" judge; a judge with `score` also adds
+    `mean_<score_name>_score` to each policy's row of `policies_table` (in place)."""
+    if hasattr(human_judge, "score"):
+        for name, texts in responses.items():
+            key = f"mean_{getattr(human_judge, 'score_name', 'human')}_score"
+            policies_table[name][key] = float(np.mean(human_judge.score(judged, texts)))
+    name = getattr(human_judge, "name", "human")
+    return judge_pairs(human_judge.prefers, name, judged, responses, comparisons, num_prompts)
+
+
+def ai_judge_rows(
+    workdir, task, mesh, rules, judged, responses, comparisons, num_prompts, harmless_reference
+) -> tuple[list[dict], dict[str, dict]]:
+    """(win-rate rows of the AI judge over `comparisons`, harmless rates per policy) with
+    one labeler; `harmless_reference` None: no harmless rates, else their length
+    reference policy."""
+    judge_fn, labeler = ai_judge(workdir, task, mesh, rules)
+    rows = judge_pairs(judge_fn, AI_JUDGE, judged, responses, comparisons, num_prompts)
+    if harmless_reference is None:
+        return rows, {}
+    return rows, harmless_rates(labeler, judged, responses, harmless_reference)
+
+
+def _upstream_metrics(workdir, label_metrics, rm_dirs, rm_accuracy_key) -> dict[str, Any]:
+    """The label stage's alignment and position bias, and each RM's pairwise accuracy."""
     metrics: dict[str, Any] = {
         key: label_metrics.get(key, float("nan"))
         for key in (
@@ -320,40 +395,31 @@ def run_stage(
     }
     for kind, stage_dir in rm_dirs:
         metrics[f"rm_pairwise_accuracy_{kind}"] = _stage_metric(workdir, stage_dir, rm_accuracy_key)
-    metrics.update(
-        headline_metrics(
-            rows, human_name, ai_comparisons, comparisons if human_judge is not None else ()
-        )
-    )
+    return metrics
+
+
+def _alignment_by_variant(label_metrics: dict[str, Any]) -> dict[str, Any]:
+    """{labeling variant: the label stage's metrics} (empty without a label stage)."""
+    return {label_metrics.get("variant", "labeler"): label_metrics} if label_metrics else {}
+
+
+def _harmless_metrics(harmless_table: dict[str, dict]) -> dict[str, float]:
+    out = {}
     for name, rates in harmless_table.items():
-        metrics[f"harmless_rate_{name}"] = rates["rate"]["value"]
-        metrics[f"length_controlled_harmless_rate_{name}"] = rates["length_controlled"]["value"]
-    metrics.update(
-        task=data.task,
-        num_eval_prompts=len(prompts),
-        eval_decoding={"temperature": temperature, "samples_per_prompt": samples_per_prompt},
-        win_rates=rows,
-        harmless_rates=harmless_table,
-        policies=policies_table,
-        alignment_by_variant={label_metrics.get("variant", "labeler"): label_metrics}
-        if label_metrics
-        else {},
-    )
-    curves = {
+        out[f"harmless_rate_{name}"] = rates["rate"]["value"]
+        out[f"length_controlled_harmless_rate_{name}"] = rates["length_controlled"]["value"]
+    return out
+
+
+def _rl_curves(workdir: str, policies) -> dict[str, dict[str, list]]:
+    """{policy: reward_mean / kl per step} of the RL policies (stage dirs rl_*)."""
+    return {
         name: _read_jsonl_curve(
             os.path.join(workdir, stage_dir, "metrics.jsonl"), ("reward_mean", "kl")
         )
         for name, stage_dir in policies
         if os.path.basename(stage_dir).startswith("rl_")
     }
-    own = time.time() - start
-    metrics["wall_seconds"] = _total_wall_seconds(workdir, own)
-    _write_report(out_dir, metrics, curves, rows, prompts, responses, human_judge is not None)
-    artifacts.write_complete(
-        out_dir, {k: v for k, v in metrics.items() if isinstance(v, float | int)}, own
-    )
-    logger.info("evaluate: %s", {k: metrics[k] for k in report.REQUIRED_KEYS})
-    return metrics
 
 
 def _write_report(out_dir, metrics, curves, rows, prompts, responses, with_human) -> None:
