@@ -72,11 +72,20 @@ def _rate_cell(rate: Mapping[str, Any] | None) -> str:
 def render_markdown(metrics: Mapping[str, Any]) -> str:
     """report.md with the paper's tables: win rates (Table 1 / App. J), alignment (Table 2), RM (Table 5)."""
     lines = ["# rlaif_jax report", ""]
+    lines += _win_rate_section(metrics)
+    lines += _alignment_section(metrics.get("alignment_by_variant", {}))
+    lines += _reward_model_section(metrics)
+    lines += _harmless_section(metrics.get("harmless_rates") or {})
+    lines += _length_section(metrics.get("policies", {}))
+    return "\n".join(lines)
+
+
+def _win_rate_section(metrics: Mapping[str, Any]) -> list[str]:
     decoding = metrics.get("eval_decoding") or {}
     temperature = decoding.get("temperature", 0.0)
     k = decoding.get("samples_per_prompt", 1)
     how = "greedy" if not temperature else f"{k} sample(s) per prompt at temperature {temperature}"
-    lines += [
+    lines = [
         f"Held-out prompts: {metrics.get('num_eval_prompts')} ({how}); wall time "
         f"{metrics.get('wall_seconds', 0):.0f} s.",
         "",
@@ -90,20 +99,28 @@ def render_markdown(metrics: Mapping[str, Any]) -> str:
             f"| {row['a']} vs {row['b']} | {row['judge']} | {_rate_cell(row.get('rate'))} | "
             f"{_rate_cell(row.get('length_controlled'))} |"
         )
-    lines += [
+    return lines
+
+
+def _alignment_section(by_variant: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    lines = [
         "",
         "## AI labeler alignment (paper Table 2, §2.4)",
         "",
         "| prompt variant | alignment (both orders) | single order | % same position preferred |",
         "| --- | --- | --- | --- |",
     ]
-    for name, row in sorted(metrics.get("alignment_by_variant", {}).items()):
+    for name, row in sorted(by_variant.items()):
         lines.append(
             f"| {name} | {_pct(row.get('labeler_alignment'))} | "
             f"{_pct(row.get('labeler_alignment_single_order'))} | "
             f"{_pct(row.get('position_bias_same_position_rate'))} |"
         )
-    lines += [
+    return lines
+
+
+def _reward_model_section(metrics: Mapping[str, Any]) -> list[str]:
+    return [
         "",
         "## Reward-model pairwise accuracy on held-out human preferences (paper Table 5)",
         "",
@@ -113,23 +130,29 @@ def render_markdown(metrics: Mapping[str, Any]) -> str:
         f"| AI feedback (RLAIF) | {_pct(metrics.get('rm_pairwise_accuracy_ai'))} |",
         "",
     ]
-    harmless = metrics.get("harmless_rates") or {}
-    if harmless:
-        lines += [
-            "## Harmless rate (paper Table 1; length-controlled against the SFT length, App. J)",
-            "",
-            "| policy | harmless rate [95% CI] (n) | length-controlled |",
-            "| --- | --- | --- |",
-        ]
-        for name, row in sorted(harmless.items()):
-            lines.append(
-                f"| {name} | {_rate_cell(row.get('rate'))} | "
-                f"{_rate_cell(row.get('length_controlled'))} |"
-            )
-        lines.append("")
-    table = metrics.get("policies", {})
+
+
+def _harmless_section(harmless: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    if not harmless:
+        return []
+    lines = [
+        "## Harmless rate (paper Table 1; length-controlled against the SFT length, App. J)",
+        "",
+        "| policy | harmless rate [95% CI] (n) | length-controlled |",
+        "| --- | --- | --- |",
+    ]
+    for name, row in sorted(harmless.items()):
+        lines.append(
+            f"| {name} | {_rate_cell(row.get('rate'))} | "
+            f"{_rate_cell(row.get('length_controlled'))} |"
+        )
+    return lines + [""]
+
+
+def _length_section(table: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """Mean response length per policy, plus any per-response judge scores."""
     scores = sorted({k for row in table.values() for k in row if k != "mean_length_chars"})
-    lines += [
+    lines = [
         "## Mean response length (characters)",
         "",
         "| policy | mean length |" + "".join(f" {k} |" for k in scores),
@@ -138,8 +161,7 @@ def render_markdown(metrics: Mapping[str, Any]) -> str:
     for name, row in sorted(table.items()):
         cells = "".join(f" {row.get(k, float('nan')):.3f} |" for k in scores)
         lines.append(f"| {name} | {row.get('mean_length_chars', float('nan')):.1f} |{cells}")
-    lines.append("")
-    return "\n".join(lines)
+    return lines + [""]
 
 
 def plot_curves(report_dir: str, curves: Mapping[str, Mapping[str, list]]) -> list[str]:
