@@ -120,39 +120,20 @@ def run_stage(
     data = tasks.need_data(data, "reward")
     if policy_pairs is not None:
         data = policy_pairs.apply(data, workdir)
-    if preferences == "ai":
-        records = list(
-            data.with_ai_labels(os.path.join(workdir, label_dir)).source("ai_prefs", "train")
-        )
-        if not records:
-            raise FileNotFoundError(
-                f"reward: no AI preferences in {os.path.join(workdir, label_dir)}; run `rlaif-jax label`."
-            )
-    else:
-        records = list(data.source("human_prefs", "train"))
+    records = _training_pairs(data, preferences, os.path.join(workdir, label_dir))
     held_out = list(data.source("human_prefs", eval_split))[: max_eval_pairs or None]
     layout_fields = dict(
         max_context=max_context, max_response=max_response, prompt_suffix=prompt_suffix
     )
-    if init_from is not None:
-        start = model_artifact.start_from(
-            workdir, init_from, f"{output_dir}/reward.init_from", data.task, "scalar",
-            model_overrides, settings.seed, **layout_fields,
-        )  # fmt: skip
-        config, vocab, family, layout = start.config, start.vocab, start.family, start.layout
-        init_params, origin = start.init_params, start.origin
-    elif model_preset is not None and vocab_path is not None:
-        config = model_artifact.preset_config(model_preset, model_overrides, "reward.model_preset")
-        vocab = tokenizer_files.load_any(vocab_path)
-        family, init_params, origin = model_artifact.DEFAULT_FAMILY, None, f"preset:{model_preset}"
-        layout = task_layout(data.task, add_bos=getattr(vocab, "adds_bos", False), **layout_fields)
-    else:
-        raise ValueError(
-            "reward needs a starting model: reward.init_from = 'sft' (or a Hugging Face "
-            "checkpoint directory), or reward.model_preset with reward.vocab_path."
-        )
-    model_artifact.write_model_artifact(stage_dir, config, "scalar", vocab, layout, family, origin)
-    batch_fn = functools.partial(layout.pair_batch, vocab=vocab)
+    start = _starting_point(
+        workdir, f"{output_dir}/reward.init_from", data.task, init_from, model_preset,
+        model_overrides, vocab_path, layout_fields, settings.seed,
+    )  # fmt: skip
+    config = start.config
+    model_artifact.write_model_artifact(
+        stage_dir, config, "scalar", start.vocab, start.layout, start.family, start.origin
+    )
+    batch_fn = functools.partial(start.layout.pair_batch, vocab=start.vocab)
     mesh = mesh if mesh is not None else mesh_lib.make_mesh()
     rules = rules if rules is not None else rules_lib.get_rules()
     params, metrics = train_supervised(
@@ -169,7 +150,7 @@ def run_stage(
         mesh=mesh,
         rules=rules,
         tx=optimizer if optimizer is not None else optim.make_optimizer(),
-        init_params=init_params,
+        init_params=start.init_params,
     )
     metrics["pairwise_accuracy"] = pairwise_accuracy_on(
         config, params, held_out, batch_fn, settings.batch_size, mesh, rules
@@ -185,3 +166,50 @@ def run_stage(
         )
     artifacts.write_complete(stage_dir, metrics, time.time() - t0)
     return metrics
+
+
+def _training_pairs(data: tasks.TaskSources, preferences: str, label_dir: str) -> list[dict]:
+    """The RM's training pairs: the AI preferences in `label_dir` ('ai') or the task's
+    human preferences ('human'), train split."""
+    if preferences == "human":
+        return list(data.source("human_prefs", "train"))
+    records = list(data.with_ai_labels(label_dir).source("ai_prefs", "train"))
+    if not records:
+        raise FileNotFoundError(f"reward: no AI preferences in {label_dir}; run `rlaif-jax label`.")
+    return records
+
+
+def _starting_point(
+    workdir,
+    binding,
+    task,
+    init_from,
+    model_preset,
+    model_overrides,
+    vocab_path,
+    layout_fields,
+    seed,
+) -> model_artifact.StartingPoint:
+    """The RM's starting point: the LM trunk of `init_from` (a stage dir or an HF
+    checkpoint) under a fresh scalar head, or a randomly initialised `model_preset` with
+    the vocabulary at `vocab_path`; `binding` names init_from in errors."""
+    if init_from is not None:
+        return model_artifact.start_from(
+            workdir, init_from, binding, task, "scalar", model_overrides, seed,
+            **layout_fields,
+        )  # fmt: skip
+    if model_preset is None or vocab_path is None:
+        raise ValueError(
+            "reward needs a starting model: reward.init_from = 'sft' (or a Hugging Face "
+            "checkpoint directory), or reward.model_preset with reward.vocab_path."
+        )
+    config = model_artifact.preset_config(model_preset, model_overrides, "reward.model_preset")
+    vocab = tokenizer_files.load_any(vocab_path)
+    return model_artifact.StartingPoint(
+        config=config,
+        vocab=vocab,
+        family=model_artifact.DEFAULT_FAMILY,
+        layout=task_layout(task, add_bos=getattr(vocab, "adds_bos", False), **layout_fields),
+        init_params=None,
+        origin=f"preset:{model_preset}",
+    )

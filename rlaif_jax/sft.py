@@ -80,64 +80,33 @@ def run_stage(
         prompt_suffix=prompt_suffix,
         add_bos=add_bos,
     )
-    if init_from is not None:
-        if model_preset is not None:
-            raise ValueError(
-                f"sft.init_from = {init_from!r} and sft.model_preset = {model_preset!r}: the "
-                "architecture comes from the checkpoint; unset sft.model_preset."
-            )
-        start = model_artifact.start_from(
-            workdir, init_from, "sft.init_from", data.task, "lm", model_overrides,
-            settings.seed, **layout_fields,
-        )  # fmt: skip
-        config, vocab, family, layout = start.config, start.vocab, start.family, start.layout
-        init_params, origin = start.init_params, start.origin
-    elif model_preset is not None:
-        config = model_artifact.preset_config(model_preset, model_overrides, "sft.model_preset")
-        vocab = _preset_vocabulary(
-            stage_dir, vocab_path, records, extra_vocab_texts, vocab_size or config.vocab_size
-        )
-        family, init_params, origin = model_artifact.DEFAULT_FAMILY, None, f"preset:{model_preset}"
-        fields = {k: v for k, v in layout_fields.items() if k != "add_bos"}
-        layout = task_layout(
-            data.task,
-            add_bos=bool(add_bos if add_bos is not None else getattr(vocab, "adds_bos", False)),
-            **fields,
-        )
-    else:
-        raise ValueError(
-            "sft needs a starting model: set sft.init_from to a Hugging Face checkpoint "
-            "directory (e.g. --gin.POLICY_HF_DIR in gin/experiments/paper/*.gin), or "
-            "sft.model_preset for a randomly initialised preset (the toy world)."
-        )
-    if vocab.vocab_size > config.vocab_size:
-        raise ValueError(
-            f"sft: the vocabulary has {vocab.vocab_size} pieces but the model's vocab_size is "
-            f"{config.vocab_size} (gin: sft.model_overrides / sft.model_preset)."
-        )
-    model_artifact.write_model_artifact(stage_dir, config, "lm", vocab, layout, family, origin)
+    start = _starting_point(
+        workdir, stage_dir, data.task, records, init_from, model_preset, model_overrides,
+        vocab_path, vocab_size, extra_vocab_texts, layout_fields, settings.seed,
+    )  # fmt: skip
+    model_artifact.write_model_artifact(
+        stage_dir, start.config, "lm", start.vocab, start.layout, start.family, start.origin
+    )
     stats = batching.TruncationStats()
-    mesh = mesh if mesh is not None else mesh_lib.make_mesh()
-    rules = rules if rules is not None else rules_lib.get_rules()
     _, metrics = train_supervised(
         stage="sft",
         workdir=workdir,
         stage_dir=stage_dir,
-        config=config,
+        config=start.config,
         head="lm",
         batches=batching.EpochSource.over(
             records,
             settings.batch_size,
             settings.seed,
-            functools.partial(layout.sft_batch, vocab=vocab, stats=stats),
+            functools.partial(start.layout.sft_batch, vocab=start.vocab, stats=stats),
             settings.num_data_shards,
         ),
-        loss_fn=functools.partial(lm_loss, config),
+        loss_fn=functools.partial(lm_loss, start.config),
         settings=settings,
-        mesh=mesh,
-        rules=rules,
+        mesh=mesh if mesh is not None else mesh_lib.make_mesh(),
+        rules=rules if rules is not None else rules_lib.get_rules(),
         tx=optimizer if optimizer is not None else optim.make_optimizer(),
-        init_params=init_params,
+        init_params=start.init_params,
     )
     metrics["num_examples"] = len(records)
     if jax.process_index() == 0:
@@ -145,6 +114,87 @@ def run_stage(
         metrics["truncated_response"] = stats.truncated_response
     artifacts.write_complete(stage_dir, metrics, time.time() - t0)
     return metrics
+
+
+def _starting_point(
+    workdir,
+    stage_dir,
+    task,
+    records,
+    init_from,
+    model_preset,
+    model_overrides,
+    vocab_path,
+    vocab_size,
+    extra_vocab_texts,
+    layout_fields,
+    seed,
+) -> model_artifact.StartingPoint:
+    """The policy's starting point: `init_from` (an HF checkpoint or a model directory) or
+    a randomly initialised `model_preset`; its vocabulary must fit the model."""
+    if init_from is not None:
+        if model_preset is not None:
+            raise ValueError(
+                f"sft.init_from = {init_from!r} and sft.model_preset = {model_preset!r}: the "
+                "architecture comes from the checkpoint; unset sft.model_preset."
+            )
+        start = model_artifact.start_from(
+            workdir, init_from, "sft.init_from", task, "lm", model_overrides,
+            seed, **layout_fields,
+        )  # fmt: skip
+    elif model_preset is not None:
+        start = _preset_start(
+            stage_dir, task, records, model_preset, model_overrides, vocab_path,
+            vocab_size, extra_vocab_texts, layout_fields,
+        )  # fmt: skip
+    else:
+        raise ValueError(
+            "sft needs a starting model: set sft.init_from to a Hugging Face checkpoint "
+            "directory (e.g. --gin.POLICY_HF_DIR in gin/experiments/paper/*.gin), or "
+            "sft.model_preset for a randomly initialised preset (the toy world)."
+        )
+    if start.vocab.vocab_size > start.config.vocab_size:
+        raise ValueError(
+            f"sft: the vocabulary has {start.vocab.vocab_size} pieces but the model's "
+            f"vocab_size is {start.config.vocab_size} (gin: sft.model_overrides / "
+            "sft.model_preset)."
+        )
+    return start
+
+
+def _preset_start(
+    stage_dir,
+    task,
+    records,
+    model_preset,
+    model_overrides,
+    vocab_path,
+    vocab_size,
+    extra_vocab_texts,
+    layout_fields,
+) -> model_artifact.StartingPoint:
+    """A randomly initialised preset (the toy world): its config, its vocabulary
+    (`_preset_vocabulary`) and the task's layout with `layout_fields` (BOS: the
+    vocabulary's unless add_bos is set)."""
+    config = model_artifact.preset_config(model_preset, model_overrides, "sft.model_preset")
+    vocab = _preset_vocabulary(
+        stage_dir, vocab_path, records, extra_vocab_texts, vocab_size or config.vocab_size
+    )
+    fields = {k: v for k, v in layout_fields.items() if k != "add_bos"}
+    add_bos = layout_fields["add_bos"]
+    layout = task_layout(
+        task,
+        add_bos=bool(add_bos if add_bos is not None else getattr(vocab, "adds_bos", False)),
+        **fields,
+    )
+    return model_artifact.StartingPoint(
+        config=config,
+        vocab=vocab,
+        family=model_artifact.DEFAULT_FAMILY,
+        layout=layout,
+        init_params=None,
+        origin=f"preset:{model_preset}",
+    )
 
 
 def _preset_vocabulary(stage_dir, vocab_path, records, extra_texts, size):
