@@ -122,39 +122,13 @@ def run_stage(
         return metrics
     settings = train_settings or TrainSettings()
     world = ToyWorld()
-    init_dir = os.path.join(workdir, init_from) if init_from else None
-    if init_dir and not artifacts.is_complete(init_dir):
-        raise ValueError(
-            f"bootstrap_labeler: init_from={init_from!r} but {init_dir} has no finished stage "
-            f"(no COMPLETE marker); run that stage first or unset bootstrap_labeler.init_from."
-        )
-    vocab, _ = vocab_lib.stage_vocabulary(
-        stage_dir,
-        os.path.join(init_dir, "spm.model") if init_dir else None,
-        lambda: world.corpus_texts(extra=labeler_prompt_texts()),
-        vocab_size or config.vocab_size,
-    )
-    if vocab.vocab_size > config.vocab_size:
-        raise ValueError(
-            f"bootstrap_labeler: vocabulary of {vocab.vocab_size} pieces exceeds the model's "
-            f"vocab_size {config.vocab_size} (gin: bootstrap_labeler.model_overrides)."
-        )
+    init_dir = _init_dir(workdir, init_from)
+    vocab = _vocabulary(stage_dir, init_dir, world, vocab_size or config.vocab_size, config)
     _describe(stage_dir, config)
-    # The toy world is a summarization task: variants left task-less (gin) get it.
-    variants = [v.with_task("summarize") for v in variants or [render.PromptVariant()]]
-    examples = bootstrap_data.preference_examples(
-        world.rating_corpus(both_orders, soft=soft_targets),
-        vocab,
-        variants,
-        max_len,
-        rationale_fn=world.rating_rationale,
-        soft=soft_targets,
-    )
-    if direct_examples:
-        rows = world.rating_scores()[:direct_examples]
-        examples += bootstrap_data.direct_examples(rows, vocab, render.DirectPrompt(), max_len)
-    order = np.random.default_rng(settings.seed).permutation(len(examples))
-    examples = [examples[i] for i in order]
+    examples = _examples(
+        world, vocab, variants, both_orders, soft_targets, max_len, direct_examples,
+        settings.seed,
+    )  # fmt: skip
     _, metrics = train_supervised(
         stage="bootstrap_labeler",
         workdir=workdir,
@@ -185,6 +159,56 @@ def run_stage(
     metrics["num_examples"] = len(examples)
     artifacts.write_complete(stage_dir, metrics, time.time() - start)
     return metrics
+
+
+def _init_dir(workdir: str, init_from: str | None) -> str | None:
+    """WORKDIR/<init_from> (a finished stage), or None without `init_from`."""
+    init_dir = os.path.join(workdir, init_from) if init_from else None
+    if init_dir and not artifacts.is_complete(init_dir):
+        raise ValueError(
+            f"bootstrap_labeler: init_from={init_from!r} but {init_dir} has no finished stage "
+            f"(no COMPLETE marker); run that stage first or unset bootstrap_labeler.init_from."
+        )
+    return init_dir
+
+
+def _vocabulary(stage_dir: str, init_dir: str | None, world: ToyWorld, size: int, config):
+    """The starting stage's vocabulary, or one trained on the world's texts and the
+    labeling prompts (`size` pieces); it must fit `config.vocab_size`."""
+    vocab, _ = vocab_lib.stage_vocabulary(
+        stage_dir,
+        os.path.join(init_dir, "spm.model") if init_dir else None,
+        lambda: world.corpus_texts(extra=labeler_prompt_texts()),
+        size,
+    )
+    if vocab.vocab_size > config.vocab_size:
+        raise ValueError(
+            f"bootstrap_labeler: vocabulary of {vocab.vocab_size} pieces exceeds the model's "
+            f"vocab_size {config.vocab_size} (gin: bootstrap_labeler.model_overrides)."
+        )
+    return vocab
+
+
+def _examples(
+    world: ToyWorld, vocab, variants, both_orders, soft_targets, max_len, direct_examples, seed
+) -> list[bootstrap_data.Example]:
+    """The rating corpus as preference examples of `variants` (default Base 0-shot), plus
+    `direct_examples` d-RLAIF rows, shuffled with `seed`."""
+    # The toy world is a summarization task: variants left task-less (gin) get it.
+    variants = [v.with_task("summarize") for v in variants or [render.PromptVariant()]]
+    examples = bootstrap_data.preference_examples(
+        world.rating_corpus(both_orders, soft=soft_targets),
+        vocab,
+        variants,
+        max_len,
+        rationale_fn=world.rating_rationale,
+        soft=soft_targets,
+    )
+    if direct_examples:
+        rows = world.rating_scores()[:direct_examples]
+        examples += bootstrap_data.direct_examples(rows, vocab, render.DirectPrompt(), max_len)
+    order = np.random.default_rng(seed).permutation(len(examples))
+    return [examples[i] for i in order]
 
 
 def _describe(stage_dir: str, config) -> None:
