@@ -186,26 +186,10 @@ def config_kwargs(hf: dict) -> tuple[str, dict[str, Any]]:
     hf = text_config(hf)
     family = family_of(hf)
     d = {**_DEFAULTS[family], **{k: v for k, v in hf.items() if v is not None}}
-    _check(hf, "attention_bias", (None, False) if family != "qwen2" else (None, False, True))
-    _check(hf, "mlp_bias", (None, False))
-    _check(hf, "use_bidirectional_attention", (None, False))
-    _check(hf, "partial_rotary_factor", (None, 1.0))
-    if family in ("qwen2", "qwen3"):
-        _check(hf, "use_sliding_window", (None, False))
+    _check_supported(hf, family)
     num_heads = int(d["num_attention_heads"])
     num_layers = int(d["num_hidden_layers"])
-    act_key = "hidden_activation" if family in ("gemma2", "gemma3") else "hidden_act"
-    act = (
-        d.get(act_key)
-        or d.get("hidden_act")
-        or ("gelu_pytorch_tanh" if "gemma" in family else "silu")
-    )
-    if family == "gemma" and act == "gelu":
-        act = "gelu_pytorch_tanh"  # legacy Gemma configs say 'gelu' but mean tanh (as HF does)
-    if act not in _ACTIVATIONS:
-        raise ValueError(
-            f"config.json: {act_key}={act!r} is not supported ({sorted(_ACTIVATIONS)})"
-        )
+    act = _activation(d, family)
     theta, scaling = _rope_params(hf, family, "full_attention")
     kw: dict[str, Any] = {
         "vocab_size": int(d["vocab_size"]),
@@ -222,6 +206,44 @@ def config_kwargs(hf: dict) -> tuple[str, dict[str, Any]]:
         "norm_eps": float(d["rms_norm_eps"]),
         "max_len": int(d.get("max_position_embeddings", 8192)),
     }
+    kw.update(_family_kwargs(hf, d, family, num_layers, kw["head_dim"]))
+    return family, kw
+
+
+def _check_supported(hf: dict, family: str) -> None:
+    """Refuses config options the model does not implement (biases, bidirectional or
+    partial-rotary attention, Qwen sliding windows)."""
+    _check(hf, "attention_bias", (None, False) if family != "qwen2" else (None, False, True))
+    _check(hf, "mlp_bias", (None, False))
+    _check(hf, "use_bidirectional_attention", (None, False))
+    _check(hf, "partial_rotary_factor", (None, 1.0))
+    if family in ("qwen2", "qwen3"):
+        _check(hf, "use_sliding_window", (None, False))
+
+
+def _activation(d: dict, family: str) -> str:
+    """The HF name of the MLP activation (a key of `_ACTIVATIONS`)."""
+    act_key = "hidden_activation" if family in ("gemma2", "gemma3") else "hidden_act"
+    act = (
+        d.get(act_key)
+        or d.get("hidden_act")
+        or ("gelu_pytorch_tanh" if "gemma" in family else "silu")
+    )
+    if family == "gemma" and act == "gelu":
+        act = "gelu_pytorch_tanh"  # legacy Gemma configs say 'gelu' but mean tanh (as HF does)
+    if act not in _ACTIVATIONS:
+        raise ValueError(
+            f"config.json: {act_key}={act!r} is not supported ({sorted(_ACTIVATIONS)})"
+        )
+    return act
+
+
+def _family_kwargs(
+    hf: dict, d: dict, family: str, num_layers: int, head_dim: int
+) -> dict[str, Any]:
+    """The ModelConfig fields one family sets beyond the shared ones (Gemma's norms,
+    softcaps and sliding windows, Qwen's q/k/v bias and q/k norm)."""
+    kw: dict[str, Any] = {}
     if family.startswith("gemma"):
         kw.update(norm_plus_one=True, scale_embeddings=True)
     if family == "qwen2":
@@ -233,7 +255,7 @@ def config_kwargs(hf: dict) -> tuple[str, dict[str, Any]]:
         kw.update(
             post_attn_norm=True,
             post_mlp_norm=True,
-            query_pre_attn_scalar=float(d.get("query_pre_attn_scalar") or kw["head_dim"]),
+            query_pre_attn_scalar=float(d.get("query_pre_attn_scalar") or head_dim),
             logit_softcap=d.get("final_logit_softcapping"),
             attn_softcap=d.get("attn_logit_softcapping"),
             sliding_window=int(d["sliding_window"]) if "sliding_attention" in layer_types else None,
@@ -246,7 +268,7 @@ def config_kwargs(hf: dict) -> tuple[str, dict[str, Any]]:
             kw["rope_local_theta"] = local_theta
     elif hf.get("layer_types") and set(hf["layer_types"]) != {"full_attention"}:
         raise ValueError(f"config.json: sliding-window layers are not supported for {family}")
-    return family, kw
+    return kw
 
 
 def _int_if_whole(x: float | int) -> float | int:
