@@ -3,39 +3,40 @@
 Every stage writes `WORKDIR/<stage dir>/COMPLETE` (JSON: metrics, wall_seconds,
 finished_at) atomically as its very last act, on host 0. The pipeline skips a stage
 whose marker exists; a stage that dies before it leaves no marker and resumes from
-its own checkpoints / shards on the next run.
+its own checkpoints / shards on the next run. WORKDIR may be local or a URI
+(gs://...): every file goes through `rlaif_jax.fs`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 
-# Stages write their files through `artifacts.atomic_write` / `atomic_copy`; both live at
-# the bottom of the package (atomic_files) so that Data and Core can use them too.
-from rlaif_jax.atomic_files import atomic_copy, atomic_write  # noqa: F401  (for stages)
+from rlaif_jax import fs
+
+# Stages write their files through `artifacts.atomic_write` / `atomic_copy`, which are
+# the I/O layer's (`fs`: rename locally, write-once objects on an object store).
+from rlaif_jax.fs import atomic_copy, atomic_write  # noqa: F401  (for stages)
 
 MARKER = "COMPLETE"
 
 
 def marker_path(stage_dir: str) -> str:
-    return os.path.join(stage_dir, MARKER)
+    return fs.join(stage_dir, MARKER)
 
 
 def is_complete(stage_dir: str) -> bool:
-    return os.path.isfile(marker_path(stage_dir))
+    return fs.isfile(marker_path(stage_dir))
 
 
 def write_complete(stage_dir: str, metrics: Mapping[str, Any], wall_seconds: float) -> None:
     """Atomically writes the completion marker (host 0 only)."""
     if jax.process_index() != 0:
         return
-    os.makedirs(stage_dir, exist_ok=True)
     payload = {
         "metrics": {k: (v.item() if hasattr(v, "item") else v) for k, v in metrics.items()},
         "wall_seconds": float(wall_seconds),
@@ -47,9 +48,8 @@ def write_complete(stage_dir: str, metrics: Mapping[str, Any], wall_seconds: flo
 def read_complete(stage_dir: str) -> dict[str, Any]:
     """The marker's payload; a clear error naming the path when the stage has not finished."""
     path = marker_path(stage_dir)
-    if not os.path.isfile(path):
+    if not fs.isfile(path):
         raise FileNotFoundError(
             f"Stage output {stage_dir} is not complete (no {MARKER} file): run that stage first."
         )
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(fs.read_text(path))

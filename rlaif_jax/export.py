@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from collections.abc import Sequence
 
@@ -23,7 +22,7 @@ import ml_dtypes
 import numpy as np
 from jax.sharding import Mesh
 
-from rlaif_jax import artifacts, model_artifact
+from rlaif_jax import artifacts, fs, model_artifact
 from rlaif_jax.data import tokenizer_files
 from rlaif_jax.data.vocab import stop_ids
 from rlaif_jax.sharding import mesh as mesh_lib
@@ -97,8 +96,8 @@ def run_stage(
             skipped.append(ref)
             continue
         dst = os.path.join(out_root, name)
-        if jax.process_index() == 0 and os.path.isdir(dst):
-            shutil.rmtree(dst)  # a rerun rewrites the export whole
+        if jax.process_index() == 0 and fs.isdir(dst):
+            fs.rmtree(dst)  # a rerun rewrites the export whole
         export_model(src, dst, mesh, rules, dtype)
         exported.append(name)
         logger.info("export: %s -> %s", src, dst)

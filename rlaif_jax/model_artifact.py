@@ -30,7 +30,7 @@ from typing import Any
 
 import jax
 
-from rlaif_jax import artifacts
+from rlaif_jax import artifacts, fs
 from rlaif_jax.data import tokenizer_files
 from rlaif_jax.data.layout import InputLayout, task_layout
 from rlaif_jax.models.config import ModelConfig, get_config
@@ -121,11 +121,12 @@ class ModelArtifact:
 
 def resolve_model_dir(workdir: str | None, ref: str, binding: str) -> str:
     """A model reference from gin: a stage dir under WORKDIR ('sft', 'rm_ai') or a path."""
-    if workdir and not os.path.isabs(ref) and os.path.isdir(os.path.join(workdir, ref)):
+    relative = not (os.path.isabs(ref) or fs.is_uri(ref))
+    if workdir and relative and fs.isdir(os.path.join(workdir, ref)):
         return os.path.join(workdir, ref)
-    if os.path.isdir(ref):
+    if fs.isdir(ref):
         return ref
-    looked = [os.path.join(workdir, ref)] if workdir and not os.path.isabs(ref) else []
+    looked = [os.path.join(workdir, ref)] if workdir and relative else []
     raise ArtifactError(
         f"gin {binding} = {ref!r}: no such model directory (looked in {looked + [ref]}). "
         "Give a stage output under the workdir or a Hugging Face checkpoint directory."
@@ -134,8 +135,7 @@ def resolve_model_dir(workdir: str | None, ref: str, binding: str) -> str:
 
 def _read_json(path: str) -> dict:
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(fs.read_text(path))
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
 
@@ -205,15 +205,15 @@ def _open_hf(directory: str) -> ModelArtifact:
         tokenizer=tokenizer_files.describe(vocab),
         layout=None,
         vocab=vocab,
-        source=os.path.abspath(directory),
+        source=fs.abspath(directory),
     )
 
 
 def open_model(path: str) -> ModelArtifact:
     """Reads a model directory: ours (model.json) or a Hugging Face checkpoint."""
-    if os.path.isfile(os.path.join(path, MODEL_FILE)):
+    if fs.isfile(os.path.join(path, MODEL_FILE)):
         return _open_rlaif(path)
-    if os.path.isfile(os.path.join(path, "config.json")):
+    if fs.isfile(os.path.join(path, "config.json")):
         return _open_hf(path)
     raise ArtifactError(
         f"{path} is not a model directory: it has neither {MODEL_FILE} (a stage output) nor "
@@ -297,7 +297,7 @@ def start_from(
         family=source.family,
         layout=source.layout_for(task, scope, **layout_fields),
         init_params=functools.partial(load_params, source, head=head, config=config, seed=seed),
-        origin=source.source or os.path.abspath(source.directory),
+        origin=source.source or fs.abspath(source.directory),
     )
 
 

@@ -30,7 +30,7 @@ import gin
 import jax
 from jax.sharding import Mesh
 
-from rlaif_jax import artifacts, policy_decode
+from rlaif_jax import artifacts, fs, policy_decode
 from rlaif_jax.data import tasks
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
@@ -97,7 +97,7 @@ def run_stage(
         )
     start = time.time()
     out_dir = os.path.join(workdir, output_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    fs.makedirs(out_dir)
     data = tasks.need_data(data, "sample_pairs")
     mesh = mesh if mesh is not None else mesh_lib.make_mesh()
     rules = rules if rules is not None else rules_lib.get_rules()

@@ -26,6 +26,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from rlaif_jax import fs
 from rlaif_jax.data import records
 from rlaif_jax.data.record_io import (
     ReadStats,
@@ -230,13 +231,12 @@ def read_manifest(label_dir: str) -> list[str]:
     names are relative to `label_dir`. A missing manifest means no finished shards.
     """
     manifest = os.path.join(label_dir, "manifest.json")
-    if not os.path.exists(manifest):
+    if not fs.exists(manifest):
         return []
-    with open(manifest, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise RecordError(manifest, f"line {e.lineno}", "<json>", e.msg) from e
+    try:
+        data = json.loads(fs.read_text(manifest))
+    except json.JSONDecodeError as e:
+        raise RecordError(manifest, f"line {e.lineno}", "<json>", e.msg) from e
     entries = data.get("shards") if isinstance(data, Mapping) else data
     if not isinstance(entries, list):
         raise RecordError(manifest, "line 1", "shards", "expected a list of shard files")
@@ -247,7 +247,8 @@ def read_manifest(label_dir: str) -> list[str]:
             name = entry.get("file") or entry.get("path") or entry.get("name")
         if not isinstance(name, str) or not name:
             raise RecordError(manifest, f"shards[{i}]", "file", "expected a shard file name")
-        out.append(name if os.path.isabs(name) else os.path.join(label_dir, name))
+        absolute = os.path.isabs(name) or fs.is_uri(name)
+        out.append(name if absolute else os.path.join(label_dir, name))
     return out
 
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import seqio
 
+from rlaif_jax import fs
+
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 GENERATION_CONFIG = "generation_config.json"
@@ -29,13 +31,12 @@ Message = Mapping[str, str]  # {"role": "system"|"user"|"assistant", "content": 
 
 
 def _read_json(path: str) -> dict:
-    if not os.path.isfile(path):
+    if not fs.isfile(path):
         return {}
-    with open(path) as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: invalid JSON ({e})") from e
+    try:
+        return json.loads(fs.read_text(path))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON ({e})") from e
 
 
 def _token_text(value: Any) -> str | None:
@@ -81,14 +82,15 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
     ):
         import tokenizers
 
-        if os.path.isdir(path):
+        if fs.isdir(path):
             directory, tok_file = path, os.path.join(path, TOKENIZER_FILE)
         else:
             directory, tok_file = os.path.dirname(path), path
-        if not os.path.isfile(tok_file):
+        if not fs.isfile(tok_file):
             raise FileNotFoundError(f"tokenizer file not found: {tok_file}")
-        self._path = os.path.abspath(tok_file)
-        self._tok = tokenizers.Tokenizer.from_file(tok_file)
+        self._path = fs.abspath(tok_file)
+        # Read through the I/O layer (local or gs://...); tokenizers parses the text.
+        self._tok = tokenizers.Tokenizer.from_str(fs.read_text(tok_file))
         self._skip_special = skip_special_tokens
         self.tokenizer_config = _read_json(os.path.join(directory, TOKENIZER_CONFIG))
         gen = _read_json(os.path.join(directory, GENERATION_CONFIG))

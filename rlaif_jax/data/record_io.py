@@ -4,18 +4,21 @@ A file is JSON lines (`.gz` too) or parquet; each row is handed to a reader's pa
 function with its position ("line 3", "row 3"), `get_field` / `get_text` fetch and check
 its fields, and `parse_rows` runs the parse over every row. Bad input raises
 `RecordError` naming file, line (or parquet row) and field; with `skip_bad_records=True`
-the record is skipped and counted in a `ReadStats`, which logs what was read.
+the record is skipped and counted in a `ReadStats`, which logs what was read. Paths may
+be local or URIs (gs://...): files are opened through `rlaif_jax.fs`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import json
 import logging
-import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+from rlaif_jax import fs
 
 # Reads are logged under the name of the module of the readers (`formats`).
 logger = logging.getLogger("rlaif_jax.data.formats")
@@ -58,10 +61,14 @@ class ReadStats:
             logger.info("%s: read %d records", what, self.read)
 
 
-def _open_text(path: str):
+@contextlib.contextmanager
+def _open_text(path: str) -> Iterator[Any]:
     if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        with fs.open_file(path, "rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
+            yield f
+    else:
+        with fs.open_file(path, "r") as f:
+            yield f
 
 
 def _json_lines(path: str) -> Iterator[tuple[str, Any]]:
@@ -81,14 +88,15 @@ def _parquet_rows(path: str) -> Iterator[tuple[str, Any]]:
     import pyarrow.parquet as pq
 
     row = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-        for obj in batch.to_pylist():
-            yield f"row {row}", obj
-            row += 1
+    with fs.open_file(path, "rb") as f:  # a seekable file: parquet reads only what it needs
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=1024):
+            for obj in batch.to_pylist():
+                yield f"row {row}", obj
+                row += 1
 
 
 def _rows(path: str) -> Iterator[tuple[str, Any]]:
-    if not os.path.exists(path):
+    if not fs.exists(path):
         raise FileNotFoundError(f"Data file not found: {path}")
     return _parquet_rows(path) if path.endswith(".parquet") else _json_lines(path)
 

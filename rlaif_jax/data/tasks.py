@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from rlaif_jax import fs
 from rlaif_jax.data import formats, records, splits
 
 Record = dict[str, Any]
@@ -264,7 +265,7 @@ class TaskSources:
         sources = {r: dict(v) for r, v in self.sources.items()}
         for split in pair_splits:
             path = os.path.join(pairs_dir, f"{split}.jsonl")
-            if not os.path.isfile(path):
+            if not fs.isfile(path):
                 raise FileNotFoundError(
                     f"No policy-sampled pairs at {path} (PolicyPairs.pairs_dir): "
                     "run `rlaif-jax sample_pairs` first (pipeline step ('sample_pairs', "

@@ -11,6 +11,7 @@ Two kinds, both seqio Vocabularies with `encode`/`decode`/`bos_id`/`eos_id`/`pad
 and returns its spec (kind, files, special ids, whether BOS is expected, whether a chat
 template exists); `load_tokenizer(directory, spec)` rebuilds the same vocabulary from
 them, the special ids taken from the spec (so every reader agrees on every EOS id).
+Directories may be local or URIs (gs://...): files go through `rlaif_jax.fs`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from rlaif_jax.atomic_files import atomic_copy
+from rlaif_jax import fs
 from rlaif_jax.data.vocab import stop_ids
 
 SPM_FILE = "spm.model"
@@ -64,14 +65,14 @@ def save_tokenizer(vocab: Any, directory: str) -> dict[str, Any]:
         sources = {
             name: os.path.join(src_dir, name)
             for name in HF_TOKENIZER_FILES
-            if os.path.isfile(os.path.join(src_dir, name))
+            if fs.isfile(os.path.join(src_dir, name))
         }
     spec["files"] = sorted(sources)
     if jax.process_index() == 0:
         for name, src in sources.items():
             dst = os.path.join(directory, name)
-            if os.path.abspath(src) != os.path.abspath(dst):
-                atomic_copy(src, dst)
+            if fs.abspath(src) != fs.abspath(dst):
+                fs.atomic_copy(src, dst)
     return spec
 
 
@@ -98,11 +99,11 @@ def load_tokenizer(directory: str, spec: Mapping[str, Any], where: str = "") -> 
 def load_any(path: str) -> Any:
     """A vocabulary from a user path: a SentencePiece `.model` file, or a directory (or
     tokenizer.json) of a Hugging Face tokenizer."""
-    if os.path.isfile(path) and path.endswith(".model"):
+    if path.endswith(".model") and fs.isfile(path):
         from rlaif_jax.data.vocab import sentencepiece_vocabulary
 
         return sentencepiece_vocabulary(path)
-    if os.path.isdir(path) and os.path.isfile(os.path.join(path, SPM_FILE)):
+    if fs.isfile(os.path.join(path, SPM_FILE)):
         from rlaif_jax.data.vocab import sentencepiece_vocabulary
 
         return sentencepiece_vocabulary(os.path.join(path, SPM_FILE))

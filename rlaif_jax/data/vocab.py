@@ -6,10 +6,13 @@ the batching code relies on, so a test can pass any object with the same members
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
+
+from rlaif_jax import fs
 
 # Rating scores ("Preferred Summary=1", "Score: 10") must be single pieces so the
 # labeler reads one token per candidate; user-defined symbols are never split.
@@ -52,12 +55,47 @@ def stop_ids(vocab: Any) -> tuple[int, ...]:
 
 
 def sentencepiece_vocabulary(path: str, extra_ids: int = 0):
-    """A seqio.SentencePieceVocabulary over the model file at `path`."""
+    """A seqio.SentencePieceVocabulary over the model file at `path` (local or a URI)."""
     import seqio
 
-    if not os.path.exists(path):
+    if not fs.exists(path):
         raise FileNotFoundError(f"SentencePiece model not found: {path}")
+    if fs.is_uri(path):
+        return _fs_sentencepiece_class()(path, extra_ids=extra_ids)
     return seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
+
+
+@functools.cache
+def _fs_sentencepiece_class():
+    """seqio's SentencePiece vocabulary with its model file read through `rlaif_jax.fs`
+    (seqio reads it with tf.io.gfile, which knows gs:// but not every file system epath
+    reaches, e.g. s3:// through fsspec). Same ids and pieces: the bytes are seqio's."""
+    import seqio
+    from sentencepiece import SentencePieceProcessor, sentencepiece_model_pb2
+
+    class FsSentencePieceVocabulary(seqio.SentencePieceVocabulary):
+        def _model_context(self):
+            if self._model is not None:
+                return self._model
+            if self._normalizer_spec_overrides is not None:
+                return super()._model_context()  # not used here; seqio's own reader
+            model = sentencepiece_model_pb2.ModelProto.FromString(
+                fs.read_bytes(self._sentencepiece_model_file)
+            )
+            ids = range(self._extra_ids)
+            for i in reversed(ids) if self._reverse_extra_ids else ids:  # as seqio does
+                model.pieces.add(
+                    piece=f"\u2581<extra_id_{i}>",
+                    score=0.0,
+                    type=sentencepiece_model_pb2.ModelProto.SentencePiece.USER_DEFINED,
+                )
+            proto = model.SerializeToString()
+            tokenizer = SentencePieceProcessor()
+            tokenizer.LoadFromSerializedProto(proto)
+            self._model = seqio.vocabularies._ModelContext(tokenizer=tokenizer, sp_model=proto)
+            return self._model
+
+    return FsSentencePieceVocabulary
 
 
 def train_sentencepiece(
@@ -79,7 +117,6 @@ def train_sentencepiece(
     texts = [t for t in texts if t]
     if not texts:
         raise ValueError("train_sentencepiece needs at least one non-empty text")
-    os.makedirs(os.path.dirname(os.path.abspath(model_prefix)), exist_ok=True)
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts),
@@ -101,10 +138,7 @@ def train_sentencepiece(
         minloglevel=2,
     )
     path = model_prefix + ".model"
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(model.getvalue())
-    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a model
+    fs.atomic_write(path, model.getvalue())  # a concurrent reader never sees half a model
     return path
 
 
@@ -124,13 +158,10 @@ def stage_vocabulary(
     """
     import jax
 
-    from rlaif_jax.atomic_files import atomic_copy
-
     target = os.path.join(stage_dir, "spm.model")
-    if jax.process_index() == 0 and not os.path.exists(target):
-        os.makedirs(stage_dir, exist_ok=True)
+    if jax.process_index() == 0 and not fs.exists(target):
         if vocab_path:
-            atomic_copy(vocab_path, target)
+            fs.atomic_copy(vocab_path, target)
         else:
             train_sentencepiece(
                 texts_fn(), os.path.join(stage_dir, "spm"), vocab_size, model_type=model_type

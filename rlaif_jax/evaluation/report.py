@@ -1,7 +1,8 @@
 """The experiment report: metrics.json (DESIGN §5 keys), report.md laid out like the
 paper's tables, and PNG plots (RL reward/KL curves, win-rate bars, alignment by variant).
 
-Host 0 only; every file is written atomically (tmp + rename).
+Host 0 only; every file is written atomically through `artifacts.atomic_write` (the
+I/O layer `rlaif_jax.fs`: tmp + rename locally, write-once objects on gs://...).
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def plot_curves(report_dir: str, curves: Mapping[str, Mapping[str, list]]) -> li
         ax.legend()
         fig.tight_layout()
         path = os.path.join(report_dir, f"rl_{key}.png")
-        fig.savefig(path, dpi=100)
+        _save_figure(fig, path)
         plt.close(fig)
         written.append(path)
     return written
@@ -207,7 +208,7 @@ def plot_win_rates(report_dir: str, rows: list[Mapping[str, Any]]) -> str:
     ax.set_ylabel("win rate")
     fig.tight_layout()
     path = os.path.join(report_dir, "win_rates.png")
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -232,6 +233,15 @@ def plot_alignment(report_dir: str, by_variant: Mapping[str, Mapping[str, float]
     ax.legend()
     fig.tight_layout()
     path = os.path.join(report_dir, "alignment.png")
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def _save_figure(fig, path: str) -> None:
+    """PNG bytes rendered in memory, then written atomically (local or a URI)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    artifacts.atomic_write(path, buf.getvalue())

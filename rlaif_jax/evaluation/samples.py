@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import jax
 
-from rlaif_jax import artifacts
+from rlaif_jax import artifacts, fs
 
 
 def samples_path(workdir: str, policy: str) -> str:
@@ -28,10 +28,9 @@ def load_samples(
 ) -> list[str] | None:
     """Responses [len(ids) · samples_per_prompt], prompt-major, if `path` holds exactly
     those (id, sample) rows decoded at `temperature`; else None (decode again)."""
-    if not os.path.isfile(path):
+    if not fs.isfile(path):
         return None
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = [json.loads(line) for line in fs.read_text(path).split("\n") if line.strip()]
     if any(r.get("temperature") != temperature for r in rows):
         return None
     by_key = {(r["id"], r.get("sample", 0)): r["response"] for r in rows}

@@ -28,7 +28,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from rlaif_jax import artifacts, policy_decode
+from rlaif_jax import artifacts, fs, policy_decode
 from rlaif_jax.data import tasks
 from rlaif_jax.data.records import LABEL_DIR
 from rlaif_jax.evaluation import harmless, report, samples
@@ -80,10 +80,10 @@ def ai_judge(
 
 def _read_jsonl_curve(path: str, keys: Sequence[str]) -> dict[str, list]:
     curve: dict[str, list] = {"step": [], **{k: [] for k in keys}}
-    if not os.path.isfile(path):
+    if not fs.isfile(path):
         return curve
-    with open(path) as f:
-        for line in f:
+    for line in fs.read_text(path).split("\n"):
+        if line.strip():
             row = json.loads(line)
             if all(k in row for k in keys):
                 curve["step"].append(row.get("step", len(curve["step"])))
@@ -101,7 +101,7 @@ def _stage_metric(workdir: str, stage_dir: str, key: str) -> float:
 
 def _total_wall_seconds(workdir: str, own: float) -> float:
     total = own
-    for name in sorted(os.listdir(workdir)):
+    for name in fs.listdir(workdir):
         d = os.path.join(workdir, name)
         if name != "report" and artifacts.is_complete(d):
             total += float(artifacts.read_complete(d).get("wall_seconds", 0.0))
@@ -216,10 +216,9 @@ def headline_metrics(rows, human_name, ai_comparisons, human_comparisons) -> dic
 
 def _label_metrics(workdir: str, label_dir: str) -> dict[str, Any]:
     path = os.path.join(workdir, label_dir, "metrics.json")
-    if not os.path.isfile(path):
+    if not fs.isfile(path):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(fs.read_text(path))
 
 
 @gin.configurable("evaluate")
@@ -425,7 +424,7 @@ def _rl_curves(workdir: str, policies) -> dict[str, dict[str, list]]:
 def _write_report(out_dir, metrics, curves, rows, prompts, responses, with_human) -> None:
     if jax.process_index() != 0:
         return
-    os.makedirs(out_dir, exist_ok=True)
+    fs.makedirs(out_dir)
     report.write_metrics(out_dir, metrics, human_judge=with_human)
     artifacts.atomic_write(os.path.join(out_dir, "report.md"), report.render_markdown(metrics))
     report.plot_curves(out_dir, curves)

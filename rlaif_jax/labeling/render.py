@@ -16,12 +16,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import gin
 
+from rlaif_jax import fs
 from rlaif_jax.labeling import prompts as P
 
 SEP = "\n"
@@ -165,15 +165,14 @@ class Exemplar:
 def load_exemplars(path: str) -> tuple[Exemplar, ...]:
     """Exemplars from a JSON file `{"exemplars": [{context, response1, response2, label,
     rationale?}, ...]}`; errors name the file and the entry."""
-    if not os.path.isfile(path):
+    if not fs.isfile(path):
         raise FileNotFoundError(
             f"Exemplar file not found: {path} (gin: prompt_variant.exemplar_file)"
         )
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+    try:
+        data = json.loads(fs.read_text(path))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
     rows = data.get("exemplars") if isinstance(data, Mapping) else None
     if not isinstance(rows, list):
         raise ValueError(f"{path}: expected an object with a list field 'exemplars'.")

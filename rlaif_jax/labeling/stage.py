@@ -10,8 +10,9 @@ Outputs (WORKDIR/labels/):
   COMPLETE                     marker; the pipeline skips the stage when it exists
 
 Resume: pairs are cut into fixed shards by position in the (deterministic) source; a
-shard file appears only by atomic rename once fully labeled, so a killed run redoes
-only unfinished shards and never loses or duplicates a pair. Multi-host: shard k is
+shard file appears only whole (an atomic write) once fully labeled, so a killed run redoes
+only unfinished shards and never loses or duplicates a pair. WORKDIR may be a URI
+(gs://...): shards are write-once objects there (`rlaif_jax.fs`). Multi-host: shard k is
 labeled by host k % process_count on its own devices (the labeler must fit on one
 host); only host 0 writes manifests, metrics and the marker, after a barrier.
 """
@@ -30,7 +31,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from rlaif_jax import artifacts
+from rlaif_jax import artifacts, fs
 from rlaif_jax.data import records, tasks
 from rlaif_jax.labeling import alignment as align
 from rlaif_jax.labeling import render
@@ -49,23 +50,53 @@ def shard_name(k: int, n: int) -> str:
 
 
 def finished_shards(out_dir: str, num_shards: int) -> list[int]:
-    """Shard indices whose file exists (files appear only when complete)."""
-    return [
-        k
-        for k in range(num_shards)
-        if os.path.isfile(os.path.join(out_dir, shard_name(k, num_shards)))
-    ]
+    """Shard indices whose file exists (files appear only when complete); one listing
+    of `out_dir` (local or a URI)."""
+    names = set(fs.listdir(out_dir)) if fs.isdir(out_dir) else set()
+    return [k for k in range(num_shards) if shard_name(k, num_shards) in names]
 
 
-def write_manifest(out_dir: str, num_shards: int, num_pairs: int, info: Mapping[str, Any]) -> None:
-    """Lists finished shards (host 0); readable by `data.formats.read_manifest`."""
+def _listed_counts(out_dir: str) -> dict[str, int]:
+    """num_records of each shard the existing manifest lists (a resumed run's)."""
+    path = os.path.join(out_dir, "manifest.json")
+    if not fs.isfile(path):
+        return {}
+    try:
+        entries = json.loads(fs.read_text(path)).get("shards", [])
+    except (json.JSONDecodeError, AttributeError):
+        return {}  # rewritten below from the shards themselves
+    return {
+        e["file"]: e["num_records"]
+        for e in entries
+        if isinstance(e, Mapping) and isinstance(e.get("num_records"), int) and "file" in e
+    }
+
+
+def write_manifest(
+    out_dir: str,
+    num_shards: int,
+    num_pairs: int,
+    info: Mapping[str, Any],
+    counts: dict[str, int] | None = None,
+) -> None:
+    """Lists finished shards (host 0); readable by `data.formats.read_manifest`.
+
+    counts: shard file -> records, filled in place for the shards it lacks (from the
+    existing manifest, else by reading the shard once), so a long run on an object store
+    does not re-read every shard at every manifest write."""
     if jax.process_index() != 0:
         return
-    shards = []
-    for k in finished_shards(out_dir, num_shards):
-        name = shard_name(k, num_shards)
-        with open(os.path.join(out_dir, name), encoding="utf-8") as f:
-            shards.append({"file": name, "num_records": sum(1 for _ in f)})
+    counts = {} if counts is None else counts
+    names = [shard_name(k, num_shards) for k in finished_shards(out_dir, num_shards)]
+    if any(name not in counts for name in names):
+        listed = _listed_counts(out_dir)
+        for name in names:
+            if name not in counts:
+                counts[name] = listed.get(name)
+                if counts[name] is None:
+                    text = fs.read_text(os.path.join(out_dir, name))
+                    counts[name] = text.count("\n")  # one JSON record per line
+    shards = [{"file": name, "num_records": counts[name]} for name in names]
     payload = {
         "shards": shards,
         "num_shards": num_shards,
@@ -97,12 +128,13 @@ def label_dataset(
     Returns how many shards this call labeled. `on_shard(k)` runs after shard k is
     written (tests use it to interrupt a run).
     """
-    os.makedirs(out_dir, exist_ok=True)
+    fs.makedirs(out_dir)
     n = max(1, -(-len(pairs) // shard_size))
     done = set(finished_shards(out_dir, n))
     if done:
         logger.info("label: %s: %d/%d shards already finished; resuming", out_dir, len(done), n)
-    write_manifest(out_dir, n, len(pairs), info)
+    counts: dict[str, int] = {}
+    write_manifest(out_dir, n, len(pairs), info, counts)
     labeled = 0
     for k in range(n):
         if k in done or k % jax.process_count() != jax.process_index():
@@ -112,7 +144,8 @@ def label_dataset(
         recs = labeler.label(chunk, seed=seed * 1_000_003 + k)
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs)
         artifacts.atomic_write(os.path.join(out_dir, shard_name(k, n)), text)
-        write_manifest(out_dir, n, len(pairs), info)
+        counts[shard_name(k, n)] = len(recs)
+        write_manifest(out_dir, n, len(pairs), info, counts)
         labeled += 1
         logger.info(
             "label: shard %d/%d (%d pairs) in %.1f s", k + 1, n, len(chunk), time.time() - t0
@@ -120,7 +153,7 @@ def label_dataset(
         if on_shard is not None:
             on_shard(k)
     _barrier(f"label:{out_dir}")
-    write_manifest(out_dir, n, len(pairs), info)
+    write_manifest(out_dir, n, len(pairs), info, counts)
     return labeled
 
 

@@ -16,7 +16,8 @@ Layers (by module; a package covers its submodules):
            (completion markers, saved models, policy decoding, rates with intervals).
   Core     models, decoding, sharding, train.
   Data     data.
-  Base     rlaif_jax (the package itself), atomic_files: import nothing of rlaif_jax.
+  Base     rlaif_jax (the package itself), fs (the I/O layer for user paths, atomic
+           writes): import nothing of rlaif_jax.
 
 Rules:
   (a) nothing below Face imports Face;
@@ -52,7 +53,7 @@ STAGE_PACKAGES += ("toy",)
 SUPPORT = ("artifacts", "model_artifact", "policy_decode", "rates")
 CORE = ("models", "decoding", "sharding", "train")
 DATA = ("data",)
-BASE = ("atomic_files",)
+BASE = ("fs",)
 
 # Stage package -> stage package arrows that are allowed, and why. Everything else
 # between stage packages is forbidden; a shared piece moves down to support or Core.
@@ -373,8 +374,8 @@ CLEAN = {
     "rlaif_jax.labeling.render": set(),
     "rlaif_jax.policy_decode": {"rlaif_jax.decoding.sample", "rlaif_jax.data.layout"},
     "rlaif_jax.model_artifact": {"rlaif_jax.sharding.model_params", "rlaif_jax.artifacts"},
-    "rlaif_jax.artifacts": {"rlaif_jax.atomic_files"},
-    "rlaif_jax.atomic_files": set(),
+    "rlaif_jax.artifacts": {"rlaif_jax.fs"},
+    "rlaif_jax.fs": set(),
     "rlaif_jax.rates": set(),
     "rlaif_jax.train.supervised": {"rlaif_jax.train.loop", "rlaif_jax.sharding.model_params"},
     "rlaif_jax.train.loop": {"rlaif_jax.sharding.partition", "jax.sharding"},
@@ -386,7 +387,7 @@ CLEAN = {
     "rlaif_jax.models.config": set(),
     "rlaif_jax.decoding.sample": {"rlaif_jax.models.model", "rlaif_jax.sharding.model_params"},
     "rlaif_jax.data.batching": {"rlaif_jax.data.vocab"},
-    "rlaif_jax.data.vocab": {"rlaif_jax.atomic_files"},
+    "rlaif_jax.data.vocab": {"rlaif_jax.fs"},
     "rlaif_jax.data.layout": {"rlaif_jax.data.batching"},
     "rlaif_jax.data.tasks": set(),
 }
@@ -424,7 +425,7 @@ OTHER_ARROWS = [
     ("rlaif_jax.data.vocab", "rlaif_jax.artifacts", "d"),
     ("rlaif_jax.data.tasks", "rlaif_jax.labeling.render", "d"),
     ("rlaif_jax.policy_decode", "rlaif_jax.evaluation.samples", "s"),
-    ("rlaif_jax.atomic_files", "rlaif_jax.data.vocab", "s"),
+    ("rlaif_jax.fs", "rlaif_jax.data.vocab", "s"),
     ("rlaif_jax.models.model", "rlaif_jax.sharding.partition", "e"),
     ("rlaif_jax.models.transformer", "rlaif_jax.sharding.model_params", "e"),
     ("rlaif_jax.labeling.labeler", "rlaif_jax.evaluation.samples", "f"),

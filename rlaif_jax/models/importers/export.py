@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from rlaif_jax.atomic_files import atomic_write
+from rlaif_jax.fs import atomic_write
 from rlaif_jax.models.importers import safetensors_io as sio
 from rlaif_jax.models.importers.hf import _flat, param_map
 from rlaif_jax.models.importers.hf_config import hf_config_from

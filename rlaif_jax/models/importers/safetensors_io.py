@@ -4,7 +4,9 @@ A checkpoint directory holds `config.json` and either `model.safetensors` or a s
 `model.safetensors.index.json` plus its shard files. Reading never loads a whole file:
 each file's header is parsed (format: 8-byte little-endian header length, a JSON header
 of `{name: {dtype, shape, data_offsets}}`, then the raw bytes) and every tensor is a
-read-only memory map view. `to_device` builds a global `jax.Array` with
+read-only memory map view (local files) or a `RemoteTensor` (a gs://... directory,
+through `rlaif_jax.fs`: indexing it fetches the bytes of that slice with ranged reads,
+never the whole file). `to_device` builds a global `jax.Array` with
 `jax.make_array_from_callback`, so each device receives (and each host reads) only its
 own slice -- a 70B labeler never sits whole on one host or device.
 
@@ -28,6 +30,9 @@ from typing import Any
 import jax
 import ml_dtypes
 import numpy as np
+
+from rlaif_jax import fs
+from rlaif_jax.models.importers.remote_tensor import RangeReader, RemoteTensor
 
 CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"
@@ -84,10 +89,10 @@ def read_header(path: str) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     Returns ({name: TensorInfo}, metadata). Raises CheckpointError naming the file (and
     the tensor) when the file is missing, truncated or its header is inconsistent.
     """
-    if not os.path.isfile(path):
+    if not fs.isfile(path):
         raise CheckpointError(f"safetensors file not found: {path}")
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
+    size = fs.getsize(path)
+    with fs.open_file(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
             raise CheckpointError(f"{path}: truncated ({size} bytes), not a safetensors file")
@@ -130,35 +135,35 @@ class Checkpoint:
     """A Hugging Face-layout checkpoint directory, read lazily one tensor at a time.
 
     `config` is the parsed config.json; `names` every tensor name; `tensor(name)` a
-    read-only memory-mapped numpy view (no bytes are read until it is indexed).
+    read-only memory-mapped numpy view of a local file, or a `RemoteTensor` of a file on
+    an object store (no bytes are read until it is indexed).
     """
 
     def __init__(self, directory: str):
         self.directory = directory
-        if not os.path.isdir(directory):
+        if not fs.isdir(directory):
             raise CheckpointError(f"checkpoint directory not found: {directory}")
         cfg_path = os.path.join(directory, CONFIG_FILE)
-        if not os.path.isfile(cfg_path):
+        if not fs.isfile(cfg_path):
             raise CheckpointError(f"{cfg_path} not found (a Hugging Face checkpoint needs it)")
-        with open(cfg_path) as f:
-            try:
-                self.config: dict = json.load(f)
-            except json.JSONDecodeError as e:
-                raise CheckpointError(f"{cfg_path}: invalid JSON ({e})") from e
+        try:
+            self.config: dict = json.loads(fs.read_text(cfg_path))
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{cfg_path}: invalid JSON ({e})") from e
         self._infos = self._scan()
         self._maps: dict[str, np.memmap] = {}
+        self._readers: dict[str, RangeReader] = {}
 
     def _scan(self) -> dict[str, TensorInfo]:
         index_path = os.path.join(self.directory, INDEX_FILE)
         single = os.path.join(self.directory, SINGLE_FILE)
-        if os.path.isfile(index_path):
-            with open(index_path) as f:
-                try:
-                    weight_map: dict[str, str] = json.load(f)["weight_map"]
-                except (json.JSONDecodeError, KeyError) as e:
-                    raise CheckpointError(f"{index_path}: no valid 'weight_map' ({e})") from e
+        if fs.isfile(index_path):
+            try:
+                weight_map: dict[str, str] = json.loads(fs.read_text(index_path))["weight_map"]
+            except (json.JSONDecodeError, KeyError) as e:
+                raise CheckpointError(f"{index_path}: no valid 'weight_map' ({e})") from e
             files = sorted(set(weight_map.values()))
-        elif os.path.isfile(single):
+        elif fs.isfile(single):
             weight_map, files = {}, [SINGLE_FILE]
         else:
             raise CheckpointError(f"{self.directory}: neither {SINGLE_FILE} nor {INDEX_FILE} found")
@@ -186,9 +191,15 @@ class Checkpoint:
             raise CheckpointError(f"{self.directory}: tensor {name!r} not in the checkpoint")
         return self._infos[name]
 
-    def tensor(self, name: str) -> np.ndarray:
-        """Read-only memory-mapped view of tensor `name` with its stored dtype and shape."""
+    def tensor(self, name: str) -> np.ndarray | RemoteTensor:
+        """Tensor `name` with its stored dtype and shape, lazily: a read-only memory map
+        view (local file) or a `RemoteTensor` (object store)."""
         info = self.info(name)
+        if fs.is_uri(info.path):
+            reader = self._readers.get(info.path)
+            if reader is None:
+                reader = self._readers[info.path] = RangeReader(info.path)
+            return RemoteTensor(reader, info)
         mm = self._maps.get(info.path)
         if mm is None:
             mm = self._maps[info.path] = np.memmap(info.path, dtype=np.uint8, mode="r")
@@ -197,6 +208,9 @@ class Checkpoint:
 
     def close(self) -> None:
         self._maps.clear()  # dropping the memmaps unmaps the files
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
 
     def __enter__(self) -> Checkpoint:
         return self
@@ -205,7 +219,9 @@ class Checkpoint:
         self.close()
 
 
-def to_device(source: np.ndarray, sharding: Any, dtype: np.dtype | type) -> jax.Array:
+def to_device(
+    source: np.ndarray | RemoteTensor, sharding: Any, dtype: np.dtype | type
+) -> jax.Array:
     """A global array from a (lazy) host view; each device reads only its own slice.
 
     `source` may be a memmap or any numpy view of one (transposed, reshaped): indexing it
@@ -245,7 +261,8 @@ class OutTensor:
 
 
 def write_file(path: str, tensors: Sequence[OutTensor], metadata: dict[str, str]) -> None:
-    """Writes one safetensors file, producing tensors one at a time; atomic (tmp + rename)."""
+    """Writes one safetensors file, producing tensors one at a time; atomic
+    (`fs.atomic_writer`: tmp + rename locally, a write-once object on a store)."""
     header: dict[str, object] = {"__metadata__": dict(metadata)}
     offset = 0
     for t in tensors:
@@ -257,8 +274,7 @@ def write_file(path: str, tensors: Sequence[OutTensor], metadata: dict[str, str]
         offset += t.nbytes
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # the spec pads the header to 8-byte alignment
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    with fs.atomic_writer(path) as f:
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for t in tensors:
@@ -268,7 +284,6 @@ def write_file(path: str, tensors: Sequence[OutTensor], metadata: dict[str, str]
                     f"tensor {t.name!r}: produced shape {value.shape}, declared {t.shape}"
                 )
             f.write(np.ascontiguousarray(value.astype(t.dtype, copy=False)).tobytes())
-    os.replace(tmp, path)
 
 
 def write_checkpoint(
@@ -284,7 +299,7 @@ def write_checkpoint(
     """
     tensors = list(tensors)
     metadata = {"format": "pt", **(metadata or {})}
-    os.makedirs(directory, exist_ok=True)
+    fs.makedirs(directory)
     groups: list[list[OutTensor]] = [[]]
     size = 0
     for t in tensors:
@@ -302,6 +317,7 @@ def write_checkpoint(
         write_file(os.path.join(directory, fname), group, metadata)
         weight_map.update({t.name: fname for t in group})
     index = {"metadata": {"total_size": sum(t.nbytes for t in tensors)}, "weight_map": weight_map}
-    with open(os.path.join(directory, INDEX_FILE), "w") as f:
-        json.dump(index, f, indent=2, sort_keys=True)
+    fs.atomic_write(
+        os.path.join(directory, INDEX_FILE), json.dumps(index, indent=2, sort_keys=True)
+    )
     return names + [INDEX_FILE]
