@@ -51,6 +51,9 @@ setup(
         "tokenizers>=0.19",
         "pyarrow>=14",
         "tensorboardX>=2.6",
+        # CLU metric writers (train.metric_writers); its TensorBoard writer needs tensorboard.
+        "clu>=0.0.10",
+        "tensorboard>=2.16",
         "matplotlib>=3.8",
         "scipy>=1.11",
         "tqdm>=4.66",

@@ -31,6 +31,7 @@ from rlaif_jax.rl import learner as learner_lib
 from rlaif_jax.rl.roles import PolicyRoles
 from rlaif_jax.sharding import partition
 from rlaif_jax.train import optim
+from rlaif_jax.train.profiler import check_profile_steps
 
 logger = logging.getLogger("rlaif_jax.rl")
 
@@ -53,6 +54,9 @@ class RLSettings:
     normalize_rewards: divide rewards by a running std after subtracting a running mean.
     max_context / max_response / prompt_suffix: None = the policy artifact's layout.
     anchor_dtype: 'float32' | 'bfloat16' storage of the frozen SFT anchor.
+    profile_steps (first, last), tensorboard, wandb_project: as in
+    `train.loop.LoopSettings` (e.g. `RLSettings.profile_steps = (5, 8)`: a jax.profiler
+    trace of those steps into WORKDIR/logs/rl_<name>/profile).
     """
 
     batch_size: int = 128
@@ -84,8 +88,14 @@ class RLSettings:
     checkpoint_every: int = 50
     num_data_shards: int = 1
     seed: int = 0
+    profile_steps: tuple[int, int] | None = None
+    tensorboard: bool = True
+    wandb_project: str | None = None
 
     def __post_init__(self):
+        if isinstance(self.profile_steps, list):  # a gin list binding
+            object.__setattr__(self, "profile_steps", tuple(self.profile_steps))
+        check_profile_steps(self.profile_steps, "RLSettings.profile_steps")
         # A second gradient step on the same rollout is off-policy: the advantages and
         # log-probs were computed under the params before the first step, and without an
         # importance ratio (PPO-style) the update is biased. The paper's A2C is on-policy.

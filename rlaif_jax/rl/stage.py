@@ -56,18 +56,25 @@ def train(
     if s.max_steps is not None:
         total = min(total, s.max_steps)
     rows_per_step = s.batch_size * s.samples_per_prompt
+    logdir = os.path.join(os.path.dirname(out_dir), "logs", os.path.basename(out_dir))
     state, last = loop.run_training(
         stage="rl",
         state=runner.state,
         step=runner.train_step,
         make_batches=source.iterator,
         data_position=source.position,
-        settings=loop.LoopSettings(num_steps=total, save_every=s.checkpoint_every, log_every=10),
+        settings=loop.LoopSettings(
+            num_steps=total,
+            save_every=s.checkpoint_every,
+            log_every=10,
+            profile_steps=s.profile_steps,
+            tensorboard=s.tensorboard,
+            wandb_project=s.wandb_project,
+        ),
         ckpt_dir=os.path.join(out_dir, "ckpt"),
         metrics_path=os.path.join(out_dir, "metrics.jsonl"),
-        tensorboard_dir=os.path.join(
-            os.path.dirname(out_dir), "logs", os.path.basename(out_dir), "tb"
-        ),
+        tensorboard_dir=os.path.join(logdir, "tb"),
+        profile_dir=os.path.join(logdir, "profile"),
         tokens_per_batch=lambda _, metrics: metrics["response_length"] * rows_per_step,
         export_params=lambda st: st.params["policy"],
         stop_after=stop_after,

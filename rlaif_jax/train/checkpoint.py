@@ -6,16 +6,27 @@ directory; each step holds three items:
   params  the model params alone (what other stages restore to initialise from it)
   meta    JSON: step, data-iterator position, last metrics
 A params-only directory (`save_params`) holds just `params` at step 0. No pickle.
+
+The directory may be local or a URI (gs://...): orbax takes it as is (through
+`rlaif_jax.fs.abspath`, which makes only local paths absolute).
+
+Saves are asynchronous (orbax's async CheckpointManager): `save` returns once the arrays
+are copied off the devices, so training goes on (and may donate the state's buffers)
+while the files are written in the background. A save first waits for the previous one;
+`wait()` blocks until the last is committed, and `close()` waits too, so a run that ends,
+stops or is preempted leaves its last checkpoint whole. A step directory appears only
+once committed: a crash mid-save leaves the previous checkpoint the latest.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 from typing import Any
 
 import jax
+
+from rlaif_jax import fs
 
 logger = logging.getLogger("rlaif_jax.train")
 
@@ -46,26 +57,43 @@ def _abstract(tree: PyTree) -> PyTree:
 class Checkpointer:
     """Saves and restores a stage's TrainState + params + meta under `directory`."""
 
-    def __init__(self, directory: str, max_to_keep: int = 2):
+    def __init__(self, directory: str, max_to_keep: int = 2, async_save: bool = True):
         ocp = _ocp()
-        self.directory = os.path.abspath(directory)
+        self.directory = fs.abspath(directory)
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save
+            ),
         )
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: PyTree, meta: dict, params: PyTree | None = None) -> None:
-        """Saves synchronously (the step directory appears only when complete)."""
+    def save(
+        self,
+        step: int,
+        state: PyTree,
+        meta: dict,
+        params: PyTree | None = None,
+        wait: bool = False,
+    ) -> None:
+        """Starts saving `step` (after the previous save has finished) and returns once
+        the arrays are off the devices; the files are written in the background unless
+        `wait`. The step directory appears only when complete."""
         ocp = _ocp()
+        self.wait()
         items = {
             "state": ocp.args.StandardSave(state),
             "params": ocp.args.StandardSave(state.params if params is None else params),
             "meta": ocp.args.JsonSave(meta),
         }
         self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        if wait:
+            self.wait()
+
+    def wait(self) -> None:
+        """Blocks until the last save is committed (no-op when none is in flight)."""
         self.manager.wait_until_finished()
 
     def restore(self, state_target: PyTree, step: int | None = None) -> tuple[PyTree, dict]:
@@ -91,6 +119,8 @@ class Checkpointer:
         return out.state, dict(out.meta)
 
     def close(self) -> None:
+        """Waits for an in-flight save, then releases the manager."""
+        self.wait()
         self.manager.close()
 
 
@@ -98,7 +128,7 @@ def save_params(ckpt_dir: str, params: PyTree, meta: dict | None = None) -> None
     """A params-only checkpoint (step 0): e.g. a bootstrapped labeler or an exported model."""
     ocp = _ocp()
     manager = ocp.CheckpointManager(
-        os.path.abspath(ckpt_dir), options=ocp.CheckpointManagerOptions(create=True)
+        fs.abspath(ckpt_dir), options=ocp.CheckpointManagerOptions(create=True)
     )
     manager.save(
         0,
@@ -118,8 +148,8 @@ def restore_params(ckpt_dir: str, target: PyTree, step: int | None = None) -> Py
     twice). Clear errors for a missing, empty or mismatched directory.
     """
     ocp = _ocp()
-    ckpt_dir = os.path.abspath(ckpt_dir)
-    if not os.path.isdir(ckpt_dir):
+    ckpt_dir = fs.abspath(ckpt_dir)
+    if not fs.isdir(ckpt_dir):
         raise CheckpointError(
             f"No checkpoint directory {ckpt_dir}: run the stage that writes it first."
         )

@@ -7,9 +7,10 @@ microbatches inside the step), `compile_step` jits it once with the state's shar
 and donation. `run_training` drives any `Stepper` `(state, local_batch) -> (state,
 metrics)` — `jit_stepper` for a supervised step, or a host-orchestrated one (RL: rollout,
 reward, then the compiled update): checkpoints every N steps and at the end (and on
-SIGTERM), exact resume of params, optimizer, step, RNG, extra state and data position,
-a NaN/inf guard that keeps the last good checkpoint, JSONL/TensorBoard metrics and a
-progress line.
+SIGTERM; asynchronous: steps go on while the previous save is written), exact resume
+of params, optimizer, step, RNG, extra state and data position, a NaN/inf guard that
+keeps the last good checkpoint, JSONL/TensorBoard/W&B metrics (CLU writers), a progress
+bar or line, and a `jax.profiler` trace of chosen steps.
 
 A state whose params are a dict of parts (RL: {"policy", "value"}) takes one optimizer
 per part (`per_part_optimizer`): each part clips its own gradient norm, so one part's
@@ -19,6 +20,7 @@ loss scale never rescales another's update.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +38,7 @@ from rlaif_jax.sharding import axes as ax
 from rlaif_jax.sharding import partition
 from rlaif_jax.train.checkpoint import Checkpointer, PreemptionHandler
 from rlaif_jax.train.metrics import MetricsWriter, Progress
+from rlaif_jax.train.profiler import StepProfiler, check_profile_steps
 
 logger = logging.getLogger("rlaif_jax.train")
 
@@ -252,13 +255,26 @@ def jit_stepper(step_fn: Callable, state_shardings, mesh, rules) -> Stepper:
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """num_steps; save_every (0: only at the end); keep checkpoints; log_every; eval_every."""
+    """num_steps; save_every (0: only at the end); keep checkpoints; log_every; eval_every.
+
+    async_checkpoints: steps go on while a checkpoint is written (False: each save
+    blocks). profile_steps (first, last): a `jax.profiler` trace of steps first..last
+    (1-based, inclusive) into the run's profile directory. tensorboard: write TensorBoard
+    events (the JSONL file is always written). wandb_project: also log to this W&B
+    project (needs the wandb package)."""
 
     num_steps: int
     save_every: int = 0
     keep: int = 2
     log_every: int = 10
     eval_every: int = 0
+    async_checkpoints: bool = True
+    profile_steps: tuple[int, int] | None = None
+    tensorboard: bool = True
+    wandb_project: str | None = None
+
+    def __post_init__(self):
+        check_profile_steps(self.profile_steps)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -290,6 +306,7 @@ def run_training(
     tokens_per_batch: Callable[[Any, Mapping[str, float]], float] | None = None,
     export_params: Callable[[TrainState], PyTree] | None = None,
     stop_after: int | None = None,
+    profile_dir: str | None = None,
 ) -> tuple[TrainState, dict[str, float]]:
     """Trains to `settings.num_steps`, resuming from `ckpt_dir` if it holds a checkpoint.
 
@@ -302,23 +319,30 @@ def run_training(
     fetched metrics) -> tokens for the progress rate. export_params(state) -> the params
     other stages restore from the checkpoint (default state.params; RL: the policy).
     stop_after: return after that many steps of this call, saved (tests simulate a kill).
+    profile_dir: where `settings.profile_steps` writes its trace (default: `profile`
+    beside the metrics file). Paths may be local or URIs (gs://...).
 
     Metrics of step s are fetched after step s+1 is dispatched (the device never waits
     for the host), except at checkpoints, evals and the end, which see their own step's
     metrics first: a NaN/inf loss or grad norm raises NonFiniteLossError naming its step
-    before any later save, so the last checkpoint is always good. SIGTERM: the loop saves
-    the current step and exits 0 (SystemExit). Returns (final state, last metrics incl.
-    eval).
+    before any later save, so the last checkpoint is always good. Checkpoints are written
+    in the background while later steps run; the next save, the end of the run and
+    SIGTERM wait for the one in flight. SIGTERM: the loop saves the current step, waits
+    for it and exits 0 (SystemExit). Returns (final state, last metrics incl. eval).
     """
-    run = _Run(stage, settings, ckpt_dir, metrics_path, tensorboard_dir, eval_fn)
+    if profile_dir is None:
+        profile_dir = os.path.join(os.path.dirname(metrics_path), "profile")
+    run = _Run(stage, settings, ckpt_dir, metrics_path, tensorboard_dir, eval_fn, profile_dir)
     try:
         state, position = run.resume(state)
         batches = make_batches(position)
         current = run.start
         while current < settings.num_steps:
             local = next(batches)
+            run.profiler.before(current + 1)
             state, metrics = step(state, local)
             current += 1
+            run.profiler.after(current, state)
             run.flush(state)  # the previous step's metrics, while this step runs
             run.pending = (current, metrics, local, tokens_per_batch)
             evaluating = eval_fn is not None and settings.eval_every > 0
@@ -337,6 +361,7 @@ def run_training(
                 exported = export_params(state) if export_params else None
                 run.save(current, state, data_position(batches), exported)
             if run.preempt.requested:
+                run.ckpt.wait()
                 logger.warning(
                     "%s: checkpoint at step %d saved after SIGTERM; exiting.", stage, current
                 )
@@ -355,10 +380,20 @@ class _Run:
     """The bookkeeping of one `run_training` call: checkpoints, metrics files, progress,
     SIGTERM, and the one step whose metrics are not fetched yet."""
 
-    def __init__(self, stage, settings, ckpt_dir, metrics_path, tensorboard_dir, eval_fn):
+    def __init__(
+        self, stage, settings, ckpt_dir, metrics_path, tensorboard_dir, eval_fn, profile_dir
+    ):
         self.stage, self.eval_fn, self.ckpt_dir = stage, eval_fn, ckpt_dir
-        self.ckpt = Checkpointer(ckpt_dir, max_to_keep=settings.keep)
-        self.writer = MetricsWriter(metrics_path, tensorboard_dir)
+        self.ckpt = Checkpointer(
+            ckpt_dir, max_to_keep=settings.keep, async_save=settings.async_checkpoints
+        )
+        self.writer = MetricsWriter(
+            metrics_path,
+            tensorboard_dir if settings.tensorboard else None,
+            settings.wandb_project,
+            run_name=stage,
+        )
+        self.profiler = StepProfiler(settings.profile_steps, profile_dir, stage)
         self.settings = settings
         self.preempt = PreemptionHandler()
         self.start = 0
@@ -396,10 +431,18 @@ class _Run:
         self.progress.update(s, self.last, tokens_fn(local, self.last) if tokens_fn else 0.0)
 
     def save(self, step: int, state, position: dict, exported) -> None:
+        """Starts the checkpoint of `step` (written in the background) and makes the
+        metrics rows up to it durable."""
         meta = {"step": step, "data": position, "metrics": self.last}
         self.ckpt.save(step, state, meta, params=exported)
+        self.writer.flush()
 
     def close(self) -> None:
         self.preempt.close()
-        self.writer.close()
-        self.ckpt.close()
+        self.profiler.close()
+        if self.progress is not None:
+            self.progress.close()
+        try:
+            self.ckpt.close()  # waits for the checkpoint in flight
+        finally:
+            self.writer.close()

@@ -20,6 +20,7 @@ from rlaif_jax.models.config import ModelConfig
 from rlaif_jax.sharding import model_params, partition
 from rlaif_jax.train import loop
 from rlaif_jax.train.checkpoint import restore_params
+from rlaif_jax.train.profiler import check_profile_steps
 
 logger = logging.getLogger("rlaif_jax.train")
 
@@ -29,7 +30,9 @@ class TrainSettings:
     """Batch and length of a supervised run (e.g. `sft/TrainSettings.batch_size` in a config file).
 
     num_steps wins over num_epochs when set; save_every 0 saves only at the end;
-    num_data_shards 0: one per process.
+    num_data_shards 0: one per process. async_checkpoints, profile_steps (first, last),
+    tensorboard and wandb_project: as in `train.loop.LoopSettings` (e.g.
+    `sft/TrainSettings.profile_steps = (5, 8)`, `TrainSettings.wandb_project = 'rlaif'`).
     """
 
     batch_size: int = 32
@@ -42,6 +45,16 @@ class TrainSettings:
     eval_every: int = 0
     num_data_shards: int = 0
     seed: int = 0
+    async_checkpoints: bool = True
+    profile_steps: tuple[int, int] | None = None
+    tensorboard: bool = True
+    wandb_project: str | None = None
+
+    def __post_init__(self):
+        # gin hands a tuple binding over as a tuple, a list binding as a list.
+        if isinstance(self.profile_steps, list):
+            object.__setattr__(self, "profile_steps", tuple(self.profile_steps))
+        check_profile_steps(self.profile_steps, "TrainSettings.profile_steps")
 
 
 class BatchSource(Protocol):
@@ -135,8 +148,9 @@ def train_supervised(
     pretrained checkpoint, `model_artifact.load_params`); otherwise random init, or the
     orbax checkpoint dir `init_from`.
 
-    Output: stage_dir/ckpt (orbax), WORKDIR/logs/<stage>/metrics.jsonl + TensorBoard.
-    A rerun resumes from stage_dir/ckpt exactly.
+    Output: stage_dir/ckpt (orbax), WORKDIR/logs/<stage>/metrics.jsonl + tb/ (TensorBoard)
+    + profile/ (with `settings.profile_steps`). A rerun resumes from stage_dir/ckpt
+    exactly. workdir and stage_dir may be local or URIs (gs://...).
     """
     start = time.time()
     if settings.batch_size % partition.batch_size_divisor(mesh):
@@ -168,10 +182,15 @@ def train_supervised(
             keep=settings.keep,
             log_every=settings.log_every,
             eval_every=settings.eval_every,
+            async_checkpoints=settings.async_checkpoints,
+            profile_steps=settings.profile_steps,
+            tensorboard=settings.tensorboard,
+            wandb_project=settings.wandb_project,
         ),
         ckpt_dir=os.path.join(stage_dir, "ckpt"),
         metrics_path=os.path.join(logdir, "metrics.jsonl"),
         tensorboard_dir=os.path.join(logdir, "tb"),
+        profile_dir=os.path.join(logdir, "profile"),
         eval_fn=eval_fn,
         tokens_per_batch=lambda local, _: count_tokens(local),
     )

@@ -39,6 +39,7 @@ def test_restore_into_other_shardings_and_keep(tmp_path):
     ckpt = checkpoint.Checkpointer(str(tmp_path), max_to_keep=2)
     for step in (1, 2, 3):
         ckpt.save(step, state, {"step": step, "data": {"epoch": 0, "index": step}})
+    ckpt.wait()  # saves are asynchronous: step 3 is committed only now
     assert sorted(int(d) for d in os.listdir(tmp_path) if d.isdigit()) == [2, 3]
     assert ckpt.latest_step() == 3
     ckpt.close()
