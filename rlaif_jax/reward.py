@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from rlaif_jax import artifacts, model_artifact
+from rlaif_jax import artifacts, model_artifact, rates
 from rlaif_jax.data import batching, tasks, tokenizer_files
 from rlaif_jax.data.layout import task_layout
 from rlaif_jax.data.records import LABEL_DIR
@@ -50,15 +50,16 @@ def rm_loss(config, params, batch, rng):
     }
 
 
-def pairwise_accuracy_on(
+def pairwise_agreements_on(
     config, params, pairs, batch_fn, batch_size: int, mesh: Mesh | None = None, rules=None
-) -> float:
-    """Held-out pairwise accuracy of the RM over `pairs` (fixed-size batches, last one
-    padded) on `mesh` / `rules` (None: `make_mesh()`, `get_rules()`)."""
+) -> np.ndarray:
+    """[N] per-pair agreement of the RM with the held-out labels (1 / 0, ties of scores or
+    labels 0.5: the training metric's rule), in fixed-size batches (last one padded) on
+    `mesh` / `rules` (None: `make_mesh()`, `get_rules()`)."""
     mesh = mesh if mesh is not None else mesh_lib.make_mesh()
     rules = rules if rules is not None else rules_lib.get_rules()
     scorer = score.make_scorer(config, mesh, rules, kind="sequence_scores")
-    correct, total = 0.0, 0
+    out = []
     for i in range(0, len(pairs), batch_size):
         chunk = list(pairs[i : i + batch_size])
         real = len(chunk)
@@ -67,11 +68,15 @@ def pairwise_accuracy_on(
         g = partition.global_batch(b, mesh)
         r1 = np.asarray(scorer(params, g["tokens1"], g["lengths1"]))[:real]
         r2 = np.asarray(scorer(params, g["tokens2"], g["lengths2"]))[:real]
-        # The training metric's rule: ties of scores or of labels (0.5) count one half.
         agree = losses.pairwise_agreement(r1, r2, np.asarray(b["label"])[:real])
-        correct += float(np.sum(np.asarray(agree, dtype=np.float64)))
-        total += real
-    return correct / max(total, 1)
+        out.append(np.asarray(agree, dtype=np.float64))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def pairwise_accuracy_on(*args, **kwargs) -> float:
+    """Held-out pairwise accuracy: the mean of `pairwise_agreements_on` (0 for no pairs)."""
+    agree = pairwise_agreements_on(*args, **kwargs)
+    return float(agree.mean()) if agree.size else 0.0
 
 
 @gin.configurable("reward")
@@ -152,9 +157,13 @@ def run_stage(
         tx=optimizer if optimizer is not None else optim.make_optimizer(),
         init_params=start.init_params,
     )
-    metrics["pairwise_accuracy"] = pairwise_accuracy_on(
+    agree = pairwise_agreements_on(
         config, params, held_out, batch_fn, settings.batch_size, mesh, rules
     )
+    accuracy = rates.bootstrap_rate(agree)  # 95% percentile-bootstrap interval
+    metrics["pairwise_accuracy"] = float(agree.mean()) if agree.size else 0.0
+    metrics["pairwise_accuracy_ci_low"] = accuracy.ci_low
+    metrics["pairwise_accuracy_ci_high"] = accuracy.ci_high
     metrics["num_train_pairs"] = len(records)
     metrics["num_eval_pairs"] = len(held_out)
     if jax.process_index() == 0:

@@ -92,15 +92,38 @@ def _win_rate_section(metrics: Mapping[str, Any]) -> list[str]:
         "",
         "## Win rates (paper Table 1; length control as App. J)",
         "",
-        "| comparison | judge | win rate [95% CI] (n) | length-controlled |",
-        "| --- | --- | --- | --- |",
+        "| comparison | judge | win rate [95% CI] (n) | length-controlled | p (binomial, vs 50%) |",
+        "| --- | --- | --- | --- | --- |",
     ]
+    tests = []
     for row in metrics.get("win_rates", []):
+        binomial = (row.get("binomial") or {}).get("p_value")
         lines.append(
             f"| {row['a']} vs {row['b']} | {row['judge']} | {_rate_cell(row.get('rate'))} | "
-            f"{_rate_cell(row.get('length_controlled'))} |"
+            f"{_rate_cell(row.get('length_controlled'))} | {_p_cell(binomial)} |"
         )
+        for other, test in sorted((row.get("vs_arms") or {}).items()):
+            if row["a"] < other:  # each pair of arms once
+                tests.append(
+                    f"| {row['a']} vs {row['b']} against {other} vs {row['b']} | {row['judge']} "
+                    f"| {_p_cell(test.get('p_value'))} |"
+                )
+    if tests:
+        lines += [
+            "",
+            "Two-sample (Welch) t-tests between arms on per-prompt outcomes (paper §4):",
+            "",
+            "| arms | judge | p |",
+            "| --- | --- | --- |",
+            *tests,
+        ]
     return lines
+
+
+def _p_cell(p: Any) -> str:
+    if p is None or not isinstance(p, int | float) or p != p:
+        return "–"
+    return f"{p:.3g}"
 
 
 def _alignment_section(by_variant: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -108,12 +131,13 @@ def _alignment_section(by_variant: Mapping[str, Mapping[str, Any]]) -> list[str]
         "",
         "## AI labeler alignment (paper Table 2, §2.4)",
         "",
-        "| prompt variant | alignment (both orders) | single order | % same position preferred |",
+        "| prompt variant | alignment (both orders) [95% bootstrap CI] | single order "
+        "| % same position preferred |",
         "| --- | --- | --- | --- |",
     ]
     for name, row in sorted(by_variant.items()):
         lines.append(
-            f"| {name} | {_pct(row.get('labeler_alignment'))} | "
+            f"| {name} | {_interval_cell(row, 'labeler_alignment')} | "
             f"{_pct(row.get('labeler_alignment_single_order'))} | "
             f"{_pct(row.get('position_bias_same_position_rate'))} |"
         )
@@ -125,12 +149,22 @@ def _reward_model_section(metrics: Mapping[str, Any]) -> list[str]:
         "",
         "## Reward-model pairwise accuracy on held-out human preferences (paper Table 5)",
         "",
-        "| reward model | pairwise accuracy |",
+        "| reward model | pairwise accuracy [95% bootstrap CI] |",
         "| --- | --- |",
-        f"| human feedback (RLHF) | {_pct(metrics.get('rm_pairwise_accuracy_human'))} |",
-        f"| AI feedback (RLAIF) | {_pct(metrics.get('rm_pairwise_accuracy_ai'))} |",
+        f"| human feedback (RLHF) | {_interval_cell(metrics, 'rm_pairwise_accuracy_human')} |",
+        f"| AI feedback (RLAIF) | {_interval_cell(metrics, 'rm_pairwise_accuracy_ai')} |",
         "",
     ]
+
+
+def _interval_cell(metrics: Mapping[str, Any], key: str) -> str:
+    """'71.2% [68.0%, 74.1%]' from KEY and KEY_ci_low / KEY_ci_high (the point alone if
+    the interval is missing, e.g. an older stage's metrics)."""
+    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    point = _pct(metrics.get(key))
+    if not isinstance(low, int | float) or not isinstance(high, int | float) or low != low:
+        return point
+    return f"{point} [{_pct(low)}, {_pct(high)}]"
 
 
 def _harmless_section(harmless: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -36,7 +36,15 @@ from rlaif_jax.evaluation.length_control import length_controlled_win_rate
 from rlaif_jax.labeling import render
 from rlaif_jax.labeling.labeler import Labeler, LabelerSettings
 from rlaif_jax.labeling.scoring import labeler_from_checkpoint
-from rlaif_jax.rates import mean_rate, per_prompt_mean, win_outcomes
+from rlaif_jax.rates import (
+    binomial_test,
+    mean_rate,
+    per_prompt_mean,
+    rank_win_rates,
+    ranks_without_ties,
+    two_sample_t_test,
+    win_outcomes,
+)
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
 from rlaif_jax.sharding.rules import Rules
@@ -146,22 +154,57 @@ def judge_pairs(judge_fn, judge_name, judged, responses, comparisons, num_prompt
     'length_controlled' is fitted per comparison, as Stiennon et al. and the paper do:
     one row per judged pair (sample j of a vs sample j of b: its own outcome and its own
     length ratio), so its `n` is the N·k comparisons; averaging a prompt's samples first
-    would blur the length ratio each judgement actually saw.
+    would blur the length ratio each judgement actually saw. 'binomial': the exact test
+    of the head-to-head against 50% (ties dropped). 'vs_arms': for rows sharing the
+    baseline b, Welch's two-sample t-test of this arm's per-prompt outcomes against each
+    other arm's (the paper's test of e.g. RLAIF vs SFT against RLHF vs SFT).
     """
-    rows = []
+    rows, per_prompt = [], {}
     for a, b in comparisons:
         outcome = win_outcomes(judge_fn(judged, responses[a], responses[b]))  # [N·k]
+        per_prompt[(a, b)] = per_prompt_mean(outcome, num_prompts)
         rows.append(
             {
                 "a": a,
                 "b": b,
                 "judge": judge_name,
-                "rate": mean_rate(per_prompt_mean(outcome, num_prompts)).to_dict(),
+                "rate": mean_rate(per_prompt[(a, b)]).to_dict(),
                 "length_controlled": length_controlled_win_rate(
                     [len(t) for t in responses[a]], [len(t) for t in responses[b]], outcome
                 ).to_dict(),
+                "binomial": binomial_test(outcome).to_dict(),
             }
         )
+    for row in rows:
+        others = [(a, b) for a, b in per_prompt if b == row["b"] and a != row["a"]]
+        row["vs_arms"] = {
+            a: two_sample_t_test(per_prompt[(row["a"], row["b"])], per_prompt[(a, b)]).to_dict()
+            for a, b in others
+        }
+    return rows
+
+
+def rank_rows(judge_name, responses, scores, seed: int = 0) -> list[dict]:
+    """Rank-based win rates (paper §4: raters rank every policy's response to one context,
+    without ties, ties broken at random): scores {policy: [N·k]} -> ranks per judged
+    context -> one row per policy pair with its rate over the N·k rankings
+    (`rates.rank_win_rates`; n counts rankings, not prompts)."""
+    names = list(responses)
+    if len(names) < 2:
+        return []
+    matrix = np.stack([np.asarray(scores[n], np.float64) for n in names], axis=1)
+    ranked = rank_win_rates(ranks_without_ties(matrix, seed), names)
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            rows.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "judge": f"{judge_name}, ranking",
+                    "rate": ranked[f"{a}_vs_{b}"].to_dict(),
+                }
+            )
     return rows
 
 
@@ -360,13 +403,17 @@ def human_judge_rows(
     human_judge: PairJudge, judged, responses, comparisons, num_prompts, policies_table
 ) -> list[dict]:
     """Win-rate rows of the "human" judge; a judge with `score` also adds
-    `mean_<score_name>_score` to each policy's row of `policies_table` (in place)."""
-    if hasattr(human_judge, "score"):
-        for name, texts in responses.items():
-            key = f"mean_{getattr(human_judge, 'score_name', 'human')}_score"
-            policies_table[name][key] = float(np.mean(human_judge.score(judged, texts)))
+    `mean_<score_name>_score` to each policy's row of `policies_table` (in place) and the
+    rank-based win rates of all policies ranked on each context (`rank_rows`)."""
     name = getattr(human_judge, "name", "human")
-    return judge_pairs(human_judge.prefers, name, judged, responses, comparisons, num_prompts)
+    rows = judge_pairs(human_judge.prefers, name, judged, responses, comparisons, num_prompts)
+    if hasattr(human_judge, "score"):
+        scores = {policy: human_judge.score(judged, texts) for policy, texts in responses.items()}
+        for policy, values in scores.items():
+            key = f"mean_{getattr(human_judge, 'score_name', 'human')}_score"
+            policies_table[policy][key] = float(np.mean(values))
+        rows += rank_rows(name, responses, scores)
+    return rows
 
 
 def ai_judge_rows(
@@ -388,12 +435,17 @@ def _upstream_metrics(workdir, label_metrics, rm_dirs, rm_accuracy_key) -> dict[
         key: label_metrics.get(key, float("nan"))
         for key in (
             "labeler_alignment",
+            "labeler_alignment_ci_low",
+            "labeler_alignment_ci_high",
             "labeler_alignment_single_order",
             "position_bias_same_position_rate",
         )
     }
     for kind, stage_dir in rm_dirs:
-        metrics[f"rm_pairwise_accuracy_{kind}"] = _stage_metric(workdir, stage_dir, rm_accuracy_key)
+        key = f"rm_pairwise_accuracy_{kind}"
+        metrics[key] = _stage_metric(workdir, stage_dir, rm_accuracy_key)
+        for end in ("ci_low", "ci_high"):
+            metrics[f"{key}_{end}"] = _stage_metric(workdir, stage_dir, f"{rm_accuracy_key}_{end}")
     return metrics
 
 

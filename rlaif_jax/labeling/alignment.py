@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlaif_jax.rates import Rate, mean_rate
+from rlaif_jax.rates import Rate, bootstrap_rate, mean_rate
 
 
-def labeler_alignment(p_ai, human_label) -> Rate:
-    """Share of pairs where argmax of the AI distribution matches the human label.
+def agreement(p_ai, human_label) -> np.ndarray:
+    """[N] per-pair agreement of the AI distribution's argmax with the human label: 1 / 0,
+    and 0.5 where either side is a tie.
 
     p_ai: [N] AI P(response1 ≻ response2); human_label: [N] 1.0 if response1 was
     human-preferred, 0.0 if response2, 0.5 for a tie (a rated pair with no preference).
@@ -18,8 +19,18 @@ def labeler_alignment(p_ai, human_label) -> Rate:
     p_ai = np.asarray(p_ai, dtype=np.float64)
     human = np.asarray(human_label, dtype=np.float64)
     agree = ((p_ai > 0.5) == (human > 0.5)).astype(np.float64)
-    agree = np.where((p_ai == 0.5) | (human == 0.5), 0.5, agree)
-    return mean_rate(agree)
+    return np.where((p_ai == 0.5) | (human == 0.5), 0.5, agree)
+
+
+def labeler_alignment(p_ai, human_label) -> Rate:
+    """Share of pairs where argmax of the AI distribution matches the human label
+    (`agreement`), with its t interval."""
+    return mean_rate(agreement(p_ai, human_label))
+
+
+def labeler_alignment_bootstrap(p_ai, human_label, seed: int = 0) -> Rate:
+    """The same share with a percentile-bootstrap interval (`rates.bootstrap_rate`)."""
+    return bootstrap_rate(agreement(p_ai, human_label), seed=seed)
 
 
 def same_position_rate(p_order1, p_order2, inverted: bool = False) -> tuple[Rate, float]:

@@ -181,6 +181,9 @@ def labeling_metrics(recs: Sequence[Mapping[str, Any]], inverted: bool = False) 
     p1 = np.array([r["p_order1"] for r in rows])
     p2 = np.array([r["p_order2"] for r in rows])
     out["labeler_alignment"] = align.labeler_alignment(p, human).value
+    interval = align.labeler_alignment_bootstrap(p, human)
+    out["labeler_alignment_ci_low"] = interval.ci_low  # 95% percentile bootstrap
+    out["labeler_alignment_ci_high"] = interval.ci_high
     out["labeler_alignment_single_order"] = align.labeler_alignment(p1, human).value
     out["labeler_alignment_swapped_order"] = align.labeler_alignment(p2, human).value
     same, favour_first = align.same_position_rate(p1, p2, inverted=inverted)
