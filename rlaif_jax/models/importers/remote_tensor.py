@@ -11,6 +11,7 @@ only the byte range its elements span (`RangeReader`: one open file, seek + read
 
 from __future__ import annotations
 
+import collections
 import math
 import threading
 from collections.abc import Sequence
@@ -21,12 +22,19 @@ from rlaif_jax import fs
 
 
 class RangeReader:
-    """One open remote file, read in byte ranges (seek + read; thread-safe)."""
+    """One open remote file, read in byte ranges (seek + read; thread-safe).
 
-    def __init__(self, path: str):
+    `read_block` keeps recently read blocks (LRU, at most `cache_bytes`): the devices of
+    one host ask for the same or overlapping bytes one after another (replicas; column
+    shards, which `RemoteTensor` reads as the whole tensor), which locally the page cache
+    serves; here each block is then fetched once per host instead of once per device."""
+
+    def __init__(self, path: str, cache_bytes: int = 1 << 30):
         self.path = path
         self._file = fs.open_file(path, "rb")
         self._lock = threading.Lock()
+        self._blocks: collections.OrderedDict[tuple[int, int], bytes] = collections.OrderedDict()
+        self._cache_bytes = cache_bytes
 
     def read(self, offset: int, length: int) -> bytes:
         with self._lock:
@@ -36,13 +44,30 @@ class RangeReader:
             raise OSError(f"{self.path}: short read ({len(data)} of {length} bytes at {offset})")
         return data
 
+    def read_block(self, offset: int, length: int) -> bytes:
+        """`read`, remembered: a later call for the same block is served from memory."""
+        key = (offset, length)
+        with self._lock:
+            if key in self._blocks:
+                self._blocks.move_to_end(key)
+                return self._blocks[key]
+        data = self.read(offset, length)
+        if length <= self._cache_bytes:
+            with self._lock:
+                self._blocks[key] = data
+                while sum(n for _, n in self._blocks) > self._cache_bytes:
+                    self._blocks.popitem(last=False)
+        return data
+
     def close(self) -> None:
+        self._blocks.clear()
         self._file.close()
 
 
-# A ranged read is split along its outermost axis while each part still spans at least
-# this many bytes: fewer, larger requests than one per row, far less than the whole tensor.
-_MIN_REQUEST_BYTES = 1 << 20
+# One request costs about as long as transferring this many bytes (object-store latency
+# ~10 ms at ~100 MB/s): a read is split into parts only when that saves more bytes than
+# the extra requests cost.
+_REQUEST_COST_BYTES = 1 << 20
 
 
 class RemoteTensor:
@@ -115,22 +140,34 @@ class RemoteTensor:
         itemsize = self.dtype.itemsize
         span = (last - first + 1) * itemsize
         # Split along the axis of the largest stride when the box's elements are sparse in
-        # their span (e.g. a column block) and each part would still be a large request.
+        # their span (e.g. a column block): k requests of one outer index each save the
+        # bytes between them, worth it when that beats the cost of k - 1 more requests.
         outer = max(range(len(counts)), key=lambda d: self._strides[d] * (counts[d] > 1))
-        needed = math.prod(counts) * itemsize
-        if counts[outer] > 1 and span > 4 * needed and span // counts[outer] >= _MIN_REQUEST_BYTES:
+        k = counts[outer]
+        part_span = span - (k - 1) * self._strides[outer] * itemsize
+        total = self._info.end - self._info.begin
+        if span * 2 > total:  # most of the tensor: fetch it whole, once per host
+            whole = self._reader.read_block(self._info.begin, total)
+            flat = np.frombuffer(whole, dtype=self.dtype)[first : last + 1]
+            return _strided(flat, counts, self._strides)
+        if k > 1 and span - k * part_span > (k - 1) * _REQUEST_COST_BYTES:
             parts = []
-            for k in range(counts[outer]):
+            for i in range(k):
                 sub_starts, sub_counts = list(starts), list(counts)
-                sub_starts[outer], sub_counts[outer] = starts[outer] + k, 1
+                sub_starts[outer], sub_counts[outer] = starts[outer] + i, 1
                 parts.append(self._read_box(sub_starts, sub_counts))
             return np.concatenate(parts, axis=outer)
-        data = self._reader.read(self._info.begin + first * itemsize, span)
-        flat = np.frombuffer(data, dtype=self.dtype)
-        view = np.lib.stride_tricks.as_strided(
-            flat, shape=counts, strides=[st * itemsize for st in self._strides], writeable=False
-        )
-        return np.array(view)
+        # Remembered too: the replicas of a slice on this host ask for the same bytes.
+        data = self._reader.read_block(self._info.begin + first * itemsize, span)
+        return _strided(np.frombuffer(data, dtype=self.dtype), counts, self._strides)
+
+
+def _strided(flat: np.ndarray, counts: Sequence[int], strides: Sequence[int]) -> np.ndarray:
+    """A copy of the box of `counts` elements with element `strides` from flat[0]."""
+    view = np.lib.stride_tricks.as_strided(
+        flat, shape=tuple(counts), strides=[st * flat.itemsize for st in strides], writeable=False
+    )
+    return np.array(view)
 
 
 def _row_major(shape: Sequence[int]) -> tuple[int, ...]:
