@@ -80,6 +80,7 @@ def run_stage(
     max_pairs: int | None = None,
     human_labels: Callable[[Sequence[Record]], Sequence[tuple[float, int]]] | None = None,
     output_dir: str = "policy_pairs",
+    strip_trailing_symbols: bool | None = None,
     seed: int = 0,
     mesh: Mesh | None = None,
     rules: Rules | None = None,
@@ -88,7 +89,9 @@ def run_stage(
     """Samples pairs from the policy in WORKDIR/<policy_dir> (its config, tokenizer and
     input layout from its model artifact) for the unlabeled contexts of `splits` of
     `data` (the task's `data.tasks.TaskSources`). mesh / rules: the CLI's from gin
-    (`rlaif_jax.configurables`); from Python, None = `make_mesh()` / `get_rules()`."""
+    (`rlaif_jax.configurables`); from Python, None = `make_mesh()` / `get_rules()`.
+    strip_trailing_symbols: strip repeated trailing periods and spaces from the samples as
+    evaluation does (paper App. E); None = on for summarization only."""
     if num_candidates < 2:
         raise ValueError(f"sample_pairs.num_candidates={num_candidates}: need at least 2.")
     if temperature <= 0:
@@ -102,6 +105,11 @@ def run_stage(
     mesh = mesh if mesh is not None else mesh_lib.make_mesh()
     rules = rules if rules is not None else rules_lib.get_rules()
     policy, params, layout = policy_decode.open_policy(workdir, policy_dir, mesh, rules, data.task)
+    strip = (
+        policy_decode.strips_trailing_by_default(data.task)
+        if strip_trailing_symbols is None
+        else bool(strip_trailing_symbols)
+    )
     metrics: dict[str, float] = {}
     for k, split in enumerate(splits):
         prompts = [
@@ -123,6 +131,7 @@ def run_stage(
             batch_size=batch_size,
             seed=seed + k,
             num_samples=num_candidates,
+            strip_trailing=strip,
         )
         pairs, dropped = distinct_pairs(prompts, candidates, num_candidates)
         if not pairs:

@@ -37,6 +37,13 @@ def postprocess(text: str) -> str:
     return text.strip()
 
 
+def strips_trailing_by_default(task: str | None) -> bool:
+    """Whether responses of `task` get `postprocess` unless told otherwise: on for
+    summarization (paper App. E strips the trailing symbols RL summaries pad with before
+    human evaluation), off for dialogue, whose responses the paper shows as written."""
+    return task == "summarize"
+
+
 def decode_policy(
     config: ModelConfig,
     params: Any,
@@ -50,11 +57,12 @@ def decode_policy(
     batch_size: int,
     seed: int = 0,
     num_samples: int = 1,
+    strip_trailing: bool = False,
 ) -> list[str]:
     """Responses [N · num_samples] for `prompts` (records with 'context') laid out as the
     policy's `layout` says (up to layout.max_response new tokens; every stop id of `vocab`
     ends a response), decoded in fixed-size batches; prompt-major (response
-    i·num_samples + j is sample j of prompt i)."""
+    i·num_samples + j is sample j of prompt i). strip_trailing: apply `postprocess`."""
     stops = stop_ids(vocab)
     sampler = sample_lib.make_sampler(
         config,
@@ -86,7 +94,8 @@ def decode_policy(
         lens = np.asarray(jax.device_get(res.lengths))
         for row in range(real * num_samples):
             ids = [int(t) for t in toks[row, : lens[row]] if int(t) not in stops]
-            out.append(postprocess(vocab.decode(ids)))
+            text = vocab.decode(ids)
+            out.append(postprocess(text) if strip_trailing else text)
         done = min(i + batch_size, len(prompts))
         rate = done / max(time.time() - t0, 1e-9)
         logger.info(

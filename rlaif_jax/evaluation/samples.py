@@ -24,14 +24,21 @@ def samples_path(workdir: str, policy: str) -> str:
 
 
 def load_samples(
-    path: str, ids: Sequence[str], samples_per_prompt: int = 1, temperature: float = 0.0
+    path: str,
+    ids: Sequence[str],
+    samples_per_prompt: int = 1,
+    temperature: float = 0.0,
+    strip_trailing: bool = True,
 ) -> list[str] | None:
     """Responses [len(ids) · samples_per_prompt], prompt-major, if `path` holds exactly
-    those (id, sample) rows decoded at `temperature`; else None (decode again)."""
+    those (id, sample) rows decoded at `temperature` with the same trailing-symbol
+    stripping (rows written before that was recorded were stripped); else None."""
     if not fs.isfile(path):
         return None
     rows = [json.loads(line) for line in fs.read_text(path).split("\n") if line.strip()]
     if any(r.get("temperature") != temperature for r in rows):
+        return None
+    if any(r.get("strip_trailing", True) != strip_trailing for r in rows):
         return None
     by_key = {(r["id"], r.get("sample", 0)): r["response"] for r in rows}
     keys = [(i, j) for i in ids for j in range(samples_per_prompt)]
@@ -41,7 +48,11 @@ def load_samples(
 
 
 def write_samples(
-    path: str, prompts: Sequence[dict], responses: Sequence[str], temperature: float = 0.0
+    path: str,
+    prompts: Sequence[dict],
+    responses: Sequence[str],
+    temperature: float = 0.0,
+    strip_trailing: bool = True,
 ) -> None:
     """Writes `responses` [len(prompts) · k] (prompt-major, k samples per prompt)."""
     if jax.process_index() != 0:
@@ -53,6 +64,7 @@ def write_samples(
                 "id": prompts[n // k]["id"],
                 "sample": n % k,
                 "temperature": temperature,
+                "strip_trailing": strip_trailing,
                 "context": prompts[n // k]["context"],
                 "response": r,
             }

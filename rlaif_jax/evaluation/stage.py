@@ -120,10 +120,11 @@ def decode_all(workdir, policies, prompts, mesh, rules, task, layout_fields, dec
     """{policy name: responses [N · k]} decoded from each policy artifact (or reused)."""
     ids = [p["id"] for p in prompts]
     k, temperature = decoding["samples_per_prompt"], decoding["temperature"]
+    strip = decoding["strip_trailing_symbols"]
     responses: dict[str, list[str]] = {}
     for name, stage_dir in policies:
         path = samples.samples_path(workdir, name)
-        cached = samples.load_samples(path, ids, k, temperature)
+        cached = samples.load_samples(path, ids, k, temperature, strip)
         if cached is not None:
             responses[name] = cached
             continue
@@ -140,9 +141,10 @@ def decode_all(workdir, policies, prompts, mesh, rules, task, layout_fields, dec
             rules,
             temperature=temperature,
             batch_size=decoding["batch_size"],
+            strip_trailing=strip,
             num_samples=k,
         )
-        samples.write_samples(path, prompts, responses[name], temperature)
+        samples.write_samples(path, prompts, responses[name], temperature, strip)
         del params
     return responses
 
@@ -278,6 +280,7 @@ def run_stage(
     prompt_suffix: str | None = None,
     temperature: float = 0.0,
     samples_per_prompt: int = 1,
+    strip_trailing_symbols: bool | None = None,
     batch_size: int = 64,
     num_prompts: int | None = None,
     human_judge: PairJudge | None = None,
@@ -299,7 +302,9 @@ def run_stage(
     greedy, one response) with its artifact's layout (max_context / max_response /
     prompt_suffix may only restate it); sample j of A is judged against sample j of B, and
     a win rate is the mean over prompts of each prompt's mean outcome, so its interval
-    counts prompts, not samples. ai_judge_comparisons: None = every comparison.
+    counts prompts, not samples. strip_trailing_symbols: strip repeated trailing periods
+    and spaces before judging (paper App. E); None = on for summarization only.
+    ai_judge_comparisons: None = every comparison.
     harmless_rate: None = on for the harmless task; reference_policy sets its length
     reference. mesh / rules / data: the objects the CLI builds from gin
     (`rlaif_jax.configurables`); from Python, None = `make_mesh()` / `get_rules()`; data
@@ -312,10 +317,19 @@ def run_stage(
     prompts = list(data.source("prompts", "test"))[: num_prompts or None]
     mesh = mesh if mesh is not None else mesh_lib.make_mesh()
     rules = rules if rules is not None else rules_lib.get_rules()
+    decoding = dict(
+        temperature=temperature,
+        samples_per_prompt=samples_per_prompt,
+        strip_trailing_symbols=(
+            policy_decode.strips_trailing_by_default(data.task)
+            if strip_trailing_symbols is None
+            else bool(strip_trailing_symbols)
+        ),
+    )
     responses = decode_all(
         workdir, policies, prompts, mesh, rules, data.task,
         dict(max_context=max_context, max_response=max_response, prompt_suffix=prompt_suffix),
-        dict(temperature=temperature, samples_per_prompt=samples_per_prompt, batch_size=batch_size),
+        dict(decoding, batch_size=batch_size),
     )  # fmt: skip
     ai_comparisons = list(comparisons if ai_judge_comparisons is None else ai_judge_comparisons)
     harmless_on = data.task == "harmless" if harmless_rate is None else harmless_rate
@@ -336,7 +350,7 @@ def run_stage(
     metrics.update(
         task=data.task,
         num_eval_prompts=len(prompts),
-        eval_decoding={"temperature": temperature, "samples_per_prompt": samples_per_prompt},
+        eval_decoding=decoding,
         win_rates=rows,
         harmless_rates=harmless_table,
         policies=policies_table,
