@@ -11,8 +11,10 @@ DESIGN §3). It may expose an `add_arguments(parser)` attribute for stage-specif
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 
@@ -66,9 +68,17 @@ def _build_parser(stage: str, fn: Callable) -> argparse.ArgumentParser:
         "--gin_bindings", action="append", default=[], help="Gin binding (repeatable)."
     )
     parser.add_argument(
-        "--gin_search_paths", action="append", default=[], help="Extra gin search dir."
+        "--gin_search_paths",
+        action="append",
+        default=[],
+        help="Extra gin search directories: a comma-separated list (repeatable).",
     )
-    parser.add_argument("--workdir", default=None, help="Work directory for stage artifacts.")
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        help="Work directory for stage artifacts, local or gs://...; also sets the gin macro "
+        "WORKDIR.",
+    )
     parser.add_argument(
         "--scope",
         default=stage,
@@ -117,9 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             auto=args.multihost,
         )
     )
+    bindings = list(args.gin_bindings) + shorthand
     try:
+        bindings += _workdir_binding(args.workdir, bindings)
         gin_utils.parse_gin(
-            args.gin_file, list(args.gin_bindings) + shorthand, args.gin_search_paths
+            args.gin_file, bindings, gin_utils.split_search_paths(args.gin_search_paths)
         )
     except gin_utils.GinUsageError as e:
         print(f"rlaif-jax {stage}: {e}", file=sys.stderr)
@@ -133,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         kwargs["args"] = args
     import gin
 
+    if workdir:  # a run that dies before the end still leaves its config
+        gin_utils.write_operative_config(workdir, stage, started=True)
     try:
         with gin.config_scope(args.scope):
             fn(**kwargs, **configurables.stage_objects(fn))
@@ -142,6 +156,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if workdir:
         gin_utils.write_operative_config(workdir, stage)
     return 0
+
+
+_WORKDIR_BINDING = re.compile(rf"^\s*{gin_utils.CLI_WORKDIR_MACRO}\s*=\s*(.+?)\s*$")
+
+
+def _workdir_binding(workdir: str | None, bindings: Sequence[str]) -> list[str]:
+    """`--workdir D` also binds the gin macro (`WORKDIR = 'D'`), so run files that declare
+    `WORKDIR = %gin.REQUIRED` or read `%WORKDIR` see the flag. A WORKDIR binding on the
+    command line that names another directory is an error naming both."""
+    if workdir is None:
+        return []
+    macro = gin_utils.CLI_WORKDIR_MACRO
+    for b in bindings:
+        m = _WORKDIR_BINDING.match(b)
+        if not m:
+            continue
+        try:
+            value = ast.literal_eval(m.group(1))
+        except (ValueError, SyntaxError):
+            value = m.group(1)
+        if value != workdir:
+            raise gin_utils.GinUsageError(
+                f"--workdir={workdir!r} and the binding {b!r} name different work "
+                f"directories; give one (--workdir sets the gin macro {macro})."
+            )
+    return [f"{macro} = {workdir!r}"]
 
 
 def _gin_workdir() -> str | None:

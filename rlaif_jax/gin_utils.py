@@ -1,11 +1,14 @@
 """Gin at the CLI boundary, in t5x conventions.
 
 - Search paths: the repo's `gin/` (or the installed copy, package `rlaif_jax.gin`)
-  plus `--gin_search_paths`, so `include 'runs/rl.gin'` works from any directory.
+  plus `--gin_search_paths` (a comma-separated list, repeatable), so
+  `include 'runs/rl.gin'` works from any directory.
 - `--gin.NAME=VALUE` shorthand rewritten to the binding `NAME = VALUE`.
 - `NAME = %gin.REQUIRED` macros checked after parsing; a missing one is reported
   with the file that declares it.
-- The operative config is written to `WORKDIR/config.gin` (host 0).
+- The config is written to `WORKDIR/config.gin` and `config_<stage>.gin` (host 0): the
+  parsed config when a stage starts (so a crashed run leaves one), the operative config
+  when it finishes. WORKDIR may be a URI (gs://...): written through `rlaif_jax.fs`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import gin
 
-from rlaif_jax import artifacts
+from rlaif_jax import artifacts, fs
 
 CLI_WORKDIR_MACRO = "WORKDIR"
 
@@ -49,6 +52,11 @@ def default_search_paths() -> list[str]:
     package_dir = Path(__file__).resolve().parent
     candidates = [package_dir.parent / "gin", package_dir / "gin"]
     return [str(p) for p in candidates if p.is_dir()]
+
+
+def split_search_paths(values: Iterable[str]) -> list[str]:
+    """`--gin_search_paths` values (each a comma-separated list, as in t5x) -> paths."""
+    return [p.strip() for v in values for p in v.split(",") if p.strip()]
 
 
 def rewrite_gin_shorthand(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -167,19 +175,28 @@ def parse_gin(
     return ParsedGin(tuple(resolved), tuple(bindings), tuple(paths))
 
 
-def write_operative_config(workdir: str, stage: str) -> str | None:
-    """Writes gin's operative config to WORKDIR/config.gin (and a per-stage copy); host 0."""
+def write_operative_config(workdir: str, stage: str, started: bool = False) -> str | None:
+    """Writes the gin config to WORKDIR/config.gin (and a per-stage copy); host 0.
+
+    started=True (at stage start): the whole parsed config (`gin.config_str`), since no
+    configurable has run yet; otherwise (at the end) gin's operative config, which
+    replaces it. A run that dies in between leaves the parsed one."""
     import jax
 
     if jax.process_index() != 0:
         return None
-    os.makedirs(workdir, exist_ok=True)
-    text = gin.operative_config_str()
-    for name in ("config.gin", f"config_{stage}.gin"):
-        artifacts.atomic_write(
-            os.path.join(workdir, name), f"# Operative gin config of `rlaif-jax {stage}`.\n{text}"
+    if started:
+        text = gin.config_str()
+        header = (
+            f"# Gin config of `rlaif-jax {stage}` as parsed at its start (the stage has not "
+            "finished: the operative config replaces this file when it does).\n"
         )
-    return os.path.join(workdir, "config.gin")
+    else:
+        text = gin.operative_config_str()
+        header = f"# Operative gin config of `rlaif-jax {stage}`.\n"
+    for name in ("config.gin", f"config_{stage}.gin"):
+        artifacts.atomic_write(fs.join(workdir, name), header + text)
+    return fs.join(workdir, "config.gin")
 
 
 def _binding_scope(binding_scope: str, used_scope: str, bound_scopes: set[str]) -> bool:

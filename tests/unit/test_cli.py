@@ -129,3 +129,62 @@ def test_out_json_written(tmp_path):
         ]
     )
     assert json.loads((tmp_path / "out.json").read_text()) == {"value": 3, "scale": 2}
+
+
+def _gin_clear():
+    """Between two CLI calls in one test (gin is global state)."""
+    import gin
+
+    gin.clear_config()
+
+
+def test_gin_search_paths_take_a_comma_separated_list(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    (first / "top.gin").write_text("include 'base_x.gin'\ncli_test_stage.scale = 3\n")
+    (second / "base_x.gin").write_text("cli_test_stage.value = 'from second'\n")
+    args = ["cli_test", "--gin_file", "top.gin", "--workdir", str(tmp_path / "w")]
+    assert cli.main([*args, f"--gin_search_paths={first},{second}"]) == 0
+    assert cli_test_stage.CALLS[-1]["value"] == "from second"
+    assert cli_test_stage.CALLS[-1]["scale"] == 3
+    # One path per flag (repeated) still works, as before.
+    _gin_clear()
+    assert cli.main([*args, f"--gin_search_paths={first}", f"--gin_search_paths={second}"]) == 0
+    assert gin_utils.split_search_paths([f"{first}, {second}", ""]) == [str(first), str(second)]
+
+
+def test_config_is_written_at_start_so_a_crashed_run_leaves_one(tmp_path):
+    workdir = tmp_path / "w"
+    args = ["cli_test", "--gin_file", "test/cli_include.gin", "--gin.CLI_TEST_VALUE=4"]
+    with pytest.raises(RuntimeError, match="cli_test_stage failed"):
+        cli.main([*args, "--gin.cli_test_stage.fail=True", "--workdir", str(workdir)])
+    started = (workdir / "config_cli_test.gin").read_text()
+    assert "as parsed at its start" in started and "cli_test_stage.fail = True" in started
+    assert (workdir / "config.gin").read_text() == started
+    _gin_clear()
+    assert cli.main([*args, "--workdir", str(workdir)]) == 0
+    assert (workdir / "config.gin").read_text().startswith("# Operative gin config")
+
+
+def test_workdir_flag_sets_the_workdir_macro(tmp_path, capsys):
+    run_file = tmp_path / "run.gin"
+    run_file.write_text(
+        "# REQUIRED macros: WORKDIR\nWORKDIR = %gin.REQUIRED\ncli_test_stage.value = %WORKDIR\n"
+    )
+    workdir = str(tmp_path / "w")
+    assert cli.main(["cli_test", "--gin_file", str(run_file), "--workdir", workdir]) == 0
+    assert cli_test_stage.CALLS[-1] == {"workdir": workdir, "value": workdir, "scale": 1}
+    _gin_clear()
+    # t5x style, the macro alone, still works; without either the macro is reported.
+    assert cli.main(["cli_test", "--gin_file", str(run_file), f"--gin.WORKDIR='{workdir}'"]) == 0
+    assert cli_test_stage.CALLS[-1]["workdir"] == workdir
+    _gin_clear()
+    assert cli.main(["cli_test", "--gin_file", str(run_file)]) == 2
+    assert "Gin macro WORKDIR is required" in capsys.readouterr().err
+    _gin_clear()
+    rc = cli.main(
+        ["cli_test", "--gin_file", str(run_file), "--workdir", workdir, "--gin.WORKDIR='/else'"]
+    )
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert workdir in err and "/else" in err and "different work directories" in err
