@@ -6,7 +6,7 @@ remote driver it uses is GCS. So a test gets a real `gs://bucket/...` namespace 
 memory, seen the same way by both halves of the stack:
 
 - epath (our `rlaif_jax.fs`, orbax's metadata and commit files): EPATH_USE_TF=false makes
-  epath take its fsspec backend, and fsspec's 'gs'/'gcs' protocol is registered to
+  epath take its fsspec backend (its cached answer is cleared around the test), and fsspec's 'gs'/'gcs' protocol is registered to
   `GsMemoryFileSystem`, an fsspec MemoryFileSystem with its own store;
 - tensorstore (orbax's array data, OCDBT manifests): TENSORSTORE_GCS_HTTP_URL points its
   GCS driver at `_Handler`, a small HTTP server speaking the subset of the GCS JSON API
@@ -200,7 +200,7 @@ def fake_gcs(monkeypatch):
     """gs:// in memory for epath (fsspec backend) and tensorstore (HTTP); yields the store."""
     import importlib
 
-    from etils.epath import backend
+    from etils.epath import backend, gpath
     from orbax.checkpoint._src.path import gcs_utils
 
     server = _server()
@@ -213,9 +213,14 @@ def fake_gcs(monkeypatch):
         monkeypatch.setitem(registry, protocol, GsMemoryFileSystem)
     # orbax's bucket probe (google-cloud-storage, not installed): a flat namespace.
     monkeypatch.setattr(gcs_utils, "is_hierarchical_namespace_enabled", lambda path: False)
+    # epath caches its "use TensorFlow?" answer on first use of any path: ask again now
+    # (and after the test, so later tests get tf.io.gfile back).
+    gpath._is_tf_installed.cache_clear()
     backend.fsspec_backend._get_filesystem.cache_clear()
     GsMemoryFileSystem.clear_instance_cache()
     _reset()
     yield GsMemoryFileSystem.store
     _reset()
+    monkeypatch.undo()
+    gpath._is_tf_installed.cache_clear()
     backend.fsspec_backend._get_filesystem.cache_clear()

@@ -1,6 +1,6 @@
 """A `jax.profiler` trace of chosen steps of a training run.
 
-`LoopSettings.profile_steps = (first, last)` (gin: `TrainSettings.profile_steps`,
+`LoopSettings.profile_steps = (first, last)` (bound as `TrainSettings.profile_steps`,
 `RLSettings.profile_steps`) traces steps first..last into WORKDIR/logs/<stage>/profile in
 TensorBoard's profile-plugin layout (plugins/profile/<run>/<host>.xplane.pb), which
 TensorBoard's Profile tab and XProf read. The directory may be a gs:// URI (the profiler

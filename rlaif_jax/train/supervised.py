@@ -51,7 +51,7 @@ class TrainSettings:
     wandb_project: str | None = None
 
     def __post_init__(self):
-        # gin hands a tuple binding over as a tuple, a list binding as a list.
+        # A config file may bind a list where a tuple is meant: (5, 8) == [5, 8] here.
         if isinstance(self.profile_steps, list):
             object.__setattr__(self, "profile_steps", tuple(self.profile_steps))
         check_profile_steps(self.profile_steps, "TrainSettings.profile_steps")

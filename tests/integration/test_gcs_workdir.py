@@ -30,6 +30,11 @@ ARGS = [
     "--gin.sft/TrainSettings.save_every=1",
     "--gin.sft/TrainSettings.keep=2",
     "--gin.sft/TrainSettings.tensorboard=False",
+    # Plain data parallelism: the file system is under test here, not the layout.
+    "--gin.get_rules.name='dp'",
+    "--gin.make_mesh.data=8",
+    "--gin.make_mesh.fsdp=1",
+    "--gin.make_mesh.tensor=1",
 ]
 
 
