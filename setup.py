@@ -72,7 +72,10 @@ setup(
         ],
         # Reference implementations for importer tests (PyTorch CPU build).
         "hf": ["torch>=2.3", "transformers>=4.45"],
-        "tpu": ["jax[tpu]"],
+        # Work directories on Cloud Storage: orbax asks google-cloud-storage for a bucket's
+        # layout before listing or deleting checkpoints (TPU VMs run from gs:// work dirs).
+        "gcs": ["google-cloud-storage>=2.14"],
+        "tpu": ["jax[tpu]", "google-cloud-storage>=2.14"],
         "cuda": ["jax[cuda12]"],
         "colab": ["ipykernel>=6.29", "matplotlib>=3.8"],
     },
