@@ -35,7 +35,11 @@ def test_tiny_toy_pipeline_end_to_end_then_rerun_skips(tmp_path):
         assert key in metrics, key
     assert metrics["num_eval_prompts"] == 16
     # Policies are judged as RL samples them: 4 samples per prompt at the rollout temperature.
-    assert metrics["eval_decoding"] == {"temperature": 0.9, "samples_per_prompt": 4}
+    assert metrics["eval_decoding"] == {
+        "temperature": 0.9,
+        "samples_per_prompt": 4,
+        "strip_trailing_symbols": True,  # summarization (paper App. E)
+    }
     rows = (tmp_path / "eval" / "samples_rlaif.jsonl").read_text().splitlines()
     assert len(rows) == 16 * 4
     assert all(r["rate"]["n"] == 16 for r in metrics["win_rates"])
