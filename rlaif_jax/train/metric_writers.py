@@ -148,6 +148,7 @@ def dashboard_writer(
     seem to log where it does not."""
     writers: list[metric_writers.MetricWriter] = []
     if tensorboard_dir:
+        _keep_tensorflow_off_accelerators()
         writers.append(metric_writers.SummaryWriter(tensorboard_dir))
     if wandb_project:
         if not wandb_available():
@@ -158,6 +159,19 @@ def dashboard_writer(
             )
         writers.append(WandbWriter(wandb_project, name=run_name))
     return metric_writers.MultiWriter(writers)
+
+
+def _keep_tensorflow_off_accelerators() -> None:
+    """The TensorBoard writer starts TensorFlow's runtime, which would otherwise claim
+    the GPU/TPU memory JAX trains in (the CLI does this already; Colab and Python callers
+    may not). Too late once TF has initialised its devices: then nothing to do."""
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+        tf.config.set_visible_devices([], "TPU")
+    except (RuntimeError, ValueError):
+        pass
 
 
 def finite(scalars: Mapping[str, Any]) -> dict[str, float]:
