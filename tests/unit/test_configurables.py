@@ -155,8 +155,3 @@ def test_entry_takes_only_the_objects_it_declares():
         del workdir, mesh, settings
 
     assert set(configurables.stage_objects(entry)) == {"mesh"}
-
-
-def test_stage_without_data_says_where_to_get_it():
-    with pytest.raises(ValueError, match="sft reads the task's data.*task_sources"):
-        tasks.need_data(None, "sft")

@@ -39,6 +39,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 import pathlib
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 
 import pytest
@@ -465,3 +467,21 @@ def test_allowed_stage_arrows_pass():
     graph = _with({"rlaif_jax.rl.rewards": {"rlaif_jax.labeling.direct"}})
     graph["rlaif_jax.labeling.direct"] = set()
     assert check(graph, ENTRIES) == []
+
+
+def test_the_real_path_never_imports_the_toy_package():
+    """DESIGN §2: every stage, the pipeline and the CLI import without `rlaif_jax.toy`
+    (the toy world comes in only through its gin files), and the toy presets with it."""
+    code = (
+        "import sys\n"
+        "import rlaif_jax.cli, rlaif_jax.pipeline, rlaif_jax.sft, rlaif_jax.reward\n"
+        "import rlaif_jax.labeling.stage, rlaif_jax.labeling.scoring, rlaif_jax.pair_sampling\n"
+        "import rlaif_jax.rl.stage, rlaif_jax.rl.roles, rlaif_jax.rl.runner\n"
+        "import rlaif_jax.evaluation.stage, rlaif_jax.data.tasks, rlaif_jax.bench\n"
+        "from rlaif_jax.models.config import PRESETS\n"
+        "print(sorted(m for m in sys.modules if m.startswith('rlaif_jax.toy')))\n"
+        "print(sorted(p for p in PRESETS if p.startswith('toy_')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["[]", "[]"], out.stdout

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from rlaif_jax import rates
 
@@ -80,3 +81,27 @@ def test_rank_win_rates():
     assert out["rlaif_vs_sft"].n == 4
     with pytest.raises(ValueError, match="permutation"):
         rates.rank_win_rates([[1, 1, 2]], ["a", "b", "c"])
+
+
+def test_mean_rate_matches_scipy_t_interval():
+    rng = np.random.default_rng(0)
+    x = (rng.random(300) < 0.67).astype(float)
+    r = rates.mean_rate(x)
+    lo, hi = stats.t.interval(0.95, df=len(x) - 1, loc=x.mean(), scale=stats.sem(x))
+    assert r.value == pytest.approx(x.mean())
+    assert r.ci_low == pytest.approx(lo) and r.ci_high == pytest.approx(hi)
+    assert r.n == 300
+    assert r.p_value_vs_half == pytest.approx(stats.ttest_1samp(x, 0.5).pvalue)
+
+
+def test_win_outcomes_ties_count_half():
+    np.testing.assert_array_equal(rates.win_outcomes([0.9, 0.1, 0.5]), [1.0, 0.0, 0.5])
+
+
+def test_per_prompt_mean_groups_each_prompts_samples():
+    outcomes = [1.0, 0.0, 0.5, 1.0, 1.0, 1.0, 0.0, 0.0, 0.5]  # 3 prompts x 3 samples
+    np.testing.assert_allclose(rates.per_prompt_mean(outcomes, 3), [0.5, 1.0, 1 / 6])
+    r = rates.mean_rate(rates.per_prompt_mean(outcomes, 3))
+    assert r.n == 3  # the interval counts prompts, not samples
+    with pytest.raises(ValueError, match="do not split into 2 prompts"):
+        rates.per_prompt_mean(outcomes, 2)

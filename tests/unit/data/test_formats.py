@@ -1,20 +1,22 @@
-"""Readers of the real formats over small fixture files that follow them exactly."""
+"""data/formats.py: readers of the real formats over small fixture files that follow them
+exactly, and of policy-sampled pair files."""
 
 import gzip
 import json
-import os
 
 import pytest
 
-from rlaif_jax.data import formats, records, splits
-
-FIX = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures")
-TLDR = os.path.join(FIX, "tldr_train.jsonl")
-TLDR_BAD = os.path.join(FIX, "tldr_bad.jsonl")
-COMP = os.path.join(FIX, "comparisons.jsonl")
-HELPFUL = os.path.join(FIX, "hh_helpful_base_train.jsonl.gz")
-HARMLESS = os.path.join(FIX, "hh_harmless_base_train.jsonl.gz")
-HH_BAD = os.path.join(FIX, "hh_bad.jsonl.gz")
+from rlaif_jax.data import formats, records
+from rlaif_jax.labeling.labeler import human_label
+from tests.unit.data._helpers import (
+    COMP,
+    HARMLESS,
+    HELPFUL,
+    HH_BAD,
+    TLDR,
+    TLDR_BAD,
+    _write,
+)
 
 
 def _raw(path):
@@ -134,50 +136,6 @@ def test_hh_bad_records():
     assert stats.skipped == 2 and "line 3, field 'rejected': missing" in stats.errors[1]
 
 
-def test_randomize_order_flips_labels_deterministically():
-    pairs = list(formats.read_comparisons(COMP)) + list(formats.read_hh(HELPFUL, "helpful"))
-    a = list(splits.randomize_order(pairs, seed=3))
-    assert a == list(splits.randomize_order(pairs, seed=3))
-    assert a[::-1] == list(splits.randomize_order(pairs[::-1], seed=3))  # order-independent
-    swapped = 0
-    for orig, new in zip(pairs, a):
-        if new["response1"] == orig["response1"]:
-            assert new == orig
-        else:
-            swapped += 1
-            assert (new["response1"], new["response2"]) == (orig["response2"], orig["response1"])
-            assert new["label"] == 1.0 - orig["label"]
-        # the preferred text is the same whichever order it is shown in
-        pref = new["response1"] if new["label"] == 1.0 else new["response2"]
-        assert pref == (orig["response1"] if orig["label"] == 1.0 else orig["response2"])
-    assert 0 < swapped < len(pairs)
-    assert a != list(splits.randomize_order(pairs, seed=4))
-
-
-def test_alignment_subset():
-    many = [
-        {"id": f"p{i}", "confidence": 1 + i % 9, "label": 1.0, "context": "", "response1": ""}
-        for i in range(9000)
-    ]
-    summ = list(splits.alignment_subset(many, "summarize", seed=0))
-    assert {r["confidence"] for r in summ} == {1, 2, 8, 9}
-    assert abs(len(summ) - 0.15 * 4000) < 80  # 15% of the 4000 high-confidence pairs
-    assert summ == list(splits.alignment_subset(many, "summarize", seed=0))
-    assert summ != list(splits.alignment_subset(many, "summarize", seed=1))
-    helpful = list(splits.alignment_subset(many, "helpful", seed=0))
-    assert abs(len(helpful) - 900) < 90 and {r["confidence"] for r in helpful} == set(range(1, 10))
-    with pytest.raises(ValueError, match="Unknown task"):
-        list(splits.alignment_subset(many, "chess", seed=0))
-
-
-def test_hh_eval_split_partitions():
-    pairs = [{"id": f"h{i}"} for i in range(3000)]
-    val = list(splits.hh_eval_split(pairs, "validation", 0))
-    test = list(splits.hh_eval_split(pairs, "test", 0))
-    assert len(val) + len(test) == 3000 and not {r["id"] for r in val} & {r["id"] for r in test}
-    assert abs(len(val) - 2000) < 100
-
-
 def test_ai_preferences_manifest(tmp_path):
     rec = {
         "id": "x",
@@ -210,25 +168,17 @@ def test_missing_file_is_clear():
         list(formats.read_tldr("/nonexistent/nope.jsonl"))
 
 
-def test_swap_pair_maps_ai_orders_crosswise_and_mirrors_confidence():
-    from rlaif_jax.data import splits
-
-    rec = {
-        "id": "x",
-        "context": "c",
-        "response1": "a",
-        "response2": "b",
-        "label": 0.7,
-        "confidence": 2,
-        "p_order1": 0.9,
-        "p_order2": 0.5,
-        "human_label": 1.0,
-        "rationale": "",
-    }
-    out = splits.swap_pair(rec)
-    assert (out["response1"], out["response2"]) == ("b", "a")
-    assert out["label"] == pytest.approx(0.3) and out["human_label"] == 0.0
-    # New response1 ("b") was shown first in the old swapped order: P(b ≻ a) = 1 - 0.5.
-    assert out["p_order1"] == pytest.approx(0.5) and out["p_order2"] == pytest.approx(0.1)
-    assert out["confidence"] == 8
-    assert splits.swap_pair(out) == rec
+def test_read_policy_pairs_rated_unrated_and_bad_fields(tmp_path):
+    base = {"id": "a", "context": "ctx", "response1": "r1", "response2": "r2"}
+    rated = _write(tmp_path / "rated.jsonl", [{**base, "label": 1, "confidence": 2}])
+    assert list(formats.read_policy_pairs(rated)) == [{**base, "label": 1.0, "confidence": 2}]
+    unrated = _write(tmp_path / "unrated.jsonl", [base])
+    (rec,) = formats.read_policy_pairs(unrated)
+    assert rec == {**base, "label": -1.0, "confidence": 0}
+    assert human_label(rec) == -1.0  # no human label: left out of alignment metrics
+    bad = _write(tmp_path / "bad.jsonl", [base, {**base, "label": 2.0, "confidence": 1}])
+    with pytest.raises(formats.RecordError, match=r"bad.jsonl, line 2, field 'label'"):
+        list(formats.read_policy_pairs(bad))
+    no_text = _write(tmp_path / "no_text.jsonl", [{**base, "context": " "}])
+    with pytest.raises(formats.RecordError, match="field 'context': empty text"):
+        list(formats.read_policy_pairs(no_text))

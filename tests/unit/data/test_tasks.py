@@ -1,17 +1,14 @@
-"""Sources per role from the gin task files, seqio Tasks with per-host shards, TFDS adapter."""
-
-import os
+"""data/tasks.py: sources per role from the gin task files, seqio Tasks with per-host
+shards, the TFDS adapter, and policy-sampled pairs in the label / reward stages' view of
+the sources (`PolicyPairs`, as gin binds it through `rlaif_jax.configurables`)."""
 
 import pytest
 
 from rlaif_jax import configurables, gin_utils
 from rlaif_jax.data import formats, records, splits, tasks
-
-FIX = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures")
-TLDR = os.path.join(FIX, "tldr_train.jsonl")
-COMP = os.path.join(FIX, "comparisons.jsonl")
-HELPFUL = os.path.join(FIX, "hh_helpful_base_train.jsonl.gz")
-HARMLESS = os.path.join(FIX, "hh_harmless_base_train.jsonl.gz")
+from rlaif_jax.toy import text as toy_text
+from rlaif_jax.toy.world import ToyWorld
+from tests.unit.data._helpers import COMP, HARMLESS, HELPFUL, TLDR, _write
 
 
 def _summarize_from_gin() -> tasks.TaskSources:
@@ -140,3 +137,82 @@ def test_tfds_adapter(tmp_path):
     r = next(r for r in recs if r["context"] == "q1")
     assert (r["response1"], r["response2"], r["label"]) == ("good 1", "bad 1", 1.0)
     assert set(r) == set(records.PAIR_FEATURES)
+
+
+def _stage_view(workdir) -> tasks.TaskSources:
+    """What the label and reward stages read: the task's data with the gin PolicyPairs."""
+    return configurables.build_policy_pairs().apply(configurables.build_data(), str(workdir))
+
+
+def _toy_sources_with_pairs(tmp_path, rows, **bindings):
+    gin_utils.parse_gin(
+        ["tasks/toy.gin"],
+        ["ToyWorldConfig.num_pairs = 40", "ToyWorldConfig.num_heldout_pairs = 10"]
+        + [f"PolicyPairs.{k} = {v!r}" for k, v in bindings.items()],
+    )
+    (tmp_path / "policy_pairs").mkdir(exist_ok=True)
+    _write(tmp_path / "policy_pairs" / "train.jsonl", rows)
+    return _stage_view(tmp_path)
+
+
+def _policy_rows(n, rated):
+    world = ToyWorld()
+    rows = []
+    for i in range(n):
+        post = world.post("pairs-train", i)
+        row = {
+            "id": f"toy-pairs-train-{i}",
+            "context": post.context,
+            "response1": toy_text.render_summary(post.key_facts),
+            "response2": toy_text.render_summary(post.facts),
+        }
+        if rated:
+            row.update(label=1.0 if i % 3 else 0.0, confidence=(1, 2, 5, 8, 9)[i % 5])
+        rows.append(row)
+    return rows
+
+
+def test_stage_view_without_policy_pairs_is_the_task_sources(tmp_path):
+    gin_utils.parse_gin(["tasks/toy.gin"], ["ToyWorldConfig.num_pairs = 40"])
+    data = _stage_view(tmp_path)
+    assert list(data.source("unlabeled", "train")) == list(
+        configurables.build_data().source("unlabeled", "train")
+    )
+
+
+def test_rated_policy_pairs_replace_unlabeled_human_prefs_and_alignment(tmp_path):
+    rows = _policy_rows(30, rated=True)
+    data = _toy_sources_with_pairs(
+        tmp_path, rows, pairs_dir="policy_pairs", alignment_fraction=0.5, max_alignment=5
+    )
+    want = list(formats.read_policy_pairs(str(tmp_path / "policy_pairs" / "train.jsonl")))
+    assert list(data.source("unlabeled", "train")) == want
+    assert list(data.source("human_prefs", "train")) == want
+    alignment = list(data.source("alignment", "train"))
+    assert alignment == list(splits.alignment_subset(want, "summarize", 0, 0.5))[:5]
+    assert alignment and all(r["confidence"] in splits.HIGH_CONFIDENCE for r in alignment)
+    # Held-out human preferences stay the task's own validation pairs.
+    assert list(data.source("human_prefs", "validation")) == list(
+        configurables.build_data().source("human_prefs", "validation")
+    )
+
+
+def test_unrated_policy_pairs_replace_only_the_unlabeled_pairs(tmp_path):
+    data = _toy_sources_with_pairs(tmp_path, _policy_rows(6, rated=False), pairs_dir="policy_pairs")
+    assert [r["confidence"] for r in data.source("unlabeled", "train")] == [0] * 6
+    original = configurables.build_data()
+    assert list(data.source("human_prefs", "train")) == list(
+        original.source("human_prefs", "train")
+    )
+    assert list(data.source("alignment", "train")) == list(original.source("alignment", "train"))
+
+
+def test_missing_policy_pairs_name_the_stage_to_run(tmp_path):
+    gin_utils.parse_gin(["tasks/toy.gin"], ["PolicyPairs.pairs_dir = 'policy_pairs'"])
+    with pytest.raises(FileNotFoundError, match="policy_pairs/train.jsonl"):
+        _stage_view(tmp_path)
+
+
+def test_stage_without_data_says_where_to_get_it():
+    with pytest.raises(ValueError, match="sft reads the task's data.*task_sources"):
+        tasks.need_data(None, "sft")

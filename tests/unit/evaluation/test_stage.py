@@ -1,14 +1,15 @@
-"""evaluation/stage.py statistics: each win-rate row carries the exact binomial test of its
+"""evaluation/stage.py: each win-rate row carries the exact binomial test of its
 head-to-head and Welch t-tests against the other arms on the same baseline; a judge with
-scores adds rank-based win rates; the report shows the p-values."""
+scores adds rank-based win rates; the length-controlled win rate is fitted per comparison."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import optimize, stats
 
 from rlaif_jax.evaluation import report, stage
+from rlaif_jax.rates import per_prompt_mean
 
 
 def _judge(p_by_pair):
@@ -57,23 +58,48 @@ def test_rank_rows_from_judge_scores():
     assert all(r["judge"] == "oracle, ranking" for r in rows)
 
 
-def test_report_shows_bootstrap_intervals_of_alignment_and_rm_accuracy():
-    metrics = {
-        "win_rates": [],
-        "policies": {},
-        "alignment_by_variant": {
-            "base": {
-                "labeler_alignment": 0.7,
-                "labeler_alignment_ci_low": 0.65,
-                "labeler_alignment_ci_high": 0.75,
-            }
-        },
-        "rm_pairwise_accuracy_ai": 0.6,
-        "rm_pairwise_accuracy_ai_ci_low": 0.55,
-        "rm_pairwise_accuracy_ai_ci_high": 0.66,
-        "rm_pairwise_accuracy_human": 0.62,  # an older RM without an interval
-    }
-    text = report.render_markdown(metrics)
-    assert "| base | 70.0% [65.0%, 75.0%] |" in text
-    assert "| AI feedback (RLAIF) | 60.0% [55.0%, 66.0%] |" in text
-    assert "| human feedback (RLHF) | 62.0% |" in text
+def _reference_lc(ratio, y):
+    def nll(w):
+        z = w[0] + w[1] * ratio
+        return np.sum(np.logaddexp(0, z) - y * z)
+
+    w = optimize.minimize(nll, np.zeros(2), method="BFGS", options={"gtol": 1e-10}).x
+    return 1 / (1 + np.exp(-(w[0] + w[1])))
+
+
+def test_judge_pairs_fits_length_control_per_comparison():
+    """k = 2 samples per prompt whose lengths differ within a prompt: the fit is on the
+    N·k per-sample rows (each judgement's own length ratio), not on per-prompt means; the
+    plain win rate keeps per-prompt means (n = prompts)."""
+    rng = np.random.default_rng(2)
+    num_prompts, k = 150, 2
+    total = num_prompts * k
+    len_b = rng.integers(40, 120, size=total)
+    # Within each prompt one sample of A is much longer than the other.
+    scale = np.where(
+        np.arange(total) % 2 == 0, rng.uniform(0.6, 1.0, total), rng.uniform(1.2, 2.2, total)
+    )
+    len_a = np.maximum((len_b * scale).astype(int), 1)
+    ratio = len_a / len_b
+    p_true = 1 / (1 + np.exp(-(-2.0 + 2.3 * ratio)))
+    wins = rng.random(total) < p_true
+    responses = {"a": ["x" * int(n) for n in len_a], "b": ["y" * int(n) for n in len_b]}
+
+    def judge_fn(judged, texts_a, texts_b):
+        assert texts_a == responses["a"] and texts_b == responses["b"]
+        return np.where(wins, 0.9, 0.1)
+
+    (row,) = stage.judge_pairs(
+        judge_fn, "ai", [{}] * num_prompts, responses, [("a", "b")], num_prompts
+    )
+    y = wins.astype(float)
+    lc = row["length_controlled"]
+    assert lc["value"] == pytest.approx(_reference_lc(ratio, y), abs=1e-5)
+    assert lc["n"] == total  # the fit's rows are comparisons
+    per_prompt = _reference_lc(
+        per_prompt_mean(len_a, num_prompts) / per_prompt_mean(len_b, num_prompts),
+        per_prompt_mean(y, num_prompts),
+    )
+    assert abs(per_prompt - lc["value"]) > 1e-3  # the old per-prompt fit reads differently
+    assert row["rate"]["value"] == pytest.approx(y.mean())
+    assert row["rate"]["n"] == num_prompts  # the plain rate's interval counts prompts

@@ -1,5 +1,7 @@
-"""Labeling prompts in instruction-tuned chat templates (Gemma- and Llama-3-style), BOS
-handling, and task-aware judge prompts through `Labeler` / `DirectScorer`.
+"""labeling/chat.py: labeling prompts in instruction-tuned chat templates (Gemma-,
+Llama-3- and ChatML-style): the plain prompt's user part and cue, the wrapped text and its
+tokens, modes and errors, and the chat layout through `Labeler`, the harmless judge and
+`DirectScorer`.
 
 Tokenizers are trained offline on a tiny corpus (no downloads); the chat templates are
 hand-written jinja in the style of the checkpoints' tokenizer_config.json.
@@ -19,6 +21,7 @@ from rlaif_jax.evaluation.harmless import HarmlessJudge  # noqa: E402
 from rlaif_jax.labeling import chat, direct, render, tokens  # noqa: E402
 from rlaif_jax.labeling import prompts as P  # noqa: E402
 from rlaif_jax.labeling.labeler import Labeler, LabelerSettings  # noqa: E402
+from tests.unit.labeling._helpers import CTX, R1, R2, RecordingScorer  # noqa: E402
 
 # Gemma-it style: BOS text, trimmed content, model turn header.
 GEMMA = (
@@ -27,6 +30,8 @@ GEMMA = (
     "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
 )
+
+
 # Llama-3-Instruct style: BOS on the first message, trimmed content, assistant header.
 LLAMA3 = (
     "{% for message in messages %}{% set content = '<|start_header_id|>' + message['role'] + "
@@ -35,17 +40,23 @@ LLAMA3 = (
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
     "{% endif %}"
 )
+
+
 # ChatML (Qwen) style: no BOS, content kept verbatim.
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + "
     "message['content'] + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}"
     "{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+
 TEMPLATES = {
     "gemma": (GEMMA, "<bos>", "<start_of_turn>model\n"),
     "llama3": (LLAMA3, "<|begin_of_text|>", "<|start_header_id|>assistant<|end_header_id|>\n\n"),
     "chatml": (CHATML, None, "<|im_start|>assistant\n"),
 }
+
+
 SPECIALS = [
     "<pad>",
     "<eos>",
@@ -59,7 +70,6 @@ SPECIALS = [
     "<|im_start|>",
     "<|im_end|>",
 ]
-CTX, R1, R2 = "Human: how do I bake bread?", "Mix flour and water.", "I cannot help. "
 
 
 def _corpus() -> list[str]:
@@ -196,79 +206,6 @@ def test_chat_modes_and_errors(byte_level, tmp_path):
         chat.ChatFormat.from_renderer(lambda c: c.replace(" ", "_"))
     with pytest.raises(ValueError, match="answer cue"):
         chat.ChatFormat("a", "b").wrap(render.RenderedPrompt("p", "s"))
-
-
-class IdVocab:
-    """One token per character; ids >= 4; bos_id = 3 (test-only)."""
-
-    eos_id, pad_id, bos_id = 1, 0, 3
-
-    def encode(self, s):
-        return [ord(c) + 4 for c in s]
-
-    def decode(self, ids):
-        return "".join(chr(i - 4) for i in ids if i >= 4)
-
-
-def test_add_bos_without_template():
-    v = IdVocab()
-    t = tokens.tokenize_prompt(v, "pre\n", "suf", add_bos=True)
-    assert t.prefix == (3,) + tuple(v.encode("pre\n")) and t.suffix == tuple(v.encode("suf"))
-    assert tokens.tokenize_prompt(v, "pre\n", "suf").prefix == tuple(v.encode("pre\n"))
-    # Truncation keeps the BOS in the prefix and cuts the suffix's start.
-    t = tokens.tokenize_prompt(v, "p", "abcdefghijklmnop", add_bos=True, max_len=12)
-    assert t.prefix[0] == 3 and t.length == 12 and v.decode(t.suffix) == "fghijklmnop"[1:]
-
-    class NoBos(IdVocab):
-        bos_id = -1  # the project's SentencePiece vocabularies
-
-    assert tokens.tokenize_prompt(NoBos(), "pre", "s", add_bos=True).prefix == tuple(
-        v.encode("pre")
-    )
-
-
-class RecordingScorer:
-    """Answers every prompt with fixed log-probs and records the decoded prompt texts."""
-
-    def __init__(self, vocab, k=2):
-        self.vocab, self.k, self.texts = vocab, k, []
-
-    def score(self, prefix, suffixes, candidate_ids):
-        for s in suffixes:
-            self.texts.append(self.vocab.decode(list(prefix) + list(s)))
-        lp = np.log(np.linspace(1.0, 2.0, len(candidate_ids)) / 10)
-        return np.tile(lp, (len(suffixes), 1))
-
-    def generate(self, prefix, suffixes, *, max_new_tokens, temperature, top_k, num_samples, seed):
-        return [[self.vocab.encode(" Response 1 is better.")] * num_samples for _ in suffixes]
-
-
-@pytest.mark.parametrize("task", P.TASKS)
-@pytest.mark.parametrize("cot", [False, True])
-def test_labeler_judge_prompt_is_the_tasks(task, cot):
-    v = IdVocab()
-    scorer = RecordingScorer(v)
-    pair = {"id": "a", "context": CTX, "response1": R1, "response2": R2}
-    # A variant left to the data's task (None) takes the Labeler's task.
-    lab = Labeler(scorer, v, render.PromptVariant(None, cot=cot), task=task)
-    (rec,) = lab.label([pair])
-    assert len(scorer.texts) == 2  # both orders
-    first, second = scorer.texts
-    if task == "summarize":
-        assert f"Text - {CTX}\nSummary 1 - {R1}\nSummary 2 - {R2}\n" in first
-        assert first.endswith("Preferred Summary=")
-    else:
-        assert "Summary" not in first and "summary" not in first
-        assert f"Context - {CTX}\nResponse 1 - {R1}\nResponse 2 - {R2}\n" in first
-        assert f"Response 1 - {R2}\nResponse 2 - {R1}\n" in second
-        assert first.endswith("Preferred Response=")
-        assert first.startswith(P.PREAMBLES[task]["base"][1 if cot else 0])
-    if cot:
-        assert "\nRationale: Response 1 is better.\nPreferred" in first
-    # Fixed answers P("2") = 2/3 in both orders: debiased 1/2, inverted for harmless too.
-    assert rec["p_order1"] == pytest.approx(1 / 3 if task != "harmless" else 2 / 3)
-    with pytest.raises(ValueError, match="task=None"):
-        Labeler(scorer, v, render.PromptVariant(None))
 
 
 def test_labeler_direct_and_judge_in_chat_template(byte_level, tmp_path):

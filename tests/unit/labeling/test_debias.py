@@ -1,5 +1,5 @@
-"""NumPy references for soft labels: renormalisation, order debiasing, self-consistency,
-harmful->harmless inversion, same-position rate, d-RLAIF expected score and rescaling."""
+"""labeling/debias.py against NumPy references: renormalisation, order debiasing,
+self-consistency, harmful->harmless inversion, the same-position rate."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from rlaif_jax.labeling import alignment, debias, direct
+from rlaif_jax.labeling import alignment, debias
 
 
 def _softmax2(a, b):
@@ -76,25 +76,3 @@ def test_same_position_matches_evaluation():
     assert not debias.same_position_preferred(np.array([0.9]), np.array([0.8]))[0]
     # Picks the first shown both times (resp1, then resp2): position.
     assert debias.same_position_preferred(np.array([0.9]), np.array([0.2]))[0]
-
-
-def test_expected_score_and_rescale():
-    rng = np.random.default_rng(3)
-    probs = rng.dirichlet(np.ones(12), size=20)[:, :10]  # mass outside the 10 is dropped
-    s = direct.expected_score(np.log(probs))
-    ref = [sum((i + 1) * q[i] for i in range(10)) / q.sum() for q in probs]
-    np.testing.assert_allclose(s, ref, atol=1e-10)
-    np.testing.assert_allclose(direct.rescale(np.array([1.0, 5.5, 10.0])), [-1.0, 0.0, 1.0])
-    onehot = np.full((1, 10), -1e9)
-    onehot[0, 6] = 0.0
-    assert direct.expected_score(onehot)[0] == pytest.approx(7.0)
-
-
-def test_two_piece_ten_chain_rule():
-    p = np.array([[0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.2]])  # col 9 = P("1") again
-    p[0, 9] = p[0, 0]
-    p_zero = 0.25  # P("0" | ... "1")
-    lp = direct.two_piece_ten(np.log(p), np.log([p_zero]))
-    q = np.exp(lp[0])
-    assert q[9] == pytest.approx(0.2 * 0.25) and q[0] == pytest.approx(0.2 * 0.75)
-    np.testing.assert_allclose(q[1:9], p[0, 1:9])

@@ -1,5 +1,5 @@
-"""Prompt data and rendering: exact structure of every variant, gin variants, candidate
-token resolution."""
+"""labeling/render.py: the exact structure of every prompt variant (the texts of
+labeling/prompts.py), gin variants, exemplar files, d-RLAIF and harmless-rate prompts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import gin
 import pytest
 
 from rlaif_jax.labeling import prompts as P
-from rlaif_jax.labeling import render, tokens
+from rlaif_jax.labeling import render
 
 CTX, R1, R2 = "CONTEXT TEXT", "FIRST RESPONSE", "SECOND RESPONSE"
 
@@ -158,87 +158,6 @@ def test_bad_exemplar_file_names_entry(tmp_path):
     )
     with pytest.raises(ValueError, match=r"bad.json: exemplars\[0\].label"):
         render.load_exemplars(str(bad))
-
-
-class GreedyVocab:
-    """Longest-match tokenizer over a fixed piece list (test-only stand-in)."""
-
-    def __init__(self, pieces):
-        self.pieces = sorted(set(pieces), key=len, reverse=True)
-        self.ids = {p: i + 3 for i, p in enumerate(sorted(set(pieces)))}
-        self.inv = {i: p for p, i in self.ids.items()}
-        self.eos_id, self.pad_id, self.bos_id = 1, 0, None
-
-    def encode(self, s):
-        out, i = [], 0
-        while i < len(s):
-            p = next(p for p in self.pieces if s.startswith(p, i))
-            out.append(self.ids[p])
-            i += len(p)
-        return out
-
-    def decode(self, ids):
-        return "".join(self.inv.get(i, "") for i in ids)
-
-
-CHARS = list("abcdefghijklmnopqrstuvwxyzPSRC:= 0123456789EO")
-
-
-def test_resolve_candidates_single_lead_and_errors():
-    v = GreedyVocab(CHARS + ["Preferred", " Summary", "10"])
-    c = tokens.resolve_candidates(v, "Preferred Summary=", ("1", "2"))
-    assert c.lead == () and c.ids == (v.ids["1"], v.ids["2"])
-    # "SCORE: " then "10": the vocabulary puts a shared lead? Here ' ' is in the ending.
-    d = tokens.resolve_candidates(v, "SCORE: ", P.SCORE_CANDIDATES)
-    assert d.ids[-1] == v.ids["10"] and not d.multi
-    # A vocabulary that merges "=1" into one piece cannot be read token by token.
-    merged = GreedyVocab(CHARS + ["Preferred", " Summary", "=1"])
-    with pytest.raises(tokens.CandidateTokenError, match="merges with the end of the ending"):
-        tokens.resolve_candidates(merged, "Preferred Summary=", ("1", "2"))
-    # "10" as two pieces: an error unless two-piece scoring is allowed.
-    with pytest.raises(tokens.CandidateTokenError, match="'10'.*not a single token"):
-        tokens.resolve_candidates(GreedyVocab(CHARS), "SCORE: ", P.SCORE_CANDIDATES)
-    g = GreedyVocab(CHARS)
-    t = tokens.resolve_candidates(g, "SCORE: ", P.SCORE_CANDIDATES, ("10",))
-    assert dict(t.multi) == {9: (g.ids["1"], g.ids["0"])} and t.ids[9] == g.ids["1"]
-
-
-@pytest.fixture(scope="module")
-def sp_vocab(tmp_path_factory):
-    from rlaif_jax.data import vocab as V
-
-    texts = []
-    for task in P.TASKS:
-        for v in render.variants_for_task(task):
-            r = render.render_preference(
-                v, "the cat sat on the mat", "a cat", "the mat", rationale="fine" if v.cot else None
-            )
-            texts.append(r.text)
-    texts.append(render.render_direct(render.DirectPrompt(), "post", "sum").text)
-    path = V.train_sentencepiece(texts * 2, str(tmp_path_factory.mktemp("sp") / "sp"), 300)
-    return V.sentencepiece_vocabulary(path)
-
-
-def test_resolve_candidates_sentencepiece(sp_vocab):
-    c = tokens.resolve_candidates(sp_vocab, P.SUMMARY_ENDING, P.PREFERENCE_CANDIDATES)
-    assert [sp_vocab.decode([i]) for i in c.ids] == ["1", "2"] and c.lead == ()
-    # `SCORE: ` ends in a space that SentencePiece folds into the next piece: a shared
-    # lead "▁" sits between the ending and every score piece, "10" included.
-    d = tokens.resolve_candidates(sp_vocab, P.DIRECT_ENDING, P.SCORE_CANDIDATES)
-    assert len(d.lead) == 1 and [sp_vocab.decode([i]) for i in d.ids] == list(P.SCORE_CANDIDATES)
-    # In context, the prompt + lead + candidate is exactly how "... SCORE: 7" encodes.
-    r = render.render_direct(render.DirectPrompt(), "post", "sum")
-    t = tokens.tokenize_prompt(sp_vocab, r.prefix, r.suffix, d.lead)
-    assert list(t.suffix) + [d.ids[6]] == list(sp_vocab.encode(r.suffix + "7"))
-
-
-def test_tokenize_truncates_start_of_suffix(sp_vocab):
-    t = tokens.tokenize_prompt(
-        sp_vocab, "short prefix\n", "the cat " * 50 + "Preferred Summary=", max_len=40
-    )
-    assert t.truncated and t.length == 40
-    assert sp_vocab.decode(list(t.suffix)).endswith("Preferred Summary=")
-    assert tokens.length_bucket(17, 512) == 32 and tokens.length_bucket(600, 512) == 600
 
 
 @pytest.mark.parametrize("task", P.TASKS)

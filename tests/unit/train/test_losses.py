@@ -1,10 +1,12 @@
-"""SFT and soft-label RM losses against NumPy references."""
+"""train/losses.py: SFT and soft-label RM losses against NumPy references; pairwise
+accuracy counts score and label ties one half."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from rlaif_jax.train import losses
+from tests.unit._helpers import _reference_agreement
 
 
 def _np_log_softmax(x):
@@ -86,3 +88,17 @@ def test_pairwise_accuracy():
 def test_pairwise_accuracy_counts_ties_as_chance():
     r = jnp.zeros(4)
     assert float(losses.pairwise_accuracy(r, r, jnp.array([1.0, 0.0, 1.0, 0.0]))) == 0.5
+
+
+def test_train_pairwise_accuracy_counts_label_ties_half():
+    rng = np.random.default_rng(0)
+    r1 = rng.normal(size=64).astype(np.float32)
+    r2 = rng.normal(size=64).astype(np.float32)
+    r2[:5] = r1[:5]  # score ties
+    label = rng.choice([0.0, 1.0, 0.5, 0.8, 0.2], size=64).astype(np.float32)
+    got = losses.pairwise_accuracy(jnp.array(r1), jnp.array(r2), jnp.array(label))
+    ref = _reference_agreement(r1 - r2, label).mean()
+    assert float(got) == pytest.approx(ref, abs=1e-6)
+    # RM prefers response1 on every pair: a tie label is half, not "response2 was right".
+    ones = jnp.ones(4)
+    assert float(losses.pairwise_accuracy(ones, 0 * ones, jnp.full(4, 0.5))) == 0.5
