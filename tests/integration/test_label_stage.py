@@ -12,7 +12,7 @@ from rlaif_jax import artifacts
 from rlaif_jax.data import formats
 from rlaif_jax.labeling import render, stage
 from rlaif_jax.labeling.labeler import LabelerSettings
-from tests.unit.test_labeler import CharVocab, RiggedScorer, pairs
+from tests.unit.labeling._helpers import CharVocab, RiggedScorer, pairs
 
 
 class Killed(RuntimeError):
