@@ -156,10 +156,12 @@ def ranks_without_ties(scores, seed: int = 0) -> np.ndarray:
     return ranks
 
 
-def rank_win_rates(ranks, names) -> dict[str, Rate]:
+def rank_win_rates(ranks, names, num_prompts: int | None = None) -> dict[str, Rate]:
     """Pairwise win rates from per-context rankings [N, K] (paper §4: raters rank all K
     policies' responses on one context; A beats B where A is ranked above B).
-    Returns {"<a>_vs_<b>": Rate} for every ordered pair a < b in `names` order."""
+    Returns {"<a>_vs_<b>": Rate} for every ordered pair a < b in `names` order.
+    num_prompts: the N rankings are k samples of each of num_prompts prompts
+    (prompt-major); outcomes are averaged per prompt first, so intervals count prompts."""
     r = np.asarray(ranks)
     if r.ndim != 2 or r.shape[1] != len(names):
         raise ValueError(f"ranks of shape {r.shape} do not match {len(names)} policy names")
@@ -168,5 +170,8 @@ def rank_win_rates(ranks, names) -> dict[str, Rate]:
     out = {}
     for i, a in enumerate(names):
         for j in range(i + 1, len(names)):
-            out[f"{a}_vs_{names[j]}"] = mean_rate((r[:, i] < r[:, j]).astype(np.float64))
+            wins = (r[:, i] < r[:, j]).astype(np.float64)
+            if num_prompts is not None:
+                wins = per_prompt_mean(wins, num_prompts)
+            out[f"{a}_vs_{names[j]}"] = mean_rate(wins)
     return out

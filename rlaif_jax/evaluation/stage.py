@@ -186,16 +186,16 @@ def judge_pairs(judge_fn, judge_name, judged, responses, comparisons, num_prompt
     return rows
 
 
-def rank_rows(judge_name, responses, scores, seed: int = 0) -> list[dict]:
+def rank_rows(judge_name, responses, scores, num_prompts: int, seed: int = 0) -> list[dict]:
     """Rank-based win rates (paper §4: raters rank every policy's response to one context,
-    without ties, ties broken at random): scores {policy: [N·k]} -> ranks per judged
-    context -> one row per policy pair with its rate over the N·k rankings
-    (`rates.rank_win_rates`; n counts rankings, not prompts)."""
+    without ties, ties broken at random): scores {policy: [N·k]} (prompt-major) -> ranks
+    per judged context -> one row per policy pair whose rate averages each prompt's k
+    rankings first, so its interval counts the N prompts (`rates.rank_win_rates`)."""
     names = list(responses)
     if len(names) < 2:
         return []
     matrix = np.stack([np.asarray(scores[n], np.float64) for n in names], axis=1)
-    ranked = rank_win_rates(ranks_without_ties(matrix, seed), names)
+    ranked = rank_win_rates(ranks_without_ties(matrix, seed), names, num_prompts)
     rows = []
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
@@ -426,7 +426,7 @@ def human_judge_rows(
         for policy, values in scores.items():
             key = f"mean_{getattr(human_judge, 'score_name', 'human')}_score"
             policies_table[policy][key] = float(np.mean(values))
-        rows += rank_rows(name, responses, scores)
+        rows += rank_rows(name, responses, scores, num_prompts)
     return rows
 
 

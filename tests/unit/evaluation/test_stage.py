@@ -48,7 +48,7 @@ def test_rows_carry_binomial_and_between_arm_tests():
 def test_rank_rows_from_judge_scores():
     scores = {"a": np.array([3.0, 1.0, 2.0, 5.0]), "b": np.array([2.0, 2.0, 2.0, 1.0])}
     scores["c"] = np.array([1.0, 3.0, 2.0, 0.0])
-    rows = stage.rank_rows("oracle", {k: [""] * 4 for k in scores}, scores, seed=0)
+    rows = stage.rank_rows("oracle", {k: [""] * 4 for k in scores}, scores, 4, seed=0)
     by = {(r["a"], r["b"]): r["rate"] for r in rows}
     assert set(by) == {("a", "b"), ("a", "c"), ("b", "c")}
     # a above b on contexts 0 and 3; context 2 is a three-way tie broken at random.
@@ -103,3 +103,11 @@ def test_judge_pairs_fits_length_control_per_comparison():
     assert abs(per_prompt - lc["value"]) > 1e-3  # the old per-prompt fit reads differently
     assert row["rate"]["value"] == pytest.approx(y.mean())
     assert row["rate"]["n"] == num_prompts  # the plain rate's interval counts prompts
+
+
+def test_rank_rows_average_each_prompts_samples():
+    """k = 2 samples per prompt: the rate's n counts the 2 prompts, not the 4 rankings."""
+    scores = {"a": np.array([2.0, 0.0, 2.0, 2.0]), "b": np.array([1.0, 1.0, 1.0, 1.0])}
+    (row,) = stage.rank_rows("oracle", {k: [""] * 4 for k in scores}, scores, 2)
+    assert row["rate"]["n"] == 2
+    assert row["rate"]["value"] == 0.75  # prompt 0: 1 of 2 samples ahead, prompt 1: 2 of 2
