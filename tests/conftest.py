@@ -1,5 +1,6 @@
 """Every test sees 8 fake CPU devices (set before jax is imported)."""
 
+import importlib.util
 import os
 
 os.environ["XLA_FLAGS"] = (
@@ -13,6 +14,13 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_threefry_partitionable", True)
+
+# rlax (the reference of tests/unit/rl/test_a2c.py) pulls distrax and TFP's JAX substrate;
+# imported after TensorFlow (which the TensorBoard writer of any earlier test in the same
+# worker loads), TFP validates a TF environment that needs tf_keras and the import fails.
+# Imported first, before TensorFlow, it never does.
+if importlib.util.find_spec("rlax") is not None:
+    import rlax  # noqa: E402, F401
 
 
 @pytest.fixture(autouse=True)

@@ -2,9 +2,9 @@
 
 Shapes: N rollouts (prompts × samples), Lp prompt length, T new tokens, L = Lp + T.
 
-The trainable state is an `RLState` (a `train.loop.TrainState` plus running reward
+The trainable state is an `RLState` (a `train.train_state.TrainState` plus running reward
 statistics) whose params are `{"policy", "value"}` under one optimizer per part
-(`train.loop.per_part_optimizer`): each part clips its own gradient norm, so the value
+(`train.train_state.per_part_optimizer`): each part clips its own gradient norm, so the value
 loss (however scaled) never rescales the policy's update. The frozen anchor (SFT) is
 passed separately and has no optimizer state.
 
@@ -35,6 +35,7 @@ from rlaif_jax.rl import a2c, rollout
 from rlaif_jax.sharding import partition
 from rlaif_jax.sharding.rules import Rules
 from rlaif_jax.train import loop
+from rlaif_jax.train import state as train_state
 
 PyTree = Any
 
@@ -51,7 +52,7 @@ UPDATE_FIELDS = (
 )
 
 
-class RLState(loop.TrainState):
+class RLState(train_state.TrainState):
     """The loop's TrainState (step, params {"policy", "value"}, opt_state, rng) plus the
     running reward statistics: everything an exact resume needs besides the data position."""
 
@@ -72,13 +73,13 @@ def per_part_optimizer(
     make_part: Callable[[str], optax.GradientTransformation],
 ) -> optax.GradientTransformation:
     """The RL optimizer: `make_part(part)` for each of policy and value, clipped apart."""
-    return loop.per_part_optimizer({part: make_part(part) for part in PARTS})
+    return train_state.per_part_optimizer({part: make_part(part) for part in PARTS})
 
 
 def create_state(params: PyTree, param_shardings: PyTree, tx, mesh: Mesh, seed: int):
     """(RLState, its shardings), born sharded; its rng is PRNGKey(seed), so step s of a
     run samples with fold_in(PRNGKey(seed), s) whether or not it resumed."""
-    return loop.create_sharded_state(
+    return train_state.create_sharded_state(
         params,
         param_shardings,
         tx,

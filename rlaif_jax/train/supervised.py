@@ -19,6 +19,7 @@ from rlaif_jax.models import model as model_lib
 from rlaif_jax.models.config import ModelConfig
 from rlaif_jax.sharding import model_params, partition
 from rlaif_jax.train import loop
+from rlaif_jax.train import state as train_state
 from rlaif_jax.train.checkpoint import restore_params
 from rlaif_jax.train.profiler import check_profile_steps
 
@@ -166,7 +167,9 @@ def train_supervised(
         params, shardings = init_model_params(
             config, head, mesh, rules, settings.seed, init_from, init_from_lm, init_from_layers
         )
-    state, state_shardings = loop.create_sharded_state(params, shardings, tx, mesh, settings.seed)
+    state, state_shardings = train_state.create_sharded_state(
+        params, shardings, tx, mesh, settings.seed
+    )
     del params
     logdir = os.path.join(workdir, "logs", os.path.basename(stage_dir))
     step_fn = loop.make_train_step(loss_fn, settings.microbatches)

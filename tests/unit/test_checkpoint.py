@@ -12,14 +12,15 @@ from rlaif_jax.models.config import get_config
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import model_params
 from rlaif_jax.sharding.rules import get_rules
-from rlaif_jax.train import checkpoint, loop, supervised
+from rlaif_jax.train import checkpoint, supervised
+from rlaif_jax.train import state as train_state
 
 CONFIG = get_config("tiny", num_layers=1)
 
 
 def _state(mesh, rules, seed=0):
     params, shardings = model_params.init_params(CONFIG, jax.random.PRNGKey(seed), mesh, rules)
-    return loop.create_sharded_state(params, shardings, optax.adam(1e-3), mesh, seed=seed)
+    return train_state.create_sharded_state(params, shardings, optax.adam(1e-3), mesh, seed=seed)
 
 
 def _damage(step_dir, item):

@@ -19,6 +19,7 @@ from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import model_params, partition
 from rlaif_jax.sharding.rules import get_rules
 from rlaif_jax.train import loop, losses, optim
+from rlaif_jax.train import state as train_state
 from rlaif_jax.train.checkpoint import Checkpointer
 
 
@@ -41,7 +42,7 @@ def _train_lm(mesh, rules, steps, microbatches=1, tx=None):
     config = get_config("tiny", num_layers=1)
     params, shardings = model_params.init_params(config, jax.random.PRNGKey(0), mesh, rules)
     tx = tx or optax.adam(1e-2)
-    state, state_shardings = loop.create_sharded_state(params, shardings, tx, mesh)
+    state, state_shardings = train_state.create_sharded_state(params, shardings, tx, mesh)
     step = loop.compile_step(
         loop.make_train_step(functools.partial(_lm_loss, config), microbatches),
         state_shardings,
@@ -92,7 +93,7 @@ def test_opt_state_shardings_follow_params(name):
     structs, shardings = model_params.abstract_params(config, mesh, rules)
     tx = optim.make_optimizer(name=name, schedule=1e-3)
     abstract = jax.eval_shape(tx.init, structs)
-    opt = loop.opt_state_shardings(abstract, structs, shardings, mesh)
+    opt = train_state.opt_state_shardings(abstract, structs, shardings, mesh)
     flat_params = {
         jax.tree_util.keystr(p): s for p, s in jax.tree_util.tree_leaves_with_path(shardings)
     }
@@ -163,7 +164,7 @@ def _run(tmp_path, num_steps, nan_at=None, save_every=2, eval_fn=None, eval_ever
         jax.random.PRNGKey(0),
     )
     tx = optim.make_optimizer(name="adamw", schedule=optim.make_schedule(1e-2, "cosine", 2, 8))
-    state, state_shardings = loop.create_sharded_state(params, shardings, tx, mesh, seed=3)
+    state, state_shardings = train_state.create_sharded_state(params, shardings, tx, mesh, seed=3)
     return loop.run_training(
         stage="unit",
         state=state,
@@ -196,7 +197,9 @@ def test_microbatches_equal_full_batch():
     )
     results = []
     for m in (1, 4):
-        state, state_shardings = loop.create_sharded_state(params, shardings, optax.sgd(0.05), mesh)
+        state, state_shardings = train_state.create_sharded_state(
+            params, shardings, optax.sgd(0.05), mesh
+        )
         step = loop.compile_step(
             loop.make_train_step(_deterministic_loss, m), state_shardings, mesh, rules
         )

@@ -1,5 +1,8 @@
 """A2C losses against loop-based NumPy references (and rlax where it has an equivalent)."""
 
+import importlib
+import importlib.util
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -174,10 +177,8 @@ def test_bad_choices_name_the_gin_binding():
 
 
 # ----------------------------------------------------------------------------- rlax
-try:
-    import rlax
-except ImportError:  # optional: only these comparisons need it
-    rlax = None
+# Optional (only these comparisons need it); installed but failing to import is a failure.
+rlax = importlib.import_module("rlax") if importlib.util.find_spec("rlax") else None
 
 needs_rlax = pytest.mark.skipif(rlax is None, reason="rlax not installed: no rlax comparison")
 

@@ -13,6 +13,7 @@ import optax
 from rlaif_jax.rl import a2c, learner
 from rlaif_jax.rl.runner import RLSettings
 from rlaif_jax.train import loop
+from rlaif_jax.train import state as train_state
 from tests.integration import rl_fakes
 
 SETTINGS = RLSettings(
@@ -78,7 +79,7 @@ def test_joint_clipping_would_couple_the_parts():
         loss_fn = learner.make_loss_fn(
             runner.roles.policy_model, runner.roles.value_model, hyper, pad_id=0
         )
-        state = loop.TrainState.create(params, joint)
+        state = train_state.TrainState.create(params, joint)
         state, _ = jax.jit(loop.make_train_step(loss_fn))(state, update_batch)
         return state.params["policy"]
 

@@ -18,6 +18,7 @@ import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler as json_handler
 
 from rlaif_jax.train import checkpoint, loop
+from rlaif_jax.train import state as train_state
 
 SLOW = 1.5  # seconds the background part of each save takes
 
@@ -40,7 +41,7 @@ def slow_saves(monkeypatch):
 
 def _run(tmp_path, async_checkpoints, num_steps=6, save_every=3, sigterm_at=None):
     """A tiny donating jitted step (w += 1) through run_training; returns step end times."""
-    state = loop.TrainState.create({"w": jnp.zeros((64, 64))}, optax.sgd(0.1))
+    state = train_state.TrainState.create({"w": jnp.zeros((64, 64))}, optax.sgd(0.1))
 
     def update(st):
         st = st.replace(step=st.step + 1, params=jax.tree.map(lambda w: w + 1, st.params))

@@ -12,11 +12,12 @@ import pytest
 from rlaif_jax import configurables
 from rlaif_jax.rl.runner import RLSettings
 from rlaif_jax.train import loop, profiler
+from rlaif_jax.train import state as train_state
 from rlaif_jax.train.supervised import TrainSettings
 
 
 def _run(tmp_path, settings, profile_dir=None, start_state=None):
-    state = start_state or loop.TrainState.create({"w": jnp.zeros(4)}, optax.sgd(0.1))
+    state = start_state or train_state.TrainState.create({"w": jnp.zeros(4)}, optax.sgd(0.1))
 
     def step(st, local):
         st = st.replace(step=st.step + 1, params={"w": st.params["w"] + local})
