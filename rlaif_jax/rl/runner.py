@@ -99,6 +99,12 @@ class RLSettings:
         # A second gradient step on the same rollout is off-policy: the advantages and
         # log-probs were computed under the params before the first step, and without an
         # importance ratio (PPO-style) the update is biased. The paper's A2C is on-policy.
+        rows = self.batch_size * self.samples_per_prompt
+        if self.microbatches < 1 or rows % self.microbatches:
+            raise ValueError(
+                f"RLSettings.microbatches = {self.microbatches!r} must divide the "
+                f"{rows} rollouts of a step (RLSettings.batch_size x samples_per_prompt)."
+            )
         if self.updates_per_batch != 1:
             raise ValueError(
                 f"RLSettings.updates_per_batch = {self.updates_per_batch!r}: only 1 is "

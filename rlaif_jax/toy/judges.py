@@ -36,7 +36,7 @@ def toy_oracle_reward(workdir: str, mesh, rules, task: str | None = None) -> Toy
 
 
 class ToyOracleJudge:
-    """The toy "human evaluation" (`evaluation.stage.PairJudge`): P(a ≻ b) [N] from the
+    """The toy "human evaluation" (`evaluation.judging.PairJudge`): P(a ≻ b) [N] from the
     oracle's Bradley–Terry preference, and the oracle quality of each response."""
 
     name = "oracle human"

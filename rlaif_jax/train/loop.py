@@ -55,7 +55,7 @@ def split_microbatches(batch: Mapping[str, jax.Array], microbatches: int) -> dic
         if x.shape[0] % microbatches:
             raise ValueError(
                 f"batch of {x.shape[0]} rows is not divisible into {microbatches} microbatches "
-                "(TrainSettings.microbatches)."
+                "(TrainSettings.microbatches, or RLSettings.microbatches for RL)."
             )
         y = x.reshape((x.shape[0] // microbatches, microbatches) + x.shape[1:]).swapaxes(0, 1)
         names = (None, ax.ACT_BATCH) + (None,) * (x.ndim - 1)

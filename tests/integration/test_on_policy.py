@@ -78,7 +78,7 @@ def test_sampler_logprobs_equal_scorer_token_logprobs():
             prompt,
             lengths,
             jax.random.PRNGKey(1),
-            max_response=5,
+            max_new_tokens=5,
             temperature=0.9,
             top_k=0,
             top_p=1.0,

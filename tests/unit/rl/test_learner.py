@@ -9,6 +9,7 @@ import dataclasses
 import jax
 import numpy as np
 import optax
+import pytest
 
 from rlaif_jax.rl import a2c, learner
 from rlaif_jax.rl.runner import RLSettings
@@ -122,3 +123,8 @@ def test_kl_of_a_policy_equal_to_its_anchor_is_zero():
     _, _, batch, _ = _one_step(SETTINGS, records, with_batch=True)
     kl = a2c.per_token_kl(batch["logprobs"], batch["anchor_logprobs"], batch["response_mask"])
     assert float(np.abs(kl).max()) <= 1e-6
+
+
+def test_microbatches_must_divide_the_rollouts():
+    with pytest.raises(ValueError, match="RLSettings.microbatches = 3"):
+        dataclasses.replace(SETTINGS, microbatches=3)  # 8 prompts x 2 samples = 16 rows

@@ -1,4 +1,4 @@
-"""evaluation/stage.py: each win-rate row carries the exact binomial test of its
+"""evaluation/judging.py: each win-rate row carries the exact binomial test of its
 head-to-head and Welch t-tests against the other arms on the same baseline; a judge with
 scores adds rank-based win rates; the length-controlled win rate is fitted per comparison."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from rlaif_jax.evaluation import report, stage
+from rlaif_jax.evaluation import judging, report
 from rlaif_jax.rates import per_prompt_mean
 
 
@@ -28,7 +28,7 @@ def test_rows_carry_binomial_and_between_arm_tests():
     judge_fn = _judge(
         {("x", "s"): np.where(wins_x > 0, 0.8, 0.2), ("y", "s"): np.where(wins_y > 0, 0.8, 0.2)}
     )
-    rows = stage.judge_pairs(judge_fn, "ai", [{}] * n, responses, [("x", "s"), ("y", "s")], n)
+    rows = judging.judge_pairs(judge_fn, "ai", [{}] * n, responses, [("x", "s"), ("y", "s")], n)
     by = {(r["a"], r["b"]): r for r in rows}
     k = int(wins_x.sum())
     assert by[("x", "s")]["binomial"]["p_value"] == pytest.approx(stats.binomtest(k, n, 0.5).pvalue)
@@ -48,7 +48,7 @@ def test_rows_carry_binomial_and_between_arm_tests():
 def test_rank_rows_from_judge_scores():
     scores = {"a": np.array([3.0, 1.0, 2.0, 5.0]), "b": np.array([2.0, 2.0, 2.0, 1.0])}
     scores["c"] = np.array([1.0, 3.0, 2.0, 0.0])
-    rows = stage.rank_rows("oracle", {k: [""] * 4 for k in scores}, scores, 4, seed=0)
+    rows = judging.rank_rows("oracle", {k: [""] * 4 for k in scores}, scores, 4, seed=0)
     by = {(r["a"], r["b"]): r["rate"] for r in rows}
     assert set(by) == {("a", "b"), ("a", "c"), ("b", "c")}
     # a above b on contexts 0 and 3; context 2 is a three-way tie broken at random.
@@ -89,7 +89,7 @@ def test_judge_pairs_fits_length_control_per_comparison():
         assert texts_a == responses["a"] and texts_b == responses["b"]
         return np.where(wins, 0.9, 0.1)
 
-    (row,) = stage.judge_pairs(
+    (row,) = judging.judge_pairs(
         judge_fn, "ai", [{}] * num_prompts, responses, [("a", "b")], num_prompts
     )
     y = wins.astype(float)
@@ -108,6 +108,6 @@ def test_judge_pairs_fits_length_control_per_comparison():
 def test_rank_rows_average_each_prompts_samples():
     """k = 2 samples per prompt: the rate's n counts the 2 prompts, not the 4 rankings."""
     scores = {"a": np.array([2.0, 0.0, 2.0, 2.0]), "b": np.array([1.0, 1.0, 1.0, 1.0])}
-    (row,) = stage.rank_rows("oracle", {k: [""] * 4 for k in scores}, scores, 2)
+    (row,) = judging.rank_rows("oracle", {k: [""] * 4 for k in scores}, scores, 2)
     assert row["rate"]["n"] == 2
     assert row["rate"]["value"] == 0.75  # prompt 0: 1 of 2 samples ahead, prompt 1: 2 of 2
