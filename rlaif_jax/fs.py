@@ -106,28 +106,26 @@ def listdir(path: PathLike) -> list[str]:
     return sorted(os.listdir(p))
 
 
-def remove(path: PathLike, missing_ok: bool = True) -> None:
+def _delete(path: PathLike, missing_ok: bool, local, remote) -> None:
     p = _str(path)
     if not exists(p):
         if missing_ok:
             return
         raise FileNotFoundError(p)
     if is_uri(p):
-        as_epath(p).unlink()
+        remote(as_epath(p))
     else:
-        os.remove(p)
+        local(p)
+
+
+def remove(path: PathLike, missing_ok: bool = True) -> None:
+    """Deletes the file `path` (a missing one is fine unless missing_ok is False)."""
+    _delete(path, missing_ok, os.remove, lambda p: p.unlink())
 
 
 def rmtree(path: PathLike, missing_ok: bool = True) -> None:
-    p = _str(path)
-    if not exists(p):
-        if missing_ok:
-            return
-        raise FileNotFoundError(p)
-    if is_uri(p):
-        as_epath(p).rmtree()
-    else:
-        shutil.rmtree(p)
+    """Deletes the directory `path` and everything under it."""
+    _delete(path, missing_ok, shutil.rmtree, lambda p: p.rmtree())
 
 
 def getsize(path: PathLike) -> int:
