@@ -10,6 +10,12 @@ sequence (prompt, response) — the teacher-forced scorer reproduces the log-pro
 A row is done as soon as it emits any of its stop ids (`eos_id`: one id, several —
 Llama-3-Instruct stops on three — or none); the loop exits as soon as every row is done
 (unless `force_full_length`). Rows are prompt-major: row b * S + s is sample s of prompt b.
+
+Randomness is per row: row r draws step t's token with key fold_in(fold_in(rng, r), t),
+where r = prompt_id * S + s and prompt_id defaults to the row's index in the batch. So a
+row's sample does not depend on which other rows share its batch or on the padded
+width: `decoding.buckets` regroups prompts by length and passes their original ids, and
+gets the padded path's tokens.
 """
 
 from __future__ import annotations
@@ -105,6 +111,7 @@ def sample_loop(
     eos_id: EosIds,
     pad_id: int,
     force_full_length: bool = False,
+    row_ids: jax.Array | None = None,
 ):
     """The decode loop over abstract model steps (so tests can drive it with fake logits).
 
@@ -112,31 +119,36 @@ def sample_loop(
     [N] int32, t scalar) -> (logits [N, V] for token t + 1, state). `eos_id`: stop id(s),
     see `normalize_eos_ids`; a row is done once it emits any of them. Returns
     (tokens, logprobs, sampling_logprobs, mask) each [N, T] and the number of steps run
-    (T, or fewer when every row emitted a stop id).
+    (T, or fewer when every row emitted a stop id). row_ids [N] int32 (default arange):
+    each row's random stream is fold_in(rng, row_ids[r]), so equal ids draw equal tokens
+    from equal logits whatever the batch.
     """
     t_max = max_new_tokens
+    if row_ids is None:
+        row_ids = jnp.arange(num_rows, dtype=jnp.int32)
+    row_keys = jax.vmap(jax.random.fold_in, (None, 0))(rng, row_ids)
     # A compile-time constant [E]: one [N, E] compare per step, no host sync.
     stop = jnp.asarray(normalize_eos_ids(eos_id), jnp.int32)
     logits0, state0 = prefill_fn()
     zeros_i = jnp.full((num_rows, t_max), pad_id, jnp.int32)
     zeros_f = jnp.zeros((num_rows, t_max), jnp.float32)
 
-    def choose(logits, key):
+    def choose(logits, t):
         raw_lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         if temperature == 0.0:
             tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
             samp_lp = jnp.zeros(tok.shape, jnp.float32)
         else:
             processed = process_logits(logits, temperature, top_k, top_p)
-            tok = jax.random.categorical(key, processed, axis=-1).astype(jnp.int32)
+            keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, t)
+            tok = jax.vmap(jax.random.categorical)(keys, processed).astype(jnp.int32)
             samp_lp = jnp.take_along_axis(jax.nn.log_softmax(processed, -1), tok[:, None], 1)[:, 0]
         lp = jnp.take_along_axis(raw_lp, tok[:, None], 1)[:, 0]
         return tok, lp, samp_lp
 
-    def emit(t, logits, done, outs, key):
+    def emit(t, logits, done, outs):
         """Chooses token t for every row and records it (pad, mask 0 once a row is done)."""
-        key, sub = jax.random.split(key)
-        tok, lp, slp = choose(logits, sub)
+        tok, lp, slp = choose(logits, t)
         live = ~done
         tok = jnp.where(live, tok, pad_id)
         toks, lps, slps, mask = outs
@@ -147,7 +159,7 @@ def sample_loop(
             mask.at[:, t].set(live.astype(jnp.int32)),
         )
         hit = jnp.any(tok[:, None] == stop[None, :], axis=-1)  # False for E = 0
-        return tok, done | hit, outs, key
+        return tok, done | hit, outs
 
     def cond(carry):
         t, done = carry[0], carry[2]
@@ -155,17 +167,15 @@ def sample_loop(
         return more if force_full_length else more & ~jnp.all(done)
 
     def body(carry):
-        t, tok, done, outs, state, key = carry
+        t, tok, done, outs, state = carry
         # Feed token t - 1, get the logits of token t: T - 1 decode steps in all.
         logits, state = decode_fn(state, tok, t - 1)
-        tok, done, outs, key = emit(t, logits, done, outs, key)
-        return (t + 1, tok, done, outs, state, key)
+        tok, done, outs = emit(t, logits, done, outs)
+        return (t + 1, tok, done, outs, state)
 
     outs = (zeros_i, zeros_f, zeros_f, jnp.zeros((num_rows, t_max), jnp.int32))
-    tok, done, outs, key = emit(0, logits0, jnp.zeros((num_rows,), bool), outs, rng)
-    t, _, _, outs, _, _ = jax.lax.while_loop(
-        cond, body, (jnp.int32(1), tok, done, outs, state0, key)
-    )
+    tok, done, outs = emit(jnp.int32(0), logits0, jnp.zeros((num_rows,), bool), outs)
+    t, _, _, outs, _ = jax.lax.while_loop(cond, body, (jnp.int32(1), tok, done, outs, state0))
     return (*outs, t)
 
 
@@ -196,9 +206,14 @@ def _sample_impl(
     pad_id: int,
     num_samples: int,
     force_full_length: bool,
+    prompt_ids=None,
 ) -> SampleOutput:
     b, lp = prompt_tokens.shape
     n = b * num_samples
+    if prompt_ids is None:
+        prompt_ids = jnp.arange(b, dtype=jnp.int32)
+    prompt_ids = prompt_ids.astype(jnp.int32)
+    row_ids = (prompt_ids[:, None] * num_samples + jnp.arange(num_samples)[None, :]).reshape(-1)
     params = compute_dtype_params(config, params)
     prompt_lengths = prompt_lengths.astype(jnp.int32)
     lengths = jnp.repeat(prompt_lengths, num_samples, axis=0)
@@ -253,6 +268,7 @@ def _sample_impl(
         eos_id=eos_id,
         pad_id=pad_id,
         force_full_length=force_full_length,
+        row_ids=row_ids,
     )
     return SampleOutput(
         tokens=toks,
@@ -260,7 +276,7 @@ def _sample_impl(
         sampling_logprobs=slps,
         mask=mask,
         lengths=mask.sum(axis=1).astype(jnp.int32),
-        prompt_index=jnp.repeat(jnp.arange(b, dtype=jnp.int32), num_samples),
+        prompt_index=jnp.repeat(prompt_ids, num_samples),
     )
 
 
@@ -284,12 +300,14 @@ def sample(
     pad_id: int = 0,
     num_samples: int = 1,
     force_full_length: bool = False,
+    prompt_ids=None,
 ) -> SampleOutput:
     """Samples `num_samples` continuations of each prompt (temperature 0 = greedy).
 
     prompt_tokens [B, Lp] right-padded, prompt_lengths [B]. `eos_id`: an int, a sequence
     of ints (every one stops a row, e.g. `data.vocab.stop_ids(vocab)`) or None (no early stop).
-    Compiled once per (config, shapes, decoding settings). See `SampleOutput`.
+    prompt_ids [B] int (default arange(B)): each prompt's random-stream id, also returned as
+    `prompt_index`. Compiled once per (config, shapes, decoding settings). See `SampleOutput`.
     """
     fn = _jitted(
         config,
@@ -302,16 +320,18 @@ def sample(
         num_samples=int(num_samples),
         force_full_length=bool(force_full_length),
     )
-    return fn(params, jnp.asarray(prompt_tokens), jnp.asarray(prompt_lengths), rng)
+    ids = None if prompt_ids is None else jnp.asarray(prompt_ids, jnp.int32)
+    return fn(params, jnp.asarray(prompt_tokens), jnp.asarray(prompt_lengths), rng, prompt_ids=ids)
 
 
 def make_sampler(
     config: ModelConfig, mesh: Mesh, rules: Rules, *, param_shardings=None, **static
 ) -> Callable[..., SampleOutput]:
-    """A jitted `(params, prompt_tokens, prompt_lengths, rng) -> SampleOutput` with the
-    batch sharded over ('data', 'fsdp') and params as `param_shardings` (default: the
-    model's logical rules). `static` are `sample`'s keywords (`eos_id` required, an int,
-    a sequence of ints or None)."""
+    """A jitted `(params, prompt_tokens, prompt_lengths, rng, prompt_ids=None) ->
+    SampleOutput` with the batch sharded over ('data', 'fsdp') and params as
+    `param_shardings` (default: the model's logical rules). `static` are `sample`'s
+    keywords (`eos_id` required, an int, a sequence of ints or None). Compiled once per
+    prompt shape (`decoding.buckets.BucketedSampler` calls it at a few static widths)."""
     if param_shardings is None:
         _, param_shardings = model_params.abstract_params(config, mesh, rules, "lm")
     static = dict(
@@ -326,14 +346,17 @@ def make_sampler(
     )
     b1, b2 = partition.batch_sharding(mesh, 1), partition.batch_sharding(mesh, 2)
     out_shardings = SampleOutput(b2, b2, b2, b2, b1, b1)
-    jitted = partition.jit_sharded(
-        functools.partial(_sample_impl, config, **static),
-        in_shardings=(param_shardings, b2, b1, partition.replicated(mesh)),
-        out_shardings=out_shardings,
+    impl = functools.partial(_sample_impl, config, **static)
+    ins = (param_shardings, b2, b1, partition.replicated(mesh))
+    jitted = partition.jit_sharded(impl, ins, out_shardings)
+    with_ids = partition.jit_sharded(
+        lambda p, t, lens, r, ids: impl(p, t, lens, r, prompt_ids=ids), (*ins, b1), out_shardings
     )
 
-    def run(params, prompt_tokens, prompt_lengths, rng) -> SampleOutput:
+    def run(params, prompt_tokens, prompt_lengths, rng, prompt_ids=None) -> SampleOutput:
         with partition.sharding_context(mesh, rules):
-            return jitted(params, prompt_tokens, prompt_lengths, rng)
+            if prompt_ids is None:
+                return jitted(params, prompt_tokens, prompt_lengths, rng)
+            return with_ids(params, prompt_tokens, prompt_lengths, rng, prompt_ids)
 
     return run
