@@ -10,6 +10,7 @@ its own checkpoints / shards on the next run. WORKDIR may be local or a URI
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +24,20 @@ from rlaif_jax import fs
 from rlaif_jax.fs import atomic_copy, atomic_write  # noqa: F401  (for stages)
 
 MARKER = "COMPLETE"
+
+
+def json_safe(value: Any) -> Any:
+    """A copy that strict JSON can hold: NaN/inf -> None, numpy scalars -> Python,
+    tuples -> lists, mapping keys -> str (report files and stage records)."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy / jax scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def marker_path(stage_dir: str) -> str:

@@ -16,8 +16,7 @@ import numpy as np
 
 from rlaif_jax.evaluation import harmless
 from rlaif_jax.evaluation.length_control import length_controlled_win_rate
-from rlaif_jax.labeling import render
-from rlaif_jax.labeling.labeler import Labeler, LabelerSettings
+from rlaif_jax.labeling.judge import pair_judge
 from rlaif_jax.labeling.scoring import labeler_from_checkpoint
 from rlaif_jax.rates import (
     binomial_test,
@@ -51,16 +50,7 @@ def ai_judge(
     labeler: (scorer, vocab); default `labeler_from_checkpoint` on this host's part of
     `mesh` with `rules`."""
     scorer, vocab = labeler or labeler_from_checkpoint(workdir, mesh, rules)
-    variant = (variant or render.PromptVariant(task=None)).with_task(task)
-    labeler_obj = Labeler(scorer, vocab, variant, settings or LabelerSettings())
-
-    def judge(prompts, a, b):
-        pairs = [
-            {"id": p["id"], "context": p["context"], "response1": x, "response2": y, "label": -1.0}
-            for p, x, y in zip(prompts, a, b)
-        ]
-        return np.array([r["label"] for r in labeler_obj.label(pairs)])
-
+    judge = pair_judge(scorer, vocab, task, variant, settings)
     return judge, (scorer, vocab)
 
 

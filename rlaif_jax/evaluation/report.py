@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from rlaif_jax import artifacts
+from rlaif_jax import artifacts, fs
+
+# Written by the RL stage's checkpoint selection (`rl.selection`) into its output dir.
+SELECTION_FILE = "selection.json"
 
 # DESIGN §5: keys that metrics.json must hold (floats in [0, 1] unless noted) on every
 # run, and the win rates of a "human" judge (the toy world's oracle), held only when the
@@ -34,19 +37,6 @@ REQUIRED_KEYS = (
 HUMAN_JUDGE_KEYS = ("win_rate_rlaif_vs_sft", "win_rate_rlhf_vs_sft", "win_rate_rlaif_vs_rlhf")
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN -> None, numpy scalars -> Python."""
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def write_metrics(report_dir: str, metrics: Mapping[str, Any], human_judge: bool = True) -> str:
     """Writes report_dir/metrics.json; missing required keys are an error (a bug, not input)."""
     required = REQUIRED_KEYS + (HUMAN_JUDGE_KEYS if human_judge else ())
@@ -54,7 +44,9 @@ def write_metrics(report_dir: str, metrics: Mapping[str, Any], human_judge: bool
     if missing:
         raise KeyError(f"metrics.json would lack required keys {missing}")
     path = os.path.join(report_dir, "metrics.json")
-    artifacts.atomic_write(path, json.dumps(_clean(dict(metrics)), indent=2, sort_keys=True) + "\n")
+    artifacts.atomic_write(
+        path, json.dumps(artifacts.json_safe(dict(metrics)), indent=2, sort_keys=True) + "\n"
+    )
     return path
 
 
@@ -78,6 +70,7 @@ def render_markdown(metrics: Mapping[str, Any]) -> str:
     lines += _reward_model_section(metrics)
     lines += _harmless_section(metrics.get("harmless_rates") or {})
     lines += _length_section(metrics.get("policies", {}))
+    lines += _selection_section(metrics.get("checkpoint_selection") or {})
     return "\n".join(lines)
 
 
@@ -196,6 +189,55 @@ def _length_section(table: Mapping[str, Mapping[str, float]]) -> list[str]:
     for name, row in sorted(table.items()):
         cells = "".join(f" {row.get(k, float('nan')):.3f} |" for k in scores)
         lines.append(f"| {name} | {row.get('mean_length_chars', float('nan')):.1f} |{cells}")
+    return lines + [""]
+
+
+def checkpoint_selection(workdir: str, policies) -> dict[str, dict[str, Any]]:
+    """{policy: its RL stage's selection record} for every policy ((name, stage dir)
+    pairs) whose stage picked its checkpoint (paper §1.5): selected_step, final_step,
+    reason, criterion and the candidates (step, validation reward and rank, judged win
+    rate against SFT with its n)."""
+    out = {}
+    for name, stage_dir in policies:
+        path = os.path.join(workdir, stage_dir, SELECTION_FILE)
+        if fs.isfile(path):
+            out[name] = json.loads(fs.read_text(path))
+    return out
+
+
+def _selection_section(selection: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Which RL checkpoint each arm reports, and why (paper §1.5)."""
+    if not selection:
+        return []
+    lines = [
+        "## Checkpoint selection (paper §1.5)",
+        "",
+        "Each RL arm kept the checkpoints with the highest reward on validation prompts "
+        "and reports the one the AI judge prefers most against SFT.",
+        "",
+        "| policy | picked step (last step) | why |",
+        "| --- | --- | --- |",
+    ]
+    for name, rec in sorted(selection.items()):
+        lines.append(
+            f"| {name} | {rec.get('selected_step')} ({rec.get('final_step')}) | "
+            f"{rec.get('reason', '')} |"
+        )
+    lines += [
+        "",
+        "| policy | step | validation reward (rank) | AI-judged win rate vs SFT [95% CI] (n) "
+        "| picked |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, rec in sorted(selection.items()):
+        for row in rec.get("candidates", []):
+            reward = row.get("validation_reward")
+            reward_cell = "—" if reward is None else f"{reward:.4g}"
+            lines.append(
+                f"| {name} | {row.get('step')} | {reward_cell} ({row.get('validation_rank')}) "
+                f"| {_rate_cell(row.get('win_rate_vs_sft'))} | "
+                f"{'yes' if row.get('selected') else ''} |"
+            )
     return lines + [""]
 
 

@@ -202,6 +202,7 @@ def run_stage(
         harmless_rates=harmless_table,
         policies=policies_table,
         alignment_by_variant=_alignment_by_variant(label_metrics),
+        checkpoint_selection=report.checkpoint_selection(workdir, policies),
     )
     curves = _rl_curves(workdir, policies)
     own = time.time() - start

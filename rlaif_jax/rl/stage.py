@@ -28,6 +28,8 @@ from rlaif_jax.data.vocab import stop_ids
 from rlaif_jax.decoding import sample
 from rlaif_jax.rl import rewards
 from rlaif_jax.rl import roles as roles_lib
+from rlaif_jax.rl import selection as selection_lib
+from rlaif_jax.rl.candidates import CandidateStore
 from rlaif_jax.rl.runner import RLRunner, RLSettings
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
@@ -42,13 +44,20 @@ def train(
     prompts: Sequence[dict],
     out_dir: str,
     stop_after: int | None = None,
+    validation: selection_lib.Validation | None = None,
 ) -> dict[str, float]:
     """Runs (or resumes) RL over `prompts` through the shared loop (`train.loop`), with
     checkpoints in OUT_DIR/ckpt (the whole RLState; `params`: the policy, what evaluation
     restores) and one metrics row per step in OUT_DIR/metrics.jsonl. `stop_after`:
-    return after that many steps in this call (tests simulate a kill). Returns the last
+    return after that many steps in this call (tests simulate a kill). validation:
+    checkpoint selection's eval_fn (`selection.Validation`), run every
+    `validation.every` steps and at the end; the checkpoints then go to
+    OUT_DIR/train_ckpt (OUT_DIR/ckpt will hold the selected policy). Returns the last
     step's metrics and 'step'."""
     s = runner.settings
+    ckpt_dir = os.path.join(out_dir, selection_lib.TRAIN_CKPT if validation else "ckpt")
+    if validation is not None:
+        validation.prepare(ckpt_dir)
     source = batching.EpochSource.over(
         prompts, s.batch_size, s.seed, num_data_shards=s.num_data_shards, num_epochs=s.num_epochs
     )
@@ -70,8 +79,10 @@ def train(
             profile_steps=s.profile_steps,
             tensorboard=s.tensorboard,
             wandb_project=s.wandb_project,
+            eval_every=validation.every if validation else 0,
         ),
-        ckpt_dir=os.path.join(out_dir, "ckpt"),
+        ckpt_dir=ckpt_dir,
+        eval_fn=validation,
         metrics_path=os.path.join(out_dir, "metrics.jsonl"),
         tensorboard_dir=os.path.join(logdir, "tb"),
         profile_dir=os.path.join(logdir, "profile"),
@@ -134,6 +145,7 @@ def run_stage(
     mesh: Mesh | None = None,
     rules: Rules | None = None,
     data: tasks.TaskSources | None = None,
+    selection: selection_lib.SelectionSettings | None = None,
 ) -> dict[str, float]:
     """RL from the policy model in WORKDIR/<policy_dir> into WORKDIR/rl_<name>/.
 
@@ -147,7 +159,11 @@ def run_stage(
     'train'). mesh / rules / data: the objects the CLI builds from gin
     (`rlaif_jax.configurables`); from Python, None = `make_mesh()` / `get_rules()`; data
     (the task's `data.tasks.TaskSources`) is needed unless `prompts` are given.
-    Output: a model artifact (model.json, tokenizer, ckpt with the policy params).
+    selection: checkpoint selection (paper §1.5, `rl.selection`): the K checkpoints
+    with the highest reward on the task's validation prompts are judged against SFT by
+    the AI judge and the best becomes the policy (`rl.selection`; None: the last step).
+    Output: a model artifact (model.json, tokenizer, ckpt with the policy params) and,
+    with selection, selection.json (which step was picked and why).
     """
     start = time.time()
     settings = settings or RLSettings()
@@ -168,10 +184,23 @@ def run_stage(
     reward_fn = reward_builder(workdir, mesh, rules, task=task)
     sample_fn = make_sample_fn(config, mesh, rules, settings, policy.vocab, layout.max_response)
     runner = RLRunner(settings, roles, reward_fn, policy.vocab, mesh, rules, sample_fn, layout)
-    last = train(runner, _load_prompts(prompts, data), out_dir, stop_after=stop_after)
+    validation = None
+    if selection is not None:
+        store = CandidateStore(out_dir, selection.num_candidates)
+        val_prompts = selection_lib.validation_prompts(data, selection)
+        validation = selection_lib.Validation(runner, store, val_prompts, selection, settings.seed)
+    last = train(runner, _load_prompts(prompts, data), out_dir, stop_after, validation)
     if stop_after is not None:
         return last
     summary = {k: float(v) for k, v in last.items() if isinstance(v, int | float)}
     summary["truncated_prompts"] = float(runner.truncation.truncated_context)
+    if validation is not None:
+        # Only one model at a time from here: the RL state, anchor and reward go first.
+        del runner, roles, reward_fn, sample_fn, sft, validation
+        picked = selection_lib.run_selection(
+            workdir, out_dir, store, val_prompts, selection, policy=policy, config=config,
+            layout=layout, mesh=mesh, rules=rules, task=task, final_step=int(last["step"]),
+        )  # fmt: skip
+        summary["selected_step"] = float(picked["selected_step"])
     artifacts.write_complete(out_dir, summary, time.time() - start)
     return summary
