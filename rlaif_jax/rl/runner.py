@@ -157,6 +157,24 @@ def settings_layout(settings: RLSettings) -> InputLayout:
     )
 
 
+def step_breakdown(info: dict, update_s: float, step_s: float, tokens: float) -> dict:
+    """Where one RL step's seconds went (issue #22): rollout (sampling, incl. moving the
+    responses to the host), reward scoring (detokenize + reward model / labeler), the
+    teacher-forced forward passes (policy, anchor, value), the update (targets + optimizer
+    step), each in seconds and as a share of the step; and new tokens/s of the whole loop."""
+    parts = {
+        "rollout": info["rollout_s"],
+        "reward": info["reward_s"],
+        "forward": info["forward_s"],
+        "update": update_s,
+    }
+    out = {f"time_{k}_seconds": v for k, v in parts.items()}
+    out.update({f"time_{k}_share": v / max(step_s, 1e-9) for k, v in parts.items()})
+    out["loop_tokens_per_s"] = tokens / max(step_s, 1e-9)
+    out["step_seconds"] = step_s
+    return out
+
+
 class RLRunner:
     """The RL step without files, configured by its arguments (gin builds only the
     `RLSettings` the stage passes): `step(records) -> metrics` (usable from Colab).
@@ -236,9 +254,13 @@ class RLRunner:
             response_mask=out.mask,
             sampler_logprobs=out.logprobs * out.mask,
         )
+        t2 = time.time()
         logprobs, anchor_lp, values = self.learner.score_fn(
             self.state.params, self.roles.anchor, batch
         )
+        # Block here so the breakdown charges these passes to the forward, not the update.
+        jax.block_until_ready((logprobs, anchor_lp, values))
+        forward_s = time.time() - t2
         batch.update(logprobs=logprobs, anchor_logprobs=anchor_lp, values=values)
         mask = rewards.host_local_rows(out.mask).astype(np.float32)
         info = {
@@ -252,6 +274,7 @@ class RLRunner:
             ),
             "rollout_s": rollout_s,
             "reward_s": reward_s,
+            "forward_s": forward_s,
         }
         return batch, info
 
@@ -264,9 +287,9 @@ class RLRunner:
         if rng is None:
             rng = jax.random.fold_in(self.state.rng, self.state.step)
         batch, info = self.rollout(records, rng)
+        t0 = time.time()
         self.state, targets, rollout_metrics = self.learner.targets_fn(self.state, batch)
         batch.update(targets)
-        t0 = time.time()
         update_batch = {k: batch[k] for k in learner_lib.UPDATE_FIELDS}
         self.state, parts = self.learner.update_fn(self.state, update_batch)
         parts = {k: float(v) for k, v in jax.device_get({**rollout_metrics, **parts}).items()}
@@ -283,7 +306,7 @@ class RLRunner:
             "reward_seconds": info["reward_s"],
             "update_tokens_per_s": ntok / max(update_s, 1e-9),
             **parts,
-            "step_seconds": time.time() - t_start,
+            **step_breakdown(info, update_s, time.time() - t_start, ntok),
         }
 
     def train_step(self, state: learner_lib.RLState, records: Sequence[dict]):
