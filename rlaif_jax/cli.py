@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 from rlaif_jax import configurables, gin_utils
 from rlaif_jax.model_artifact import ArtifactError
+from rlaif_jax.sharding.memory import MemoryPlanError
 
 logger = logging.getLogger("rlaif_jax.cli")
 
@@ -31,6 +32,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "evaluate": ("rlaif_jax.evaluation.stage", "Win rates, alignment, RM accuracy, report."),
     "pipeline": ("rlaif_jax.pipeline", "Every stage of an experiment, skipping finished ones."),
     "bench": ("rlaif_jax.bench", "Throughput benchmark (train, score, sample)."),
+    "plan": (
+        "rlaif_jax.rl.stage",
+        "Memory plan of the RL stage's roles per device (loads nothing; exit 2 if over).",
+    ),
     "export": ("rlaif_jax.export", "Trained policies and reward models to the HF layout."),
     "sample_pairs": (
         "rlaif_jax.pair_sampling",
@@ -43,6 +48,8 @@ STAGES: dict[str, tuple[str, str]] = {
 }
 
 STAGE_FUNCTION = "run_stage"
+# `rlaif-jax plan`: the RL stage's own pre-load plan (gin scope 'rl' unless --scope).
+PLAN_STAGE, PLAN_SCOPE = "plan", "rl"
 
 
 def register_stage(name: str, module: str, help_text: str) -> None:
@@ -81,7 +88,7 @@ def _build_parser(stage: str, fn: Callable) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--scope",
-        default=stage,
+        default=PLAN_SCOPE if stage == PLAN_STAGE else stage,
         help="Gin scope the stage runs in (default: the stage name), e.g. rm_ai or rl_rlhf to "
         "run one step of an experiment file on its own.",
     )
@@ -143,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         kwargs["workdir"] = workdir
     if hasattr(fn, "add_arguments"):
         kwargs["args"] = args
+    if stage == PLAN_STAGE:
+        kwargs["plan_only"] = True
     import gin
 
     if workdir:  # a run that dies before the end still leaves its config
@@ -150,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with gin.config_scope(args.scope):
             fn(**kwargs, **configurables.stage_objects(fn))
-    except (gin_utils.GinUsageError, ArtifactError) as e:
+    except (gin_utils.GinUsageError, ArtifactError, MemoryPlanError) as e:
         print(f"rlaif-jax {stage}: {e}", file=sys.stderr)
         return 2
     if workdir:

@@ -9,6 +9,8 @@ Face module registers their constructors under the names gin files use:
     make_optimizer.name / .clip_norm / ...   train.optim.make_optimizer
     make_schedule.learning_rate / ...        train.optim.make_schedule
     TrainSettings.batch_size / ...           train.supervised.TrainSettings
+    MemoryPlanSettings.capacity_gb / ...     sharding.memory.MemoryPlanSettings
+    RolePlacement.devices / .rules / ...     sharding.placement.RolePlacement (rl.placements)
     PolicyPairs.pairs_dir / .splits / ...    data.tasks.PolicyPairs
     rlaif_jax.data.tasks.task_sources.task / .sources, ...summarize_sources.*, ...hh_sources.*
 
@@ -34,7 +36,9 @@ import optax
 from jax.sharding import Mesh
 
 from rlaif_jax.data import tasks
+from rlaif_jax.sharding import memory as memory_lib
 from rlaif_jax.sharding import mesh as mesh_lib
+from rlaif_jax.sharding import placement as placement_lib
 from rlaif_jax.sharding import rules as rules_lib
 from rlaif_jax.train import optim, supervised
 
@@ -44,6 +48,8 @@ make_schedule = gin.external_configurable(optim.make_schedule, "make_schedule")
 make_optimizer = gin.external_configurable(optim.make_optimizer, "make_optimizer")
 TrainSettings = gin.external_configurable(supervised.TrainSettings, "TrainSettings")
 PolicyPairs = gin.external_configurable(tasks.PolicyPairs, "PolicyPairs")
+MemoryPlanSettings = gin.external_configurable(memory_lib.MemoryPlanSettings, "MemoryPlanSettings")
+RolePlacement = gin.external_configurable(placement_lib.RolePlacement, "RolePlacement")
 # Module-qualified in the task files (rlaif_jax.data.tasks.task_sources.task = ...).
 task_sources = gin.external_configurable(tasks.task_sources, "task_sources")
 summarize_sources = gin.external_configurable(tasks.summarize_sources, "summarize_sources")
@@ -101,6 +107,11 @@ def build_train_settings() -> supervised.TrainSettings:
     return _plain(TrainSettings(), supervised.TrainSettings)
 
 
+def build_memory_plan() -> memory_lib.MemoryPlanSettings:
+    """`MemoryPlanSettings()` with the fields gin binds (MemoryPlanSettings.capacity_gb, ...)."""
+    return _plain(MemoryPlanSettings(), memory_lib.MemoryPlanSettings)
+
+
 # Parameter name of a stage entry -> the builder of the object it receives.
 OBJECTS: dict[str, Callable[[], Any]] = {
     "mesh": build_mesh,
@@ -109,6 +120,7 @@ OBJECTS: dict[str, Callable[[], Any]] = {
     "policy_pairs": build_policy_pairs,
     "optimizer": build_optimizer,
     "train_settings": build_train_settings,
+    "memory_plan": build_memory_plan,
 }
 
 

@@ -263,6 +263,8 @@ def labeler_from_checkpoint(
     batch_size: int = 32,
     max_len: int | None = None,
     shared_prefix: bool = True,
+    param_dtype: str | None = None,
+    spec_only: bool = False,
 ) -> tuple[ModelScorer, Any]:
     """The labeler (also the AI judge and the d-RLAIF scorer): (ModelScorer, vocab).
 
@@ -273,7 +275,9 @@ def labeler_from_checkpoint(
     with `rules` (the stage's: gin/sharding/fsdp.gin shards over every local device), so a
     labeler larger than one device works; each host labels its own shards. None: the
     local devices data-parallel, `get_rules()`. max_len (prompt tokens at most) defaults
-    to the model's max_len.
+    to the model's max_len. param_dtype: storage of the params (None = the artifact's or
+    model_overrides'; RL passes its placement's). spec_only: return (config, batch_size,
+    max_len) for a memory plan, loading nothing.
     """
     import jax
 
@@ -286,7 +290,11 @@ def labeler_from_checkpoint(
     art = model_artifact.open_model(
         model_artifact.resolve_model_dir(workdir, model_dir, "labeler_from_checkpoint.model_dir")
     )
+    if param_dtype is not None:
+        model_overrides = {**(model_overrides or {}), "param_dtype": param_dtype}
     config = art.config_with(model_overrides, "labeler_from_checkpoint.model_overrides")
+    if spec_only:
+        return config, batch_size, max_len or config.max_len
     if mesh is None:
         mesh = mesh_lib.make_mesh(devices=jax.local_devices())
     mesh = mesh_lib.local_mesh(mesh)

@@ -23,7 +23,7 @@ from jax.sharding import Mesh
 
 from rlaif_jax.data import batching
 from rlaif_jax.data.vocab import Vocab
-from rlaif_jax.sharding import partition
+from rlaif_jax.sharding import partition, placement
 from rlaif_jax.sharding.rules import Rules
 
 
@@ -173,3 +173,40 @@ class DirectLabelerReward:
                 f"d-RLAIF scorer returned shape {s.shape}, expected ({len(contexts)},)."
             )
         return direct.rescale(s).astype(np.float32)
+
+
+class OffloadedReward:
+    """A reward function whose model waits in host memory between calls (paper-scale RL:
+    the reward model or labeler is idle while the learner samples and updates).
+
+    Wraps a `RewardModelReward` (params in `.params`) or a `DirectLabelerReward` over a
+    `labeling.scoring.ModelScorer` (params in `.scorer.scorer.params`): each call moves
+    the params to device memory, scores, and moves them back
+    (`sharding.placement.to_device` / `to_host`; a backend without a host memory kind
+    keeps them on the device)."""
+
+    def __init__(self, inner: RewardFn):
+        self.inner = inner
+        self._holder = self._params_holder(inner)
+        self._holder.params = placement.to_host(self._holder.params)
+
+    @staticmethod
+    def _params_holder(inner: Any) -> Any:
+        for holder in (inner, getattr(getattr(inner, "scorer", None), "scorer", None)):
+            if holder is not None and hasattr(holder, "params"):
+                return holder
+        raise ValueError(
+            f"RolePlacement.offload: the reward {type(inner).__name__} holds no params to "
+            "offload (a reward model or a d-RLAIF labeler does)."
+        )
+
+    @property
+    def params(self) -> Any:
+        return self._holder.params
+
+    def __call__(self, contexts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        self._holder.params = placement.to_device(self._holder.params)
+        try:
+            return self.inner(contexts, responses)
+        finally:
+            self._holder.params = placement.to_host(self._holder.params)

@@ -26,7 +26,7 @@ from rlaif_jax import model_artifact
 from rlaif_jax.labeling import direct, render
 from rlaif_jax.labeling.scoring import labeler_from_checkpoint
 from rlaif_jax.rl import rewards
-from rlaif_jax.sharding import partition
+from rlaif_jax.sharding import memory, partition
 from rlaif_jax.sharding.rules import Rules
 
 PyTree = Any
@@ -120,12 +120,17 @@ def reward_model_from_checkpoint(
     max_response: int | None = None,
     prompt_suffix: str | None = None,
     batch_size: int = 32,
+    param_dtype: str | None = None,
+    spec_only: bool = False,
 ) -> rewards.RewardModelReward:
     """RewardFn of the reward model in WORKDIR/<rm_dir> (or a path): its config, tokenizer
     and input layout come from its artifact, so it scores responses laid out exactly as
     in RM training. rm_dir: 'rm_ai' (RLAIF) or 'rm_human' (RLHF). max_context /
     max_response / prompt_suffix may only restate the artifact's layout (None = take it). task:
-    unused (the RM's artifact holds its layout); the `rl.reward_builder` contract."""
+    unused (the RM's artifact holds its layout); the `rl.reward_builder` contract.
+    param_dtype: storage of the RM's params (None = the artifact's; the stage passes its
+    placement's). spec_only: return the `memory.ScoringRoleSpec` the memory plan needs
+    (its config and batch), loading nothing."""
     del task
     if rm_dir is None:
         raise ValueError(
@@ -140,6 +145,8 @@ def reward_model_from_checkpoint(
             f"reward_model_from_checkpoint.rm_dir = {rm_dir!r}: {art.where} is an LM, not a "
             "reward model (head 'scalar'); point it at a `rlaif-jax reward` output."
         )
+    if param_dtype is not None:
+        model_overrides = {**(model_overrides or {}), "param_dtype": param_dtype}
     config = art.config_with(model_overrides, "reward_model_from_checkpoint.model_overrides")
     layout = art.layout_for(
         None,
@@ -148,6 +155,9 @@ def reward_model_from_checkpoint(
         max_response=max_response,
         prompt_suffix=prompt_suffix,
     )
+    if spec_only:
+        length = layout.max_context + layout.max_response
+        return memory.ScoringRoleSpec("reward", config, "scalar", batch_size, length)
     params, shardings = model_artifact.load_params(art, mesh, rules, "scalar", config)
     return rewards.RewardModelReward(
         score_fn=rewards.make_rm_score_fn(config, mesh, rules, shardings),
@@ -165,16 +175,29 @@ def reward_model_from_checkpoint(
 
 @gin.configurable
 def direct_labeler_from_checkpoint(
-    workdir: str, mesh: Mesh, rules: Rules, task: str | None = None, prompt: Any = None
+    workdir: str,
+    mesh: Mesh,
+    rules: Rules,
+    task: str | None = None,
+    prompt: Any = None,
+    param_dtype: str | None = None,
+    spec_only: bool = False,
 ) -> rewards.DirectLabelerReward:
     """d-RLAIF RewardFn: the labeler of `labeling.scoring.labeler_from_checkpoint` (gin
     configures its model directory and batch) on this host's part of `mesh`, scoring 1–10
-    with `direct.DirectScorer`, with the d-RLAIF prompt of `task` unless `prompt` is given."""
+    with `direct.DirectScorer`, with the d-RLAIF prompt of `task` unless `prompt` is given.
+    param_dtype / spec_only: as in `reward_model_from_checkpoint` (the spec's role is
+    'labeler')."""
     if prompt is None and task is None:
         raise ValueError(
             "direct_labeler_from_checkpoint: no task to take the d-RLAIF prompt from; give "
             "the RL stage its task's data or set direct_labeler_from_checkpoint.prompt."
         )
-    scorer, vocab = labeler_from_checkpoint(workdir, mesh, rules)
+    if spec_only:
+        config, batch_size, max_len = labeler_from_checkpoint(
+            workdir, mesh, rules, param_dtype=param_dtype, spec_only=True
+        )
+        return memory.ScoringRoleSpec("labeler", config, "lm", batch_size, max_len)
+    scorer, vocab = labeler_from_checkpoint(workdir, mesh, rules, param_dtype=param_dtype)
     prompt = prompt or render.direct_prompt_for(task)
     return rewards.DirectLabelerReward(direct.DirectScorer(scorer, vocab, prompt))

@@ -26,6 +26,7 @@ from rlaif_jax import artifacts, model_artifact
 from rlaif_jax.data import batching, tasks
 from rlaif_jax.data.vocab import stop_ids
 from rlaif_jax.decoding import sample
+from rlaif_jax.rl import placement as rl_placement
 from rlaif_jax.rl import rewards
 from rlaif_jax.rl import roles as roles_lib
 from rlaif_jax.rl import selection as selection_lib
@@ -33,6 +34,8 @@ from rlaif_jax.rl.candidates import CandidateStore
 from rlaif_jax.rl.runner import RLRunner, RLSettings
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
+from rlaif_jax.sharding.memory import MemoryPlanSettings
+from rlaif_jax.sharding.placement import RolePlacement
 from rlaif_jax.sharding.rules import Rules
 from rlaif_jax.train import loop
 
@@ -146,6 +149,9 @@ def run_stage(
     rules: Rules | None = None,
     data: tasks.TaskSources | None = None,
     selection: selection_lib.SelectionSettings | None = None,
+    placements: dict[str, RolePlacement] | None = None,
+    memory_plan: MemoryPlanSettings | None = None,
+    plan_only: bool = False,
 ) -> dict[str, float]:
     """RL from the policy model in WORKDIR/<policy_dir> into WORKDIR/rl_<name>/.
 
@@ -162,6 +168,11 @@ def run_stage(
     selection: checkpoint selection (paper §1.5, `rl.selection`): the K checkpoints
     with the highest reward on the task's validation prompts are judged against SFT by
     the AI judge and the best becomes the policy (`rl.selection`; None: the last step).
+    placements (gin: rl.placements = {'policy': @policy/RolePlacement(), ...}): each
+    role's devices, mesh, rules, param dtype, remat, offload (`rl.placement`; roles
+    without one share mesh / rules). memory_plan: the memory plan checked before
+    anything is loaded (`sharding.memory.MemoryPlanSettings`); plan_only (`rlaif-jax
+    plan`): print it and return {'peak_gb', 'fits'}.
     Output: a model artifact (model.json, tokenizer, ckpt with the policy params) and,
     with selection, selection.json (which step was picked and why).
     """
@@ -176,12 +187,22 @@ def run_stage(
     config = policy.config_with(model_overrides, "rl.model_overrides")
     task = data.task if data is not None else None
     layout = policy_layout(policy, settings, task)
+    rp = rl_placement.resolve(
+        placements, mesh, rules, settings.anchor_dtype, rl_placement.reward_role_of(reward_builder)
+    )
+    mesh, rules, config = rp.learner.mesh, rp.learner.rules, rp.policy_config(config)
+    plan = rl_placement.check_memory(
+        config, settings, layout, rp, reward_builder, workdir, task, memory_plan, plan_only
+    )
+    if plan_only:
+        return {"peak_gb": plan.peak() / 1e9, "fits": float(plan.fits)}
     sft, _ = model_artifact.load_params(policy, mesh, rules, "lm", config)
     model_artifact.write_model_artifact(
         out_dir, config, "lm", policy.vocab, layout, policy.family, policy.source
     )
-    roles = roles_lib.build_roles(config, sft, mesh, rules, settings.anchor_dtype, settings.seed)
-    reward_fn = reward_builder(workdir, mesh, rules, task=task)
+    roles = roles_lib.build_roles(config, sft, mesh, rules, rp.anchor_dtype, settings.seed)
+    roles = rl_placement.place_roles(roles, config, rp)
+    reward_fn = rl_placement.build_reward(reward_builder, workdir, rp, task)
     sample_fn = make_sample_fn(config, mesh, rules, settings, policy.vocab, layout.max_response)
     runner = RLRunner(settings, roles, reward_fn, policy.vocab, mesh, rules, sample_fn, layout)
     validation = None

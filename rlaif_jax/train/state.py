@@ -101,13 +101,12 @@ def opt_state_shardings(abstract_opt_state, params_structs, params_shardings, me
     return jax.tree_util.tree_map_with_path(one, abstract_opt_state)
 
 
-def create_sharded_state(
+def sharded_state_layout(
     params, params_shardings, tx, mesh, seed: int = 0, state_cls: type = TrainState, **extra
 ):
-    """(state, its shardings): optimizer state laid out like the params it mirrors
-    (see `opt_state_shardings`), step, RNG and extra fields replicated; built by one jit,
-    so nothing is ever whole on one device. `state_cls` (a TrainState subclass) and
-    `extra` (its added fields' initial values) give e.g. the RL state."""
+    """(abstract state, its shardings, create): the layout `create_sharded_state` builds,
+    from params or their ShapeDtypeStructs, allocating nothing (memory plans compile the
+    step on it). `create(params)` builds the state."""
 
     def create(p):
         return state_cls.create(p, tx, seed, **extra)
@@ -118,6 +117,19 @@ def create_sharded_state(
     shardings = jax.tree.map(lambda _: rep, abstract).replace(
         params=params_shardings,
         opt_state=opt_state_shardings(abstract.opt_state, structs, params_shardings, mesh),
+    )
+    return abstract, shardings, create
+
+
+def create_sharded_state(
+    params, params_shardings, tx, mesh, seed: int = 0, state_cls: type = TrainState, **extra
+):
+    """(state, its shardings): optimizer state laid out like the params it mirrors
+    (see `opt_state_shardings`), step, RNG and extra fields replicated; built by one jit,
+    so nothing is ever whole on one device. `state_cls` (a TrainState subclass) and
+    `extra` (its added fields' initial values) give e.g. the RL state."""
+    _, shardings, create = sharded_state_layout(
+        params, params_shardings, tx, mesh, seed, state_cls, **extra
     )
     state = jax.jit(create, out_shardings=shardings)(params)
     return state, shardings
