@@ -4,8 +4,10 @@ The RM is the policy architecture with a scalar head, read at each response's la
 token, initialised from the SFT checkpoint (or the raw LM) as gin says (paper Table 6),
 and trained with the paper's soft-label cross-entropy
     L = -[p log σ(r1 − r2) + (1 − p) log σ(r2 − r1)]
-(p ∈ {0, 1} for human labels: Bradley–Terry). It is evaluated by pairwise accuracy on
-held-out human preferences. Output: a model artifact in WORKDIR/<output_dir>
+(p ∈ {0, 1} for human labels: Bradley–Terry). preferences 'human+ai' (paper §4.1,
+App. K, RLHF + RLAIF) trains on every human pair (hard labels) plus as many AI-labeled
+pairs (soft labels, drawn at random) in that one loss. It is evaluated by pairwise
+accuracy on held-out human preferences. Output: a model artifact in WORKDIR/<output_dir>
 (`rlaif_jax.model_artifact`: model.json with the input layout, tokenizer, ckpt) + COMPLETE.
 """
 
@@ -15,6 +17,7 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Sequence
 
 import gin
 import jax
@@ -34,6 +37,8 @@ from rlaif_jax.sharding import rules as rules_lib
 from rlaif_jax.sharding.rules import Rules
 from rlaif_jax.train import losses, optim
 from rlaif_jax.train.supervised import TrainSettings, train_supervised
+
+PREFERENCES = ("ai", "human", "human+ai")
 
 
 def rm_loss(config, params, batch, rng):
@@ -101,7 +106,9 @@ def run_stage(
     optimizer: optax.GradientTransformation | None = None,
     train_settings: TrainSettings | None = None,
 ) -> dict[str, float]:
-    """Trains an RM on 'ai' (WORKDIR/<label_dir> shards) or 'human' preferences.
+    """Trains an RM on 'ai' (WORKDIR/<label_dir> shards), 'human' or 'human+ai'
+    preferences (`mix_human_and_ai`: all human pairs and as many AI pairs, drawn with
+    TrainSettings.seed; `num_human_pairs` / `num_ai_pairs` in the metrics).
 
     init_from: the model whose LM trunk initialises the RM (under a fresh scalar head): a
       stage dir under WORKDIR ('sft', the AI-feedback RM of paper Table 6) or a Hugging
@@ -117,15 +124,17 @@ def run_stage(
       task's own (`data.tasks.PolicyPairs`; gin/method/on_policy_pairs.gin).
     Output: WORKDIR/<output_dir>/{model.json, tokenizer files, ckpt, COMPLETE}.
     """
-    if preferences not in ("ai", "human"):
-        raise ValueError(f"reward.preferences={preferences!r}: use 'ai' or 'human'.")
+    if preferences not in PREFERENCES:
+        raise ValueError(f"reward.preferences={preferences!r}: use one of {PREFERENCES}.")
     t0 = time.time()
     stage_dir = os.path.join(workdir, output_dir)
     settings = train_settings or TrainSettings()
     data = tasks.need_data(data, "reward")
     if policy_pairs is not None:
         data = policy_pairs.apply(data, workdir)
-    records = _training_pairs(data, preferences, os.path.join(workdir, label_dir))
+    records, counts = _training_pairs(
+        data, preferences, os.path.join(workdir, label_dir), settings.seed
+    )
     held_out = list(data.source("human_prefs", eval_split))[: max_eval_pairs or None]
     layout_fields = dict(
         max_context=max_context, max_response=max_response, prompt_suffix=prompt_suffix
@@ -165,6 +174,7 @@ def run_stage(
     metrics["pairwise_accuracy_ci_low"] = accuracy.ci_low
     metrics["pairwise_accuracy_ci_high"] = accuracy.ci_high
     metrics["num_train_pairs"] = len(records)
+    metrics.update(counts)
     metrics["num_eval_pairs"] = len(held_out)
     if jax.process_index() == 0:
         logging.getLogger("rlaif_jax.reward").info(
@@ -177,15 +187,55 @@ def run_stage(
     return metrics
 
 
-def _training_pairs(data: tasks.TaskSources, preferences: str, label_dir: str) -> list[dict]:
-    """The RM's training pairs: the AI preferences in `label_dir` ('ai') or the task's
-    human preferences ('human'), train split."""
+def subsample(records: list[dict], num: int, seed: int, binding: str) -> list[dict]:
+    """`num` of `records` drawn without replacement (numpy seed `seed`), in their order."""
+    if num < 1 or num > len(records):
+        raise ValueError(f"{binding} = {num}: choose 1..{len(records)} (the training pairs).")
+    keep = np.sort(np.random.default_rng(seed).choice(len(records), size=num, replace=False))
+    return [records[int(i)] for i in keep]
+
+
+def mix_human_and_ai(
+    human: Sequence[dict], ai: Sequence[dict], seed: int
+) -> tuple[list[dict], dict[str, int]]:
+    """(records, counts): every human pair (its label, 0 or 1: P(response1 preferred)),
+    then as many AI pairs as there are human ones, drawn without replacement with `seed`
+    (their soft label, the labeler's debiased P(response1 preferred)); all of them when
+    there are fewer (a warning: the paper's mix is equal-sized). Records keep only what
+    the RM reads ({id, context, response1, response2, label}) and say their `source`."""
+    fields = ("id", "context", "response1", "response2", "label")
+    if not human:
+        raise ValueError("reward.preferences = 'human+ai': the task has no human preferences.")
+    if len(ai) < len(human):
+        logging.getLogger("rlaif_jax.reward").warning(
+            "reward: %d AI-labeled pairs for %d human pairs; the mix is not equal-sized "
+            "(label more pairs: sample_pairs.max_pairs / label.max_pairs).",
+            len(ai),
+            len(human),
+        )
+        chosen = list(ai)
+    else:
+        chosen = subsample(list(ai), len(human), seed, "reward.preferences='human+ai'")
+    out = [{**{k: r[k] for k in fields}, "source": "human"} for r in human]
+    out += [{**{k: r[k] for k in fields}, "source": "ai"} for r in chosen]
+    return out, {"num_human_pairs": len(human), "num_ai_pairs": len(chosen)}
+
+
+def _training_pairs(
+    data: tasks.TaskSources, preferences: str, label_dir: str, seed: int
+) -> tuple[list[dict], dict[str, int]]:
+    """The RM's training pairs and their counts: the AI preferences in `label_dir`
+    ('ai'), the task's human preferences ('human', train split) or both mixed
+    ('human+ai', `mix_human_and_ai`)."""
+    human = list(data.source("human_prefs", "train")) if "human" in preferences else []
     if preferences == "human":
-        return list(data.source("human_prefs", "train"))
-    records = list(data.with_ai_labels(label_dir).source("ai_prefs", "train"))
-    if not records:
+        return human, {"num_human_pairs": len(human)}
+    ai = list(data.with_ai_labels(label_dir).source("ai_prefs", "train"))
+    if not ai:
         raise FileNotFoundError(f"reward: no AI preferences in {label_dir}; run `rlaif-jax label`.")
-    return records
+    if preferences == "ai":
+        return ai, {"num_ai_pairs": len(ai)}
+    return mix_human_and_ai(human, ai, seed)
 
 
 def _starting_point(

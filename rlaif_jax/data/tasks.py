@@ -256,12 +256,15 @@ class TaskSources:
         alignment_fraction: float | None = None,
         max_alignment: int | None = None,
         seed: int = 0,
+        alignment: bool = True,
     ) -> TaskSources:
         """A copy whose unlabeled pairs of `pair_splits` are the policy-sampled pairs in
         PAIRS_DIR/<split>.jsonl (`pair_sampling`). Rated pairs (every record has a
         confidence 1..9, e.g. from the toy world's simulated human) also replace
         human_prefs of that split, and the train split's alignment subset is redrawn from
-        them (`splits.alignment_subset`, at most `max_alignment`)."""
+        them (`splits.alignment_subset`, at most `max_alignment`). alignment False: the
+        copy has no alignment subset at all (the label stage then labels the pairs only,
+        e.g. the RLHF + RLAIF arm's new pairs, whose labeler the main label step measures)."""
         sources = {r: dict(v) for r, v in self.sources.items()}
         for split in pair_splits:
             path = os.path.join(pairs_dir, f"{split}.jsonl")
@@ -289,6 +292,8 @@ class TaskSources:
                     sources.setdefault("alignment", {})["train"] = RecordSource(
                         f"{name}/alignment", "alignment", lambda s=subset: s
                     )
+        if not alignment:
+            sources["alignment"] = {}
         return TaskSources(self.task, sources)
 
 
@@ -296,14 +301,15 @@ class TaskSources:
 class PolicyPairs:
     """Where the label and reward stages read policy-sampled pairs (the `sample_pairs`
     stage's WORKDIR/<pairs_dir>) instead of the task's own unlabeled pairs; pairs_dir
-    None: the task's own. `splits`, `alignment_fraction`, `max_alignment`, `seed`: see
-    `TaskSources.with_policy_pairs`."""
+    None: the task's own. `splits`, `alignment_fraction`, `max_alignment`, `seed`,
+    `alignment`: see `TaskSources.with_policy_pairs`."""
 
     pairs_dir: str | None = None
     splits: Sequence[str] = ("train",)
     alignment_fraction: float | None = None
     max_alignment: int | None = None
     seed: int = 0
+    alignment: bool = True
 
     def apply(self, data: TaskSources, workdir: str) -> TaskSources:
         """`data`, with the policy-sampled pairs of WORKDIR/<pairs_dir> when it is set."""
@@ -315,6 +321,7 @@ class PolicyPairs:
             self.alignment_fraction,
             self.max_alignment,
             self.seed,
+            self.alignment,
         )
 
 

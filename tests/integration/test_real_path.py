@@ -39,6 +39,11 @@ STEPS = (
     "rl_rlhf",
     "rl_same_size",
     "rl_d_rlaif",
+    "rl_self_improve",
+    "combined_pairs",
+    "labels_combined",
+    "rm_combined",
+    "rl_combined",
     "report",
     "export",
 )
@@ -49,8 +54,11 @@ COMPARISONS = (
     ("same_size", "sft"),
     ("d_rlaif", "sft"),
     ("d_rlaif", "same_size"),
+    ("self_improve", "sft"),
+    ("combined", "sft"),
+    ("combined", "rlhf"),
 )
-POLICIES = ("sft", "rlaif", "rlhf", "same_size", "d_rlaif")
+POLICIES = ("sft", "rlaif", "rlhf", "same_size", "d_rlaif", "self_improve", "combined")
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +115,9 @@ def test_paper_experiment_through_the_cli(task, world, tmp_path):
         assert key not in metrics  # real data has no oracle "human"
     assert not any("oracle" in json.dumps(row) for row in metrics["policies"].values())
     assert metrics["num_eval_prompts"] == 8
-    for kind in ("ai", "human"):
+    for kind in ("ai", "human", "ai_same_size", "combined"):
         assert 0.0 <= metrics[f"rm_pairwise_accuracy_{kind}"] <= 1.0
+    _check_combined_arm(workdir)
     assert 0.0 <= metrics["labeler_alignment"] <= 1.0
     if task == "harmless":
         for name in POLICIES:
@@ -128,6 +137,22 @@ def test_paper_experiment_through_the_cli(task, world, tmp_path):
     if task == "summarize":
         _check_export_matches_transformers(workdir)
         _check_contradicting_layout_is_refused(world, workdir, tmp_path)
+
+
+def _check_combined_arm(workdir):
+    """RLHF + RLAIF (App. K): one RLHF and one SFT response per new pair, in both orders;
+    the large labeler labeled them all (no second alignment run); the RM trained on every
+    human pair plus as many of them as there are (tiny_real: 16 contexts)."""
+    rows = [json.loads(x) for x in (workdir / "combined_pairs" / "train.jsonl").open()]
+    assert 0 < len(rows) <= 16
+    assert {(r["policy1"], r["policy2"]) for r in rows} <= {("rl_rlhf", "sft"), ("sft", "rl_rlhf")}
+    labels = json.loads((workdir / "labels_combined" / "manifest.json").read_text())
+    assert sum(sh["num_records"] for sh in labels["shards"]) == len(rows)
+    assert not (workdir / "labels_combined" / "alignment").exists()
+    rm = json.loads((workdir / "rm_combined" / "COMPLETE").read_text())["metrics"]
+    human = rm["num_human_pairs"]
+    assert rm["num_ai_pairs"] == min(human, len(rows)) and human > 0
+    assert rm["num_train_pairs"] == human + rm["num_ai_pairs"]
 
 
 def _check_contradicting_layout_is_refused(world, workdir, tmp_path):

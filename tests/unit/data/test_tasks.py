@@ -216,3 +216,12 @@ def test_missing_policy_pairs_name_the_stage_to_run(tmp_path):
 def test_stage_without_data_says_where_to_get_it():
     with pytest.raises(ValueError, match="sft reads the task's data.*task_sources"):
         tasks.need_data(None, "sft")
+
+
+@pytest.mark.parametrize("rated", [True, False])
+def test_policy_pairs_without_alignment_have_no_alignment_subset(tmp_path, rated):
+    rows = _policy_rows(12, rated=rated)
+    data = _toy_sources_with_pairs(tmp_path, rows, pairs_dir="policy_pairs", alignment=False)
+    want = list(formats.read_policy_pairs(str(tmp_path / "policy_pairs" / "train.jsonl")))
+    assert list(data.source("unlabeled", "train")) == want
+    assert data.sources["alignment"] == {}  # the label stage labels the pairs only
