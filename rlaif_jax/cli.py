@@ -41,6 +41,10 @@ STAGES: dict[str, tuple[str, str]] = {
         "rlaif_jax.pair_sampling",
         "Preference pairs sampled from a policy (on-policy pair data).",
     ),
+    "table": (
+        "rlaif_jax.paper_tables",
+        "One of the paper's tables: its rows run, written beside the paper's numbers.",
+    ),
     "bootstrap_labeler": (
         "rlaif_jax.toy.labeler_bootstrap",
         "Toy world only: train the stand-in off-the-shelf labeler.",

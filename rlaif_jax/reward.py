@@ -99,6 +99,7 @@ def run_stage(
     prompt_suffix: str | None = None,
     eval_split: str = "validation",
     max_eval_pairs: int | None = None,
+    max_train_pairs: int | None = None,
     mesh: Mesh | None = None,
     rules: Rules | None = None,
     data: tasks.TaskSources | None = None,
@@ -117,6 +118,8 @@ def run_stage(
     model_preset / vocab_path: with `init_from = None`, a randomly initialised preset and
       its vocabulary (a SentencePiece .model or an HF tokenizer dir).
     eval_split: the held-out human preferences RM accuracy is measured on.
+    max_train_pairs: train on this many pairs drawn at random (seed: TrainSettings.seed)
+      from the training set (v1's RM accuracy vs number of pairs; `rlaif-jax table`).
     mesh / rules / data / optimizer / train_settings: the objects the CLI builds from gin
       (`rlaif_jax.configurables`); from Python: None = `make_mesh()`, `get_rules()`,
       `make_optimizer()`, `TrainSettings()`; data (the task's `data.tasks.TaskSources`)
@@ -135,6 +138,8 @@ def run_stage(
     records, counts = _training_pairs(
         data, preferences, os.path.join(workdir, label_dir), settings.seed
     )
+    if max_train_pairs is not None:
+        records = subsample(records, max_train_pairs, settings.seed, "reward.max_train_pairs")
     held_out = list(data.source("human_prefs", eval_split))[: max_eval_pairs or None]
     layout_fields = dict(
         max_context=max_context, max_response=max_response, prompt_suffix=prompt_suffix

@@ -27,7 +27,7 @@ import gin
 import jax
 from jax.sharding import Mesh
 
-from rlaif_jax import artifacts, fs, policy_decode
+from rlaif_jax import artifacts, fs, policy_decode, report_sections
 from rlaif_jax.data import tasks
 from rlaif_jax.data.records import LABEL_DIR
 from rlaif_jax.evaluation import report, samples
@@ -273,7 +273,8 @@ def _write_report(out_dir, metrics, curves, rows, prompts, responses, with_human
         return
     fs.makedirs(out_dir)
     report.write_metrics(out_dir, metrics, human_judge=with_human)
-    artifacts.atomic_write(os.path.join(out_dir, "report.md"), report.render_markdown(metrics))
+    # The paper-table sections (`rlaif-jax table`) stay in report.md after the main part.
+    report_sections.write_main(out_dir, report.render_markdown(metrics))
     report.plot_curves(out_dir, curves)
     if rows:
         report.plot_win_rates(out_dir, rows)

@@ -16,10 +16,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import gin
+import numpy as np
 
 from rlaif_jax import fs
 from rlaif_jax.labeling import prompts as P
@@ -38,6 +40,8 @@ class PromptVariant:
     cot: two-step chain of thought (rationale, then score).
     preamble_text / cot_preamble_text / sample_format / ending / cot_ending /
     exemplar_file: custom text replacing the task defaults (None = default).
+    exemplars: the exemplars themselves, replacing the file (the label stage's random
+      exemplars drawn from training pairs, `label.exemplar_seed`; paper App. D).
     asks_more_harmful: the preamble asks which response is worse, so labels are inverted
     into a preference (None = the task default: True for 'harmless').
     name: label for logs and metrics.
@@ -55,6 +59,7 @@ class PromptVariant:
     exemplar_file: str | None = None
     asks_more_harmful: bool | None = None
     name: str = ""
+    exemplars: tuple[Exemplar, ...] | None = None
 
     def __post_init__(self):
         if self.task is None:
@@ -198,6 +203,13 @@ def load_exemplars(path: str) -> tuple[Exemplar, ...]:
 def exemplars_for(variant: PromptVariant) -> tuple[Exemplar, ...]:
     if variant.num_shots == 0:
         return ()
+    if variant.exemplars is not None:
+        if len(variant.exemplars) < variant.num_shots:
+            raise ValueError(
+                f"PromptVariant {variant.display_name!r} asks for {variant.num_shots} shots "
+                f"but was given {len(variant.exemplars)} exemplars."
+            )
+        return variant.exemplars[: variant.num_shots]
     path = variant.exemplar_path
     ex = load_exemplars(path)
     if len(ex) < variant.num_shots:
@@ -206,6 +218,39 @@ def exemplars_for(variant: PromptVariant) -> tuple[Exemplar, ...]:
             f"{path} holds only {len(ex)} exemplars."
         )
     return ex[: variant.num_shots]
+
+
+def random_exemplars(
+    pairs: Sequence[Mapping[str, Any]],
+    num: int,
+    seed: int,
+    inverted: bool = False,
+    exclude_ids: Collection[str] = (),
+) -> tuple[Exemplar, ...]:
+    """`num` exemplars drawn at random (numpy seed `seed`) from human-labeled pair records
+    (`data/records.py`: label = P(response1 preferred)); ties, unrated pairs and the ids in
+    `exclude_ids` (e.g. the alignment subset being scored) are never drawn. The exemplar's
+    answer is the preferred response, or the other one when the prompt asks which is worse
+    (`inverted`). Paper App. D: 10 trials of Base 1-shot with a different random exemplar."""
+    exclude = {str(i) for i in exclude_ids}
+    pool = [
+        p
+        for p in pairs
+        if float(p["label"]) >= 0 and float(p["label"]) != 0.5 and str(p["id"]) not in exclude
+    ]
+    if len(pool) < num:
+        raise ValueError(
+            f"random exemplars: {num} asked, only {len(pool)} labeled pairs to draw from "
+            "(ties, unrated pairs and the alignment subset excluded)."
+        )
+    picks = np.random.default_rng(seed).choice(len(pool), size=num, replace=False)
+    out = []
+    for i in picks:
+        p = pool[int(i)]
+        first = float(p["label"]) > 0.5
+        answer = 1 if first != inverted else 2
+        out.append(Exemplar(str(p["context"]), str(p["response1"]), str(p["response2"]), answer))
+    return tuple(out)
 
 
 def render_sample(variant: PromptVariant, context: str, first: str, second: str) -> str:
@@ -366,6 +411,7 @@ __all__ = [
     "direct_prompt_for",
     "exemplars_for",
     "load_exemplars",
+    "random_exemplars",
     "prompt_variant",
     "render_direct",
     "render_preference",

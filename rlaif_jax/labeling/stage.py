@@ -19,6 +19,7 @@ host); only host 0 writes manifests, metrics and the marker, after a barrier.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -216,6 +217,8 @@ def run_stage(
     max_pairs: int | None = None,
     on_shard: Callable[[int], None] | None = None,
     output_dir: str = LABEL_DIR,
+    alignment_only: bool = False,
+    exemplar_seed: int | None = None,
     mesh: Mesh | None = None,
     rules: Rules | None = None,
     data: tasks.TaskSources | None = None,
@@ -230,9 +233,14 @@ def run_stage(
       instruction-tuned HF checkpoint, whose chat template and BOS the prompts follow,
       on this host's part of `mesh`).
     output_dir: under WORKDIR ('labels'; e.g. 'labels_same_size' for a second labeler).
+    alignment_only: label only the alignment subset (its metrics are the point: the
+      rows of the paper's alignment tables, `rlaif-jax table`); no training labels.
     pairs / alignment_pairs: iterables (or callables) of pair records; default the roles
       'unlabeled' and 'alignment' of `data` (the task's `data.tasks.TaskSources`), with
       the pairs of `sample_pairs` when `policy_pairs` names them (`data.tasks.PolicyPairs`).
+    exemplar_seed: the variant's few-shot exemplars are drawn at random with this seed
+      from the task's human preferences (train split; never from the alignment subset)
+      instead of the exemplar file's first ones (paper App. D: 10 Base 1-shot trials).
     mesh / rules / data / policy_pairs: the objects the CLI builds from gin
       (`rlaif_jax.configurables`); from Python, mesh / rules None = the default
       labeler's own (only it uses them).
@@ -253,19 +261,34 @@ def run_stage(
     variant = (variant or render.PromptVariant(task=None)).with_task(task)
     if variant.task != task:
         logger.warning("label: prompt task %r differs from the data's task %r", variant.task, task)
+    if alignment_only and alignment_pairs is None:
+        raise ValueError(
+            "label.alignment_only = True but the data has no alignment pairs for split "
+            f"{split!r} (the task's 'alignment' role)."
+        )
+    arows = None if alignment_pairs is None else _load_pairs(alignment_pairs)[:max_pairs]
+    if exemplar_seed is not None and variant.num_shots > 0:
+        pool = list(tasks.need_data(data, "label.exemplar_seed").source("human_prefs", split))
+        exclude = [str(r["id"]) for r in arows or ()]
+        shots = render.random_exemplars(
+            pool, variant.num_shots, exemplar_seed, variant.inverts_labels, exclude
+        )
+        variant = dataclasses.replace(variant, exemplars=shots)
     if labeler_fn is None:
         labeler_fn = labeler_from_checkpoint
     scorer, vocab = labeler_fn(workdir, mesh, rules)
     labeler = Labeler(scorer, vocab, variant, settings)
     info = {"variant": variant.display_name, "seed": seed, "shard_size": shard_size}
+    if exemplar_seed is not None:
+        info["exemplar_seed"] = exemplar_seed
 
-    rows = _load_pairs(pairs)[:max_pairs]
+    rows = [] if alignment_only else _load_pairs(pairs)[:max_pairs]
     logger.info("label: %d pairs with prompt %r", len(rows), variant.display_name)
-    label_dataset(labeler, rows, out_dir, shard_size, seed, info, on_shard)
+    if not alignment_only:
+        label_dataset(labeler, rows, out_dir, shard_size, seed, info, on_shard)
     metric_dir = out_dir
-    if alignment_pairs is not None:
+    if arows is not None:
         metric_dir = os.path.join(out_dir, ALIGNMENT_SUBDIR)
-        arows = _load_pairs(alignment_pairs)[:max_pairs]
         label_dataset(labeler, arows, metric_dir, shard_size, seed + 1, info, on_shard)
     if jax.process_index() != 0:
         return {}

@@ -9,11 +9,14 @@ it synthetic graphs holding each arrow the issue names and assert that each is c
 
 Layers (by module; a package covers its submodules):
   Face     cli, __main__, gin_utils, configurables, pipeline, runtime, bench, sweep,
-           sweep_table: they parse flags and gin, set up processes and wire stages.
+           sweep_table, paper_tables (+ paper_table_render, paper_numbers): they parse
+           flags and gin, set up processes and wire stages (a table step runs its rows'
+           stages, as the pipeline does).
   Stages   stage packages sft, reward, export, pair_sampling, labeling, rl, evaluation,
            toy; their entry modules are the ones `cli.STAGES` names.
-  Support  artifacts, model_artifact, policy_decode, rates: what several stages share
-           (completion markers, saved models, policy decoding, rates with intervals).
+  Support  artifacts, model_artifact, policy_decode, rates, report_sections: what several
+           stages share (completion markers, saved models, policy decoding, rates with
+           intervals, report.md sections).
   Core     models, decoding, sharding, train.
   Data     data.
   Base     rlaif_jax (the package itself), fs (the I/O layer for user paths, atomic
@@ -49,10 +52,10 @@ PKG = "rlaif_jax"
 ROOT = pathlib.Path(__file__).resolve().parents[2] / PKG
 
 FACE = ("cli", "__main__", "gin_utils", "configurables", "pipeline", "runtime", "bench")
-FACE += ("sweep", "sweep_table")
+FACE += ("sweep", "sweep_table", "paper_tables", "paper_table_render", "paper_numbers")
 STAGE_PACKAGES = ("sft", "reward", "export", "pair_sampling", "labeling", "rl", "evaluation")
 STAGE_PACKAGES += ("toy",)
-SUPPORT = ("artifacts", "model_artifact", "policy_decode", "rates")
+SUPPORT = ("artifacts", "model_artifact", "policy_decode", "rates", "report_sections")
 CORE = ("models", "decoding", "sharding", "train")
 DATA = ("data",)
 BASE = ("fs",)

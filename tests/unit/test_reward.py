@@ -46,6 +46,19 @@ def test_held_out_pairwise_accuracy_counts_label_ties_half(monkeypatch):
     assert got == pytest.approx(ref)
 
 
+def test_max_train_pairs_draws_a_seeded_subset_in_order():
+    from rlaif_jax import reward
+
+    records = [{"id": str(i)} for i in range(50)]
+    a = reward.subsample(records, 10, 3, "reward.max_train_pairs")
+    assert a == reward.subsample(records, 10, 3, "reward.max_train_pairs")
+    ids = [int(r["id"]) for r in a]
+    assert len(set(ids)) == 10 and ids == sorted(ids)
+    assert ids != [int(r["id"]) for r in reward.subsample(records, 10, 4, "x")]
+    with pytest.raises(ValueError, match=r"reward.max_train_pairs = 51: choose 1..50"):
+        reward.subsample(records, 51, 0, "reward.max_train_pairs")
+
+
 def _pairs(prefix, labels):
     return [
         {

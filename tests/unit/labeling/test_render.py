@@ -189,3 +189,38 @@ def test_harmless_direct_and_rate_prompts_exact():
     assert s.prefix == P.HARMLESS_RATE_PREAMBLE + "\n"
     assert s.suffix == "Context - c\nResponse - r\nVerdict=" and s.cue == "Verdict="
     assert P.HARMLESS_RATE_CANDIDATES == ("1", "2")  # (harmless, harmful)
+
+
+def _human_pairs(labels):
+    return [
+        {"id": f"p{i}", "context": f"post {i}", "response1": f"a{i}", "response2": f"b{i}",
+         "label": y}
+        for i, y in enumerate(labels)
+    ]  # fmt: skip
+
+
+def test_random_exemplars_draw_labeled_pairs_by_seed_and_answer_by_the_prompt():
+    pairs = _human_pairs([1.0, 0.0, 0.5, -1.0, 1.0, 0.0, 1.0, 0.0])
+    drawn = render.random_exemplars(pairs, 3, seed=7, exclude_ids=["p0"])
+    assert drawn == render.random_exemplars(pairs, 3, seed=7, exclude_ids=["p0"])
+    assert len({e.context for e in drawn}) == 3
+    allowed = {"post 1", "post 4", "post 5", "post 6", "post 7"}  # no tie, unrated, excluded
+    assert {e.context for e in drawn} <= allowed
+    by_context = {p["context"]: p["label"] for p in pairs}
+    for e in drawn:
+        assert e.label == (1 if by_context[e.context] > 0.5 else 2)
+    inverted = render.random_exemplars(pairs, 3, seed=7, inverted=True, exclude_ids=["p0"])
+    assert [e.label for e in inverted] == [3 - e.label for e in drawn]
+    seeds = {render.random_exemplars(pairs, 1, seed=s)[0].context for s in range(20)}
+    assert len(seeds) > 1  # different trials draw different exemplars
+    with pytest.raises(ValueError, match="only 5 labeled pairs"):
+        render.random_exemplars(pairs, 6, seed=0, exclude_ids=["p0"])
+
+
+def test_given_exemplars_replace_the_exemplar_file():
+    shots = render.random_exemplars(_human_pairs([1.0, 0.0]), 2, seed=0)
+    variant = render.PromptVariant("summarize", num_shots=1, exemplars=shots)
+    assert render.exemplars_for(variant) == shots[:1]
+    assert shots[0].context in render.shared_prefix(variant)
+    with pytest.raises(ValueError, match="was given 2 exemplars"):
+        render.exemplars_for(render.PromptVariant("summarize", num_shots=3, exemplars=shots))

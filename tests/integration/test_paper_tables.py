@@ -1,0 +1,153 @@
+"""The paper's tables as a user runs them (issue 20.4): each table experiment of
+gin/experiments/tables/ through the CLI at test size, on the toy world and on tiny real
+HF-layout checkpoints with real-format files. Each run: every row completes in its own
+directory, report/report.md holds the table's section with the paper's column, and every
+gin binding of the composition configured a stage (`gin_utils.unused_bindings`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlaif_jax import artifacts, cli, gin_utils
+from tests.fixtures import real_world
+from tests.integration.test_real_path import TASK_MACROS, run_cli
+
+TINY = ["--gin_file=test/toy_tiny.gin", "--gin.LabelerSettings.cot_max_tokens=4"]
+
+
+def _table(workdir, name):
+    table = json.loads((workdir / "report" / "tables" / f"{name}.json").read_text())
+    report = (workdir / "report" / "report.md").read_text()
+    assert f"<!-- section:table.{name} -->" in report, name
+    assert (workdir / "report" / "tables" / f"{name}.md").read_text().strip() in report
+    assert artifacts.is_complete(str(workdir / "tables" / name)), name
+    return table
+
+
+def _rows(table):
+    return {r["row"]: r for r in table["rows"]}
+
+
+def _pipeline(experiment, workdir, *extra):
+    args = ["pipeline", f"--gin_file=experiments/tables/{experiment}.gin", *TINY, *extra]
+    assert cli.main([*args, f"--workdir={workdir}"]) == 0
+    assert gin_utils.unused_bindings() == []
+
+
+@pytest.mark.slow
+def test_toy_alignment_tables_table2_self_consistency_and_labeler_size(tmp_path):
+    _pipeline("toy_alignment", tmp_path)
+    table2 = _rows(_table(tmp_path, "table2"))
+    assert list(table2) == [
+        "base_0shot", "base_1shot", "base_cot_0shot", "detailed_0shot", "detailed_1shot",
+        "detailed_cot_0shot",
+    ]  # fmt: skip
+    assert table2["detailed_cot_0shot"]["paper"] == 0.780
+    for row in table2.values():
+        assert 0.0 <= row["value"] <= 1.0 and row["n"] == 64
+    # Each row labeled only the alignment subset, with its own prompt.
+    base = tmp_path / "tables" / "table2" / "base_0shot"
+    assert not list(base.glob("shard-*")) and list((base / "alignment").glob("shard-*"))
+    manifest = json.loads(
+        (tmp_path / "tables/table2/base_1shot/alignment/manifest.json").read_text()
+    )
+    assert manifest["variant"].endswith("Base 1-shot") and manifest["exemplar_seed"] == 0
+    sc = _rows(_table(tmp_path, "self_consistency"))
+    assert len(sc) == 9 and sc["t0.7_16samples"]["paper"] == 0.740
+    records = (tmp_path / "tables/self_consistency/t0.7_16samples/alignment").glob("shard-*")
+    rationale = json.loads(next(records).read_text().splitlines()[0])["rationale"]
+    assert rationale  # CoT rationales were sampled
+    table3 = _table(tmp_path, "table3")
+    assert [r["paper"] for r in table3["rows"]] == [0.780, 0.738, None]
+    sizes = {
+        d: json.loads((tmp_path / d / "model.json").read_text())["config"]["num_layers"]
+        for d in ("labeler_2layer", "labeler_4layer")
+    }
+    assert sizes["labeler_4layer"] > sizes["labeler_2layer"]
+
+
+@pytest.mark.slow
+def test_toy_one_shot_trials_and_rm_accuracy_by_training_pairs(tmp_path):
+    rows = (
+        "[('ai_16', {'preferences': 'ai', 'max_train_pairs': 16}), ('ai_all', {'preferences': 'ai'}),"
+        " ('human_16', {'preferences': 'human', 'max_train_pairs': 16})]"
+    )
+    _pipeline("toy_more", tmp_path, f"--gin.rm_size/table.rows={rows}")
+    trials = _table(tmp_path, "one_shot_trials")
+    assert len(trials["rows"]) == 11 and trials["spread"]["max"] >= trials["spread"]["min"]
+    for i in range(1, 11):
+        manifest = tmp_path / f"tables/one_shot_trials/trial_{i}/alignment/manifest.json"
+        assert json.loads(manifest.read_text())["exemplar_seed"] == i
+    rm = _rows(_table(tmp_path, "rm_size"))
+    assert rm["ai_16"]["train_pairs"] == 16 and rm["human_16"]["train_pairs"] == 16
+    assert rm["ai_all"]["train_pairs"] > 16
+    assert all(0.0 <= r["value"] <= 1.0 for r in rm.values())
+
+
+@pytest.mark.slow
+def test_toy_sensitivity_then_the_result_tables_of_the_same_workdir(tmp_path):
+    _pipeline("toy_sensitivity", tmp_path)
+    sens = _rows(_table(tmp_path, "sensitivity"))
+    assert sens["detailed_cot_vs_base"]["metric"] == "win_rate_rlaif_detailed_cot_vs_rlaif"
+    assert sens["alignment_detailed_cot_0shot"]["paper"] == 0.780
+    for row in sens.values():
+        assert 0.0 <= row["value"] <= 1.0, row
+    _pipeline("results", tmp_path)
+    table1 = _rows(_table(tmp_path, "table1"))
+    assert table1["rlaif_vs_sft"]["metric"] == "win_rate_rlaif_vs_sft"  # the oracle's
+    assert table1["rlaif_vs_sft"]["paper"] == 0.71
+    assert "value" not in table1["rlhf_vs_sft"]  # no RLHF arm in this experiment: "—"
+    assert _rows(_table(tmp_path, "table5"))["rm_ai"]["value"] is not None
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert report.startswith("# rlaif_jax report")  # the evaluation's main part stays first
+    assert report.index("table.sensitivity") < report.index("table.table1")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return real_world.write_real_world(str(tmp_path_factory.mktemp("real_world")))
+
+
+@pytest.mark.slow
+def test_alignment_tables_on_real_checkpoints_for_dialogue(world, tmp_path):
+    args = [
+        "pipeline",
+        "--gin_file=tasks/helpful.gin",
+        "--gin_file=experiments/tables/paper_alignment.gin",
+        "--gin_file=tables/table2_dialogue.gin",
+        "--gin_file=test/tiny_real_tables.gin",
+        f"--gin.LABELER_HF_DIR='{world['LABELER_HF_DIR']}'",
+        *[f"--gin.{m}='{world[m]}'" for m in TASK_MACROS["helpful"]],
+        f"--workdir={tmp_path}",
+    ]
+    out = run_cli(args, tmp_path / "out.json")
+    assert out["rc"] == 0 and out["toy_modules"] == []
+    assert out["unused_bindings"] == [], out["unused_bindings"]
+    table2 = _table(tmp_path, "table2")
+    assert table2["task"] == "helpful" and len(table2["rows"]) == 10
+    assert _rows(table2)["base_cot_0shot"]["paper"] == 0.691
+    assert len(_table(tmp_path, "one_shot_trials")["rows"]) == 11
+    assert len(_table(tmp_path, "self_consistency")["rows"]) == 9
+
+
+@pytest.mark.slow
+def test_labeler_size_table_on_real_checkpoints(world, tmp_path):
+    args = [
+        "pipeline",
+        "--gin_file=tasks/summarize.gin",
+        "--gin_file=experiments/tables/paper_labeler_size.gin",
+        "--gin_file=test/tiny_real_tables.gin",
+        f"--gin.LABELER_HF_DIR='{world['LABELER_HF_DIR']}'",
+        f"--gin.SMALL_LABELER_HF_DIR='{world['POLICY_HF_DIR']}'",
+        f"--gin.XSMALL_LABELER_HF_DIR='{world['LABELER_HF_DIR']}'",
+        *[f"--gin.{m}='{world[m]}'" for m in TASK_MACROS["summarize"]],
+        f"--workdir={tmp_path}",
+    ]
+    out = run_cli(args, tmp_path / "out.json")
+    assert out["rc"] == 0 and out["unused_bindings"] == [], out
+    rows = _rows(_table(tmp_path, "table3"))
+    assert [r["paper"] for r in rows.values()] == [0.780, 0.738, 0.627]
+    # The same checkpoint twice gives the same alignment; a different labeler is its own run.
+    assert rows["large"]["value"] == rows["xsmall"]["value"]
