@@ -12,6 +12,7 @@ Face module registers their constructors under the names gin files use:
     MemoryPlanSettings.capacity_gb / ...     sharding.memory.MemoryPlanSettings
     RolePlacement.devices / .rules / ...     sharding.placement.RolePlacement (rl.placements)
     PolicyPairs.pairs_dir / .splits / ...    data.tasks.PolicyPairs
+    LoRAConfig.rank / .alpha / .targets      models.lora.LoRAConfig (the RL stage's `lora`)
     rlaif_jax.data.tasks.task_sources.task / .sources, ...summarize_sources.*, ...hh_sources.*
 
 (gin files `import rlaif_jax.configurables` to bind them), and `stage_objects(entry)`
@@ -36,6 +37,7 @@ import optax
 from jax.sharding import Mesh
 
 from rlaif_jax.data import tasks
+from rlaif_jax.models import lora
 from rlaif_jax.sharding import memory as memory_lib
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import placement as placement_lib
@@ -50,6 +52,7 @@ TrainSettings = gin.external_configurable(supervised.TrainSettings, "TrainSettin
 PolicyPairs = gin.external_configurable(tasks.PolicyPairs, "PolicyPairs")
 MemoryPlanSettings = gin.external_configurable(memory_lib.MemoryPlanSettings, "MemoryPlanSettings")
 RolePlacement = gin.external_configurable(placement_lib.RolePlacement, "RolePlacement")
+LoRAConfig = gin.external_configurable(lora.LoRAConfig, "LoRAConfig")
 # Module-qualified in the task files (rlaif_jax.data.tasks.task_sources.task = ...).
 task_sources = gin.external_configurable(tasks.task_sources, "task_sources")
 summarize_sources = gin.external_configurable(tasks.summarize_sources, "summarize_sources")
@@ -93,6 +96,14 @@ def build_policy_pairs() -> tasks.PolicyPairs:
     return _plain(PolicyPairs(), tasks.PolicyPairs)
 
 
+def build_lora() -> lora.LoRAConfig | None:
+    """`LoRAConfig()` with the fields gin binds (gin/method/lora.gin), or None (full
+    fine-tuning) when gin binds none of them."""
+    if not _bindings(LoRAConfig):
+        return None
+    return _plain(LoRAConfig(), lora.LoRAConfig)
+
+
 def build_optimizer() -> optax.GradientTransformation:
     """`make_optimizer()` as gin binds it, its learning rate `make_schedule()` as gin binds
     that (make_schedule.learning_rate, .schedule, .warmup_steps, ...) unless gin binds
@@ -118,6 +129,7 @@ OBJECTS: dict[str, Callable[[], Any]] = {
     "rules": build_rules,
     "data": build_data,
     "policy_pairs": build_policy_pairs,
+    "lora": build_lora,
     "optimizer": build_optimizer,
     "train_settings": build_train_settings,
     "memory_plan": build_memory_plan,

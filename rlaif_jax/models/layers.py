@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rlaif_jax.models import lora
 from rlaif_jax.models.config import ModelConfig
 from rlaif_jax.sharding import axes as ax
 
@@ -124,9 +125,10 @@ class Attention(nn.Module):
         v_kernel, v_bias = self._proj(
             "v", (ax.EMBED, ax.KV_HEADS, ax.HEAD_DIM), (d, k, dh), d, bias_k
         )
-        q = jnp.einsum("bld,dhe->blhe", x, q_kernel.astype(dt))
-        kk = jnp.einsum("bld,dke->blke", x, k_kernel.astype(dt))
-        v = jnp.einsum("bld,dke->blke", x, v_kernel.astype(dt))
+        # lora.adapt adds a low-rank update where the 'lora' collection has one.
+        q = lora.adapt(self, "q", x, jnp.einsum("bld,dhe->blhe", x, q_kernel.astype(dt)))
+        kk = lora.adapt(self, "k", x, jnp.einsum("bld,dke->blke", x, k_kernel.astype(dt)))
+        v = lora.adapt(self, "v", x, jnp.einsum("bld,dke->blke", x, v_kernel.astype(dt)))
         if c.qkv_bias:
             q, kk, v = q + q_bias.astype(dt), kk + k_bias.astype(dt), v + v_bias.astype(dt)
         if c.qk_norm:
@@ -180,7 +182,7 @@ class Attention(nn.Module):
             out, (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_HEADS, ax.ACT_HEAD_DIM)
         )
         o_kernel, _ = self._proj("o", (ax.HEADS, ax.HEAD_DIM, ax.EMBED), (h, dh, d), h * dh)
-        y = jnp.einsum("blhe,hed->bld", out, o_kernel.astype(dt))
+        y = lora.adapt(self, "o", out, jnp.einsum("blhe,hed->bld", out, o_kernel.astype(dt)))
         return y, new_cache
 
     def _proj(self, name: str, axes_names, shape, fan_in, bias_axes=None):
@@ -258,11 +260,11 @@ class MLP(nn.Module):
         gate, _ = _Proj((ax.EMBED, ax.MLP), (c.d_model, c.mlp_dim), c.d_model, pdt, name="gate")()
         up, _ = _Proj((ax.EMBED, ax.MLP), (c.d_model, c.mlp_dim), c.d_model, pdt, name="up")()
         down, _ = _Proj((ax.MLP, ax.EMBED), (c.mlp_dim, c.d_model), c.mlp_dim, pdt, name="down")()
-        g = x @ gate.astype(dt)
-        u = x @ up.astype(dt)
+        g = lora.adapt(self, "gate", x, x @ gate.astype(dt))
+        u = lora.adapt(self, "up", x, x @ up.astype(dt))
         if c.mlp_activation == "silu":
             a = jax.nn.silu(g)
         else:
             a = jax.nn.gelu(g, approximate=c.mlp_activation == "gelu_tanh")
         hdn = nn.with_logical_constraint(a * u, (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_MLP))
-        return hdn @ down.astype(dt)
+        return lora.adapt(self, "down", hdn, hdn @ down.astype(dt))

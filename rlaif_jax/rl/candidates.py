@@ -2,15 +2,18 @@
 held-out validation prompts during RL, and the K best policies by that reward on disk.
 
     OUT_DIR/candidates/index.json   {"num_candidates": K, "history": [{step,
-                                    validation_reward, n}], "candidates": [step, ...]}
+                                    validation_reward, n}], "candidates": [step, ...],
+                                    "evicted": [{step, by}]}
     OUT_DIR/candidates/step_<s>/    orbax params-only checkpoint of the policy at step s
 
 Preemption-safe: a candidate's params are committed (orbax, atomic) before the index
 names them, and the index is replaced atomically; directories the index does not name
-(a save cut short, an eviction not finished) are removed when the store is next opened.
-A resumed run replays the steps after its last training checkpoint exactly, so
-`prepare(resume_step)` forgets what was measured after that step and the replay measures
-it again; evaluations at or before it are reused.
+(a save cut short) are removed when the store is next opened. A resumed run replays the
+steps after its last training checkpoint exactly, so `prepare(resume_step)` forgets what
+was measured after that step (the replay measures it again) and takes back the
+candidates those measurements had evicted: an evicted candidate's params stay on disk
+until a training checkpoint at or after the step that evicted it is committed
+(`release`), so at most the evictions since the last training checkpoint are extra.
 """
 
 from __future__ import annotations
@@ -93,11 +96,13 @@ class CandidateStore:
         self.k = num_candidates
         self.history: list[dict] = []
         self.candidates: list[int] = []
+        self.evicted: list[dict] = []  # {step, by}: params kept until `by` is checkpointed
         path = os.path.join(self.directory, INDEX_FILE)
         if fs.isfile(path):
             index = json.loads(fs.read_text(path))
             self.history = list(index["history"])
             self.candidates = [int(s) for s in index["candidates"]]
+            self.evicted = list(index.get("evicted", []))
         self._remove_unindexed()
 
     def step_dir(self, step: int) -> str:
@@ -108,16 +113,33 @@ class CandidateStore:
         return next((r for r in self.history if r["step"] == step), None)
 
     def prepare(self, resume_step: int) -> None:
-        """Forgets measurements after `resume_step` (the replay measures them again)."""
+        """Forgets measurements after `resume_step` (the replay measures them again) and
+        takes back the candidates they evicted; then `release(resume_step)`."""
         later = [r["step"] for r in self.history if r["step"] > resume_step]
         if later:
             logger.info(
                 "rl: forgetting validation of steps %s (resuming at %d)", later, resume_step
             )
+            back = [e["step"] for e in self.evicted if e["by"] > resume_step]
             self.history = [r for r in self.history if r["step"] <= resume_step]
-            self.candidates = [s for s in self.candidates if s <= resume_step]
+            kept = [s for s in self.candidates if s <= resume_step]
+            self.candidates = sorted(s for s in set(kept + back) if s <= resume_step)
+            self.evicted = [e for e in self.evicted if e["by"] <= resume_step]
             self._write_index()
             self._remove_unindexed()
+        self.release(resume_step)
+
+    def release(self, committed_step: int) -> None:
+        """Deletes the params of candidates evicted at or before `committed_step` (a
+        training checkpoint there is committed, so no resume goes back before it)."""
+        gone = [e for e in self.evicted if e["by"] <= committed_step]
+        if not gone:
+            return
+        self.evicted = [e for e in self.evicted if e["by"] > committed_step]
+        self._write_index()
+        for e in gone:
+            if jax.process_index() == 0 and fs.isdir(self.step_dir(e["step"])):
+                fs.rmtree(self.step_dir(e["step"]))
 
     def reward(self, step: int) -> float:
         row = self.measured(step)
@@ -140,12 +162,9 @@ class CandidateStore:
             if fs.isdir(target):  # from an attempt the resume replays
                 fs.rmtree(target)
             checkpoint.save_params(target, params, {"step": step, "validation_reward": reward})
-        evicted = [s for s in self.candidates if s not in keep]
+        self.evicted += [{"step": s, "by": step} for s in self.candidates if s not in keep]
         self.candidates = sorted(keep)
         self._write_index()
-        for s in evicted:
-            if jax.process_index() == 0 and fs.isdir(self.step_dir(s)):
-                fs.rmtree(self.step_dir(s))
         return kept
 
     def rows(self) -> list[dict]:
@@ -157,7 +176,12 @@ class CandidateStore:
         if jax.process_index() != 0:
             return
         fs.makedirs(self.directory)
-        index = {"num_candidates": self.k, "history": self.history, "candidates": self.candidates}
+        index = {
+            "num_candidates": self.k,
+            "history": self.history,
+            "candidates": self.candidates,
+            "evicted": self.evicted,
+        }
         artifacts.atomic_write(
             os.path.join(self.directory, INDEX_FILE), json.dumps(index, indent=1) + "\n"
         )
@@ -165,7 +189,8 @@ class CandidateStore:
     def _remove_unindexed(self) -> None:
         if jax.process_index() != 0 or not fs.isdir(self.directory):
             return
-        keep = {f"step_{s}" for s in self.candidates} | {INDEX_FILE}
+        steps = self.candidates + [e["step"] for e in self.evicted]
+        keep = {f"step_{s}" for s in steps} | {INDEX_FILE}
         for name in fs.listdir(self.directory):
             if name not in keep:
                 path = os.path.join(self.directory, name)

@@ -10,19 +10,23 @@ passed separately and has no optimizer state.
 
 - `score_fn(params, anchor, batch) -> (logprobs, anchor_logprobs, values)` each [N, T]:
   teacher-forced passes of the policy, the anchor and the value model over the packed
-  rows. The KL-control reward uses the policy's teacher-forced log-probs, the same
-  computation as the anchor's (the KV-cached sampler's differ in low precision).
+  rows (`policy_value.PolicyValue`: full copies or LoRA adapters on the anchor, the value
+  on its own trunk or on the policy's). The KL-control reward uses the policy's
+  teacher-forced log-probs, the same computation as the anchor's (the KV-cached
+  sampler's differ in low precision).
 - `targets_fn(state, batch) -> (state, batch)`: returns / advantages fixed at rollout time
   (`a2c.rollout_targets`), the KL metrics and the batch's token count.
-- `update_fn(state, batch) -> (state, metrics)`: one gradient step of
+- `update_fn(state, batch, anchor) -> (state, metrics)`: one gradient step of
   policy + value_coef·value − entropy_coef·entropy by `train.loop.make_train_step`, with
   `microbatches` strided slices accumulated (the token mean is normalised by the whole
-  batch's tokens, so M slices give the one-batch update).
+  batch's tokens, so M slices give the one-batch update). `anchor` (not donated) is the
+  frozen base of LoRA adapters; without LoRA it is not read and may be omitted.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +35,9 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from rlaif_jax.models.lora import LoRAConfig
 from rlaif_jax.rl import a2c, rollout
+from rlaif_jax.rl.policy_value import PolicyValue
 from rlaif_jax.sharding import partition
 from rlaif_jax.sharding.rules import Rules
 from rlaif_jax.train import loop
@@ -101,22 +107,28 @@ def _packed(batch: dict[str, jax.Array], pad_id: int) -> rollout.Packed:
 
 
 def make_loss_fn(
-    policy_model: Any, value_model: Any, hyper: a2c.A2CHyper, pad_id: int, microbatches: int = 1
-) -> loop.LossFn:
-    """loss_fn(params, batch, rng) -> (total, parts) of one (micro)batch of rollouts.
+    policy_model: Any,
+    value_model: Any,
+    hyper: a2c.A2CHyper,
+    pad_id: int,
+    microbatches: int = 1,
+    lora: LoRAConfig | None = None,
+    value_on_policy_trunk: bool = False,
+) -> Callable[..., Any]:
+    """loss_fn(params, batch, rng, frozen=None) -> (total, parts) of one (micro)batch of
+    rollouts; `frozen`: the LoRA base (the anchor), unused without `lora`. Bind it
+    (functools.partial) to get the loop's `loss_fn(params, batch, rng)`.
 
     With normalize='tokens' the sum over this slice's tokens is divided by
     batch_tokens / microbatches (batch_tokens [N]: the whole batch's valid tokens on every
     row), so the mean of the M slices' losses and gradients is the one-batch token mean."""
+    forward = PolicyValue(policy_model, value_model, lora, value_on_policy_trunk)
 
-    def loss_fn(params, batch, rng):
+    def loss_fn(params, batch, rng, frozen=None):
         del rng
         packed = _packed(batch, pad_id)
         mask = batch["response_mask"].astype(jnp.float32)
-        logp, logits = rollout.policy_outputs(
-            policy_model, params["policy"], packed, batch["response_tokens"]
-        )
-        values = rollout.value_outputs(value_model, params["value"], packed)
+        logp, logits, values = forward.outputs(params, frozen, packed, batch["response_tokens"])
         num_tokens = jnp.maximum(batch["batch_tokens"][0], 1.0) / microbatches
         total, parts = a2c.a2c_loss(
             logp,
@@ -147,10 +159,13 @@ def make_learner(
     pad_id: int,
     normalize_rewards: bool = False,
     microbatches: int = 1,
+    lora: LoRAConfig | None = None,
+    value_on_policy_trunk: bool = False,
 ) -> Learner:
     """Jitted functions over an RLState laid out as `state_shardings` (`create_state`).
 
-    `param_shardings = {"policy": ..., "value": ...}` (NamedSharding trees);
+    `param_shardings = {"policy": ..., "value": ...}` (NamedSharding trees; the layouts
+    of `policy_value`: `lora` and `value_on_policy_trunk` say which);
     `rows` of every batch are sharded over ('data', 'fsdp'). A `batch` dict holds
     prompt_tokens [N, Lp], prompt_lengths [N], response_tokens / response_mask /
     sampler_logprobs (T = 1) [N, T], scores [N]; scoring adds logprobs /
@@ -161,12 +176,13 @@ def make_learner(
     rows = partition.batch_sharding(mesh, 1)
     rep = partition.replicated(mesh)
 
+    forward = PolicyValue(policy_model, value_model, lora, value_on_policy_trunk)
+
     def score(params, anchor, batch):
         packed = _packed(batch, pad_id)
         tokens = batch["response_tokens"]
-        policy_lp, _ = rollout.policy_outputs(policy_model, params["policy"], packed, tokens)
-        anchor_lp, _ = rollout.policy_outputs(policy_model, anchor, packed, tokens)
-        values = rollout.value_outputs(value_model, params["value"], packed)
+        policy_lp, _, values = forward.outputs(params, anchor, packed, tokens)
+        anchor_lp = forward.anchor_logprobs(anchor, packed, tokens)
         mask = batch["response_mask"].astype(jnp.float32)
         return policy_lp * mask, anchor_lp * mask, values * mask
 
@@ -195,8 +211,14 @@ def make_learner(
         new = {"returns": returns, "advantages": advs, "batch_tokens": batch_tokens}
         return state.replace(reward_stats=stats), new, metrics
 
-    loss_fn = make_loss_fn(policy_model, value_model, hyper, pad_id, microbatches)
-    update = loop.make_train_step(loss_fn, microbatches, part_grad_norms=PARTS)
+    loss_fn = make_loss_fn(
+        policy_model, value_model, hyper, pad_id, microbatches, lora, value_on_policy_trunk
+    )
+
+    def update(state, batch, frozen=None):
+        # The frozen base is an argument (not a closed-over constant): bound inside the jit.
+        bound = functools.partial(loss_fn, frozen=frozen)
+        return loop.make_train_step(bound, microbatches, part_grad_norms=PARTS)(state, batch)
 
     def with_rules(fn):
         def call(*args):
@@ -206,6 +228,21 @@ def make_learner(
         return call
 
     st = state_shardings
+    if lora is None:  # nothing frozen is read: the anchor stays out of the program
+        update_in, update_fn = (st, rows), update
+    else:
+        update_in, update_fn = (st, rows, anchor_shardings), update
+    jitted_update = with_rules(
+        partition.jit_sharded(update_fn, update_in, (st, rep), donate_argnums=0)
+    )
+
+    def run_update(state, batch, anchor=None):
+        if lora is None:
+            return jitted_update(state, batch)
+        if anchor is None:
+            raise ValueError("a LoRA learner's update_fn needs the frozen base (the anchor).")
+        return jitted_update(state, batch, anchor)
+
     return Learner(
         score_fn=with_rules(
             partition.jit_sharded(
@@ -215,8 +252,6 @@ def make_learner(
         targets_fn=with_rules(
             partition.jit_sharded(targets, (st, rows), (st, rows, rep), donate_argnums=0)
         ),
-        update_fn=with_rules(
-            partition.jit_sharded(update, (st, rows), (st, rep), donate_argnums=0)
-        ),
+        update_fn=run_update,
         state_shardings=st,
     )

@@ -9,7 +9,10 @@
 
 Every tree is laid out with the same rules table on the same mesh; the policy and value
 copies are made by one jitted function with explicit out_shardings, so no tree is
-duplicated beyond the three the algorithm needs (policy, value, anchor).
+duplicated beyond the three the algorithm needs (policy, value, anchor). With LoRA
+(`lora`) policy and value are adapters on the anchor itself (no copy), and with
+`value_on_policy_trunk` the value is a head on the policy's trunk
+(`rl.policy_value` lists the four layouts).
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ class PolicyRoles:
     param_shardings: PyTree
     anchor: PyTree
     anchor_shardings: PyTree
+    lora: Any = None  # models.lora.LoRAConfig: params are adapters on the anchor
+    value_on_policy_trunk: bool = False  # params["value"] is a head on the policy trunk
 
 
 def _init(config: Any, mesh: Mesh, rules: Rules, head: str, seed: int = 0):
@@ -63,13 +68,17 @@ def build_roles(
     rules: Rules,
     anchor_dtype: str = "float32",
     seed: int = 0,
+    lora: Any = None,
+    value_on_policy_trunk: bool = False,
 ) -> PolicyRoles:
     """Policy, value and anchor from SFT params already placed on `mesh`.
 
     The value head is freshly initialised (seed) on the SFT trunk. `sft_params` becomes
     the anchor (cast when `anchor_dtype` is bfloat16), so do not reuse it elsewhere.
+    lora (a `models.lora.LoRAConfig`): policy and value are fresh adapters (b = 0) on
+    the anchor, which is then also their frozen base. value_on_policy_trunk: the value
+    is a scalar head on the policy's trunk (one forward pass gives both).
     """
-    from rlaif_jax.models import model as model_lib
     from rlaif_jax.models import transformer
 
     if anchor_dtype not in ANCHOR_DTYPES:
@@ -78,16 +87,14 @@ def build_roles(
             f"{sorted(ANCHOR_DTYPES)}."
         )
     lm_shardings = jax.tree.map(lambda x: x.sharding, sft_params)
-    scalar_init, scalar_shardings = _init(config, mesh, rules, "scalar", seed)
-    param_shardings = {"policy": lm_shardings, "value": scalar_shardings}
+    if lora is not None or value_on_policy_trunk:
+        from rlaif_jax.rl import policy_value
 
-    def copies(sft, scalar):
-        # jit outputs are fresh buffers: the donated train state never aliases the anchor.
-        return {"policy": sft, "value": model_lib.lm_to_scalar_params(sft, scalar)}
-
-    with partition.sharding_context(mesh, rules):
-        params = jax.jit(copies, out_shardings=param_shardings)(sft_params, scalar_init)
-    del scalar_init
+        params, param_shardings = policy_value.init_trainable(
+            config, sft_params, mesh, rules, lora, value_on_policy_trunk, seed
+        )
+    else:
+        params, param_shardings = _full_copies(config, sft_params, lm_shardings, mesh, rules, seed)
     dtype = ANCHOR_DTYPES[anchor_dtype]
     anchor = sft_params
     if dtype != jnp.float32:
@@ -105,7 +112,26 @@ def build_roles(
         param_shardings=param_shardings,
         anchor=anchor,
         anchor_shardings=lm_shardings,
+        lora=lora,
+        value_on_policy_trunk=value_on_policy_trunk,
     )
+
+
+def _full_copies(config, sft_params, lm_shardings, mesh, rules, seed):
+    """{"policy": a copy of the SFT tree, "value": its trunk under a fresh scalar head}
+    and their shardings."""
+    from rlaif_jax.models import model as model_lib
+
+    scalar_init, scalar_shardings = _init(config, mesh, rules, "scalar", seed)
+    param_shardings = {"policy": lm_shardings, "value": scalar_shardings}
+
+    def copies(sft, scalar):
+        # jit outputs are fresh buffers: the donated train state never aliases the anchor.
+        return {"policy": sft, "value": model_lib.lm_to_scalar_params(sft, scalar)}
+
+    with partition.sharding_context(mesh, rules):
+        params = jax.jit(copies, out_shardings=param_shardings)(sft_params, scalar_init)
+    return params, param_shardings
 
 
 @gin.configurable

@@ -216,13 +216,34 @@ class RLRunner:
             pad_id=vocab.pad_id,
             normalize_rewards=settings.normalize_rewards,
             microbatches=settings.microbatches,
+            lora=roles.lora,
+            value_on_policy_trunk=roles.value_on_policy_trunk,
         )
+        self._export = None
         self.truncation = batching.TruncationStats()
         self._stops = np.asarray(stop_ids(vocab), np.int32)
 
     @property
     def policy_params(self) -> Any:
+        """What `sample_fn` takes: the policy's params (its adapters with LoRA)."""
         return self.state.params["policy"]
+
+    def export_policy(self, state: learner_lib.RLState) -> Any:
+        """The policy of `state` as a plain LM params tree (what checkpoints hold for
+        evaluation and export): LoRA adapters merged into the frozen base, in float32."""
+        if self.roles.lora is None:
+            return state.params["policy"]
+        if self._export is None:
+            from rlaif_jax.rl.policy_value import PolicyValue
+
+            forward = PolicyValue(None, None, self.roles.lora)
+            self._export = jax.jit(
+                lambda p, base: jax.tree.map(
+                    lambda x: x.astype(np.float32), forward.policy_lm(p, base, np.float32)
+                ),
+                out_shardings=self.roles.anchor_shardings,
+            )
+        return self._export(state.params["policy"], self.roles.anchor)
 
     def rollout(self, records: Sequence[dict], rng: jax.Array) -> tuple[dict, dict]:
         """Samples, rewards and scores one batch. Returns (global batch dict, host info)."""
@@ -291,7 +312,7 @@ class RLRunner:
         self.state, targets, rollout_metrics = self.learner.targets_fn(self.state, batch)
         batch.update(targets)
         update_batch = {k: batch[k] for k in learner_lib.UPDATE_FIELDS}
-        self.state, parts = self.learner.update_fn(self.state, update_batch)
+        self.state, parts = self.learner.update_fn(self.state, update_batch, self.roles.anchor)
         parts = {k: float(v) for k, v in jax.device_get({**rollout_metrics, **parts}).items()}
         update_s = time.time() - t0
         ntok = info["num_tokens"] * jax.process_count()

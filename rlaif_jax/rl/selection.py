@@ -119,15 +119,22 @@ class Validation:
     def __init__(self, runner, store, prompts, settings: SelectionSettings, seed: int):
         self.runner, self.store, self.prompts = runner, store, prompts
         self.every, self.seed = settings.validation_every, seed
+        self.ckpt_dir: str | None = None
 
     def prepare(self, ckpt_dir: str) -> None:
-        """Forgets measurements after the training checkpoint the run resumes from."""
-        latest = None
-        if fs.isdir(ckpt_dir):
-            manager = checkpoint.Checkpointer(ckpt_dir, async_save=False)
-            latest = manager.latest_step()
-            manager.close()
-        self.store.prepare(latest or 0)
+        """Forgets measurements after the training checkpoint the run resumes from
+        (`ckpt_dir`: the training checkpoints)."""
+        self.ckpt_dir = ckpt_dir
+        self.store.prepare(self._committed())
+
+    def _committed(self) -> int:
+        """The latest committed training checkpoint's step (0: none)."""
+        if self.ckpt_dir is None or not fs.isdir(self.ckpt_dir):
+            return 0
+        manager = checkpoint.Checkpointer(self.ckpt_dir, async_save=False)
+        latest = manager.latest_step()
+        manager.close()
+        return latest or 0
 
     def __call__(self, state) -> dict[str, float]:
         step = int(jax.device_get(state.step))
@@ -144,6 +151,7 @@ class Validation:
                 "rl: step %d validation reward %.4f (n=%d, kept: %s)", step, reward, n, kept
             )
             row = self.store.measured(step)
+            self.store.release(self._committed())
         return {"validation_reward": float(row["validation_reward"])}
 
 
@@ -193,9 +201,11 @@ def choose(rows: Sequence[dict]) -> tuple[int, str]:
     )
     top = min(rows, key=lambda r: r["validation_rank"])
     if top["step"] != best["step"]:
+        tied = top["validation_reward"] == best["validation_reward"]
+        how = "tied with it on validation reward" if tied else "had the highest validation reward"
         why += (
-            f" (step {top['step']} had the highest validation reward, "
-            f"{top['validation_reward']:.4g}, but won {_pct(top['win_rate_vs_sft']['value'])})"
+            f" (step {top['step']} {how}, {top['validation_reward']:.4g}, but won "
+            f"{_pct(top['win_rate_vs_sft']['value'])})"
         )
     return best["step"], why + "."
 
@@ -301,6 +311,7 @@ def run_selection(
     if done is not None:
         logger.info("rl: checkpoint selection already done: %s", done["reason"])
         return done
+    store.release(final_step)  # training is over: no resume goes back before its end
     judged_prompts = list(prompts[: settings.num_judge_prompts or None])
     strip = (
         policy_decode.strips_trailing_by_default(task)

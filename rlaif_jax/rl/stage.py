@@ -26,8 +26,9 @@ from rlaif_jax import artifacts, model_artifact
 from rlaif_jax.data import batching, tasks
 from rlaif_jax.data.vocab import stop_ids
 from rlaif_jax.decoding import sample
+from rlaif_jax.models.lora import LoRAConfig
 from rlaif_jax.rl import placement as rl_placement
-from rlaif_jax.rl import rewards
+from rlaif_jax.rl import policy_value, rewards
 from rlaif_jax.rl import roles as roles_lib
 from rlaif_jax.rl import selection as selection_lib
 from rlaif_jax.rl.candidates import CandidateStore
@@ -90,7 +91,7 @@ def train(
         tensorboard_dir=os.path.join(logdir, "tb"),
         profile_dir=os.path.join(logdir, "profile"),
         tokens_per_batch=lambda _, metrics: metrics["response_length"] * rows_per_step,
-        export_params=lambda st: st.params["policy"],
+        export_params=runner.export_policy,
         stop_after=stop_after,
     )
     runner.state = state
@@ -152,6 +153,8 @@ def run_stage(
     placements: dict[str, RolePlacement] | None = None,
     memory_plan: MemoryPlanSettings | None = None,
     plan_only: bool = False,
+    lora: LoRAConfig | None = None,
+    value_on_policy_trunk: bool = False,
 ) -> dict[str, float]:
     """RL from the policy model in WORKDIR/<policy_dir> into WORKDIR/rl_<name>/.
 
@@ -173,6 +176,10 @@ def run_stage(
     without one share mesh / rules). memory_plan: the memory plan checked before
     anything is loaded (`sharding.memory.MemoryPlanSettings`); plan_only (`rlaif-jax
     plan`): print it and return {'peak_gb', 'fits'}.
+    lora (gin: LoRAConfig.*, gin/method/lora.gin): train LoRA adapters of policy and
+    value on the frozen SFT params, which are also the anchor; checkpoints hold the
+    adapters' state and the merged policy. value_on_policy_trunk: the value is a head on
+    the policy's trunk (one forward pass; no trunk of its own).
     Output: a model artifact (model.json, tokenizer, ckpt with the policy params) and,
     with selection, selection.json (which step was picked and why).
     """
@@ -200,10 +207,14 @@ def run_stage(
     model_artifact.write_model_artifact(
         out_dir, config, "lm", policy.vocab, layout, policy.family, policy.source
     )
-    roles = roles_lib.build_roles(config, sft, mesh, rules, rp.anchor_dtype, settings.seed)
+    roles = roles_lib.build_roles(
+        config, sft, mesh, rules, rp.anchor_dtype, settings.seed, lora, value_on_policy_trunk
+    )
     roles = rl_placement.place_roles(roles, config, rp)
     reward_fn = rl_placement.build_reward(reward_builder, workdir, rp, task)
     sample_fn = make_sample_fn(config, mesh, rules, settings, policy.vocab, layout.max_response)
+    if lora is not None:  # the runner samples with its adapters, merged into the anchor
+        sample_fn = policy_value.lora_sampler(sample_fn, roles.anchor, lora, config.dtype)
     runner = RLRunner(settings, roles, reward_fn, policy.vocab, mesh, rules, sample_fn, layout)
     validation = None
     if selection is not None:

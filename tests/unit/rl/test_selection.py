@@ -113,20 +113,30 @@ def test_judged_win_rate_averages_each_prompts_samples():
 
 def test_store_keeps_the_k_best_and_survives_reopening(tmp_path):
     store = _store(tmp_path, [(1, 0.2), (2, 0.4), (3, 0.3), (4, 0.1)], k=2)
-    assert store.candidates == [2, 3]
-    names = sorted(p.name for p in (tmp_path / "candidates").iterdir())
-    assert names == ["index.json", "step_2", "step_3"]  # evicted params are gone
+    assert store.candidates == [2, 3] and store.evicted == [{"step": 1, "by": 3}]
+
+    def names():
+        return sorted(p.name for p in (tmp_path / "candidates").iterdir())
+
+    # Step 1's params stay until a training checkpoint at step 3 (which evicted it).
+    assert names() == ["index.json", "step_1", "step_2", "step_3"]
     (tmp_path / "candidates" / "step_9").mkdir()  # a save cut short by a crash
     again = candidates.CandidateStore(str(tmp_path), 2)
-    assert again.candidates == [2, 3] and not (tmp_path / "candidates" / "step_9").exists()
+    assert again.candidates == [2, 3] and "step_9" not in names()
     assert [r["step"] for r in again.rows()] == [2, 3]
     assert again.reward(4) == pytest.approx(0.1) and math.isnan(again.reward(5))
-    # A run resuming from step 2 forgets what it measured later (the replay remeasures).
+    # A run resuming from step 2 forgets what it measured later (the replay remeasures)
+    # and takes back step 1, which step 3's measurement had evicted.
     again.prepare(2)
-    assert again.candidates == [2] and again.measured(3) is None
-    assert not (tmp_path / "candidates" / "step_3").exists()
-    assert again.offer(3, 0.05, 12, _params(3))  # room for it again (K = 2)
-    assert not again.offer(4, 0.01, 12, _params(4))
+    assert again.candidates == [1, 2] and again.measured(3) is None and not again.evicted
+    assert names() == ["index.json", "step_1", "step_2"]
+    assert again.offer(3, 0.3, 12, _params(3))  # the replay evicts step 1 again
+    assert not again.offer(4, 0.1, 12, _params(4))
+    again.release(2)  # a checkpoint before the eviction: step 1 must stay
+    assert "step_1" in names()
+    again.release(3)
+    assert names() == ["index.json", "step_2", "step_3"] and not again.evicted
+    assert candidates.CandidateStore(str(tmp_path), 2).evicted == []
 
 
 def test_validation_reward_counts_every_prompt_once_and_is_repeatable():
