@@ -330,3 +330,17 @@ def _reward_rows(spec: memory.ScoringRoleSpec, side: Side, compile: bool):
         compile=compile,
     )
     return role, phase
+
+
+def plan_scoring(
+    stage: str,
+    spec: memory.ScoringRoleSpec,
+    side: Side,
+    capacity: int | None = None,
+    headroom: float = 0.9,
+    compile: bool = True,
+    label: str = "",
+) -> memory.MemoryPlan:
+    """The plan of a stage that holds one frozen scoring role (the label stage's labeler)."""
+    role, phase = _reward_rows(spec, side, compile)
+    return memory.MemoryPlan(stage, (role,), (phase,), capacity, headroom, label)

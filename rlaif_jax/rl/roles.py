@@ -219,11 +219,13 @@ def direct_labeler_from_checkpoint(
             "direct_labeler_from_checkpoint: no task to take the d-RLAIF prompt from; give "
             "the RL stage its task's data or set direct_labeler_from_checkpoint.prompt."
         )
+    # Passed only when set: an explicit None would hide labeler_from_checkpoint's binding.
+    dtype = {"param_dtype": param_dtype} if param_dtype is not None else {}
     if spec_only:
         config, batch_size, max_len = labeler_from_checkpoint(
-            workdir, mesh, rules, param_dtype=param_dtype, spec_only=True
+            workdir, mesh, rules, spec_only=True, **dtype
         )
         return memory.ScoringRoleSpec("labeler", config, "lm", batch_size, max_len)
-    scorer, vocab = labeler_from_checkpoint(workdir, mesh, rules, param_dtype=param_dtype)
+    scorer, vocab = labeler_from_checkpoint(workdir, mesh, rules, **dtype)
     prompt = prompt or render.direct_prompt_for(task)
     return rewards.DirectLabelerReward(direct.DirectScorer(scorer, vocab, prompt))
