@@ -8,6 +8,10 @@ fold_in(seed, step)).
 Outputs: WORKDIR/rl_<name>/ckpt (checkpoints), WORKDIR/rl_<name>/metrics.jsonl (one
 row per step: reward mean/std, KL, entropy, response length, value loss, explained
 variance, EOS fraction, rollout and update tokens/s), WORKDIR/rl_<name>/COMPLETE.
+With checkpoint selection (`rl.selection`, paper §1.5, `selection.py`): training
+checkpoints in rl_<name>/train_ckpt, the K best policies by validation reward in
+rl_<name>/candidates/, the AI judge's pick in rl_<name>/ckpt and rl_<name>/selection.json
+(which step and why), and a validation_reward column in metrics.jsonl.
 """
 
 from __future__ import annotations
