@@ -15,6 +15,7 @@ T response tokens (max_response), B rows of a reward call, L its length.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -47,6 +48,10 @@ class Side:
     @property
     def concrete(self) -> bool:
         return isinstance(self.mesh, jax.sharding.Mesh)
+
+
+# Plans of many layouts (docs/scaling.md) trace the same model once per mesh and rules.
+_abstract_params = functools.lru_cache(maxsize=32)(model_params.abstract_params)
 
 
 def _rows(side: Side, shape: tuple[int, ...], dtype) -> jax.ShapeDtypeStruct:
@@ -97,6 +102,24 @@ def _analytic_backward(config: ModelConfig, rows: int, length: int, t: int, grad
     return config.num_layers * saved + layer + logits + grads
 
 
+def _gathered(config: ModelConfig, side: Side, layer_dtype: Any, train: bool = False) -> int:
+    """Weights a sharded step gathers whole on each device (FSDP / TP all-gathers): the
+    embedding table in the compute dtype, two layers' weights in `layer_dtype` (one in
+    use, one prefetched) and, in a train step, the embedding's full f32 gradient before
+    its reduce-scatter. 0 when the params are replicated (nothing to gather). Fitted to
+    memory_analysis() of the CPU-compiled steps (`rl.scaling.calibration`)."""
+    from rlaif_jax.models.config import num_params
+
+    emb, _ = _abstract_params(config, side.mesh, side.rules, "scalar")
+    full = num_params(config, "scalar") * np.dtype(config.param_dtype).itemsize
+    if memory.tree_bytes_per_device(emb) >= full:
+        return 0
+    v, d = config.vocab_size, config.d_model
+    layer = (num_params(config, "scalar") - v * d - d) // config.num_layers
+    out = v * d * np.dtype(config.dtype).itemsize + 2 * layer * np.dtype(layer_dtype).itemsize
+    return out + (v * d * 4 if train else 0)
+
+
 def plan_rl(
     config: ModelConfig,
     settings: Any,
@@ -123,12 +146,12 @@ def plan_rl(
     value_config = value_config or config
     reward_side = reward_side or learner
     mesh, rules = learner.mesh, learner.rules
-    lm, lm_sh = model_params.abstract_params(config, mesh, rules, "lm")
-    scalar, scalar_sh = model_params.abstract_params(value_config, mesh, rules, "scalar")
+    lm, lm_sh = _abstract_params(config, mesh, rules, "lm")
+    scalar, scalar_sh = _abstract_params(value_config, mesh, rules, "scalar")
     anchor_dtype = anchor_dtype or settings.anchor_dtype
     anchor = lm
     if anchor_rules is not None:
-        anchor, _ = model_params.abstract_params(config, mesh, anchor_rules, "lm")
+        anchor, _ = _abstract_params(config, mesh, anchor_rules, "lm")
     anchor = memory.with_dtype(anchor, anchor_dtype)
     params = {"policy": lm, "value": scalar}
     param_sh = {"policy": lm_sh, "value": scalar_sh}
@@ -201,7 +224,10 @@ def plan_rl(
             policy_dev,
             kv=kv,
             analytic=lambda: (
-                kv + policy_bytes // 2 + _analytic_forward(config, local_b, lp, local_n),
+                kv
+                + policy_bytes // 2
+                + _analytic_forward(config, local_b, lp, local_n)
+                + _gathered(config, learner, config.dtype),
                 0,
             ),
             compile=compile,
@@ -214,7 +240,8 @@ def plan_rl(
             (params, anchor, batch),
             policy_dev + value_bytes + memory.tree_bytes_per_device(anchor),
             analytic=lambda: (
-                3 * _analytic_forward(config, local_n, lp + t, local_n * t) // 2,
+                3 * _analytic_forward(config, local_n, lp + t, local_n * t) // 2
+                + _gathered(config, learner, config.param_dtype),
                 local_n * (2 * lp + 4 * t) * 4,
             ),
             compile=compile,
@@ -239,7 +266,8 @@ def plan_rl(
             donate=(0,),
             analytic=lambda: (
                 _analytic_backward(config, micro, lp + t, t, policy_bytes)
-                + _analytic_backward(value_config, micro, lp + t, 0, value_bytes),
+                + _analytic_backward(value_config, micro, lp + t, 0, value_bytes)
+                + _gathered(config, learner, config.param_dtype, train=True),
                 local_n * (2 * lp + 4 * t) * 4,
             ),
             compile=compile,
@@ -297,7 +325,7 @@ def _reward_rows(spec: memory.ScoringRoleSpec, side: Side, compile: bool):
     from rlaif_jax.rl import rewards
 
     config = spec.config
-    structs, shardings = model_params.abstract_params(config, side.mesh, side.rules, spec.head)
+    structs, shardings = _abstract_params(config, side.mesh, side.rules, spec.head)
     params = memory.tree_bytes_per_device(structs)
     b, length = spec.batch_size, spec.length
     local = max(b // partition.batch_size_divisor(side.mesh), 1)
@@ -326,7 +354,11 @@ def _reward_rows(spec: memory.ScoringRoleSpec, side: Side, compile: bool):
         fn,
         args,
         params,
-        analytic=lambda: (_analytic_forward(config, local, length, local), 0),
+        analytic=lambda: (
+            _analytic_forward(config, local, length, local)
+            + _gathered(config, side, config.param_dtype),
+            0,
+        ),
         compile=compile,
     )
     return role, phase
