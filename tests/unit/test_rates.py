@@ -105,3 +105,27 @@ def test_per_prompt_mean_groups_each_prompts_samples():
     assert r.n == 3  # the interval counts prompts, not samples
     with pytest.raises(ValueError, match="do not split into 2 prompts"):
         rates.per_prompt_mean(outcomes, 2)
+
+
+def test_t_binomial_and_bootstrap_agree_with_scipy():
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    a = (rng.random(300) < 0.66).astype(float)
+    b = (rng.random(240) < 0.58).astype(float)
+    welch = stats.ttest_ind(a, b, equal_var=False)
+    res = rates.two_sample_t_test(a, b)
+    assert res.statistic == pytest.approx(welch.statistic, rel=1e-10)
+    assert res.p_value == pytest.approx(welch.pvalue, rel=1e-8)
+    prefs = np.r_[np.full(31, 0.8), np.full(19, 0.3), np.full(4, 0.5)]  # 31 wins, 19 losses
+    assert rates.binomial_test(prefs).p_value == pytest.approx(
+        stats.binomtest(31, 50, 0.5).pvalue, rel=1e-9
+    )
+    # Percentile bootstrap of a mean: the same interval as SciPy's up to resampling noise.
+    x = (rng.random(400) < 0.7).astype(float)
+    ours = rates.bootstrap_rate(x, num_resamples=20000, seed=5)
+    ref = stats.bootstrap(
+        (x,), np.mean, n_resamples=20000, method="percentile", random_state=6
+    ).confidence_interval
+    assert ours.ci_low == pytest.approx(ref.low, abs=0.006)
+    assert ours.ci_high == pytest.approx(ref.high, abs=0.006)
