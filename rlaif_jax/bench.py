@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rlaif_jax import bench_rl
 from rlaif_jax.decoding import sample as sample_lib
 from rlaif_jax.decoding import score as score_lib
 from rlaif_jax.models import config as config_lib
@@ -110,11 +111,10 @@ def _param_bytes(config: config_lib.ModelConfig, itemsize: int) -> float:
     return config_lib.num_params(config) * itemsize
 
 
-def bench_train(config, params, shape, repeats: int, peak: float) -> dict:
-    b, length = shape
-    opt = optax.adamw(1e-4, weight_decay=0.0)
-    opt_state = opt.init(params)
-    tokens = jax.random.randint(jax.random.PRNGKey(1), (b, length), 3, config.vocab_size)
+def make_lm_train_step(config, opt: optax.GradientTransformation) -> Callable:
+    """Jitted (params, opt_state, tokens [B, L]) -> (params, opt_state, loss): next-token
+    cross-entropy over every position, one optimizer update, params and state donated.
+    The step `bench` and `bench/peers/train_vs_hf.py` time."""
 
     def loss_fn(p, toks):
         logits, _ = model_lib.apply(config, p, toks)
@@ -126,6 +126,15 @@ def bench_train(config, params, shape, repeats: int, peak: float) -> dict:
         updates, s = opt.update(grads, s, p)
         return optax.apply_updates(p, updates), s, loss
 
+    return step
+
+
+def bench_train(config, params, shape, repeats: int, peak: float) -> dict:
+    b, length = shape
+    opt = optax.adamw(1e-4, weight_decay=0.0)
+    opt_state = opt.init(params)
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (b, length), 3, config.vocab_size)
+    step = make_lm_train_step(config, opt)
     state = [params, opt_state]
 
     def run():
@@ -305,8 +314,12 @@ def run_bench(
         out.update(bench_score(config, params, shape["score"], repeats, peak, bw))
     if "sample" in workloads:
         out.update(bench_sample(config, params, shape["sample"], repeats, peak, bw))
-    if ratios if ratios is not None else backend == "cpu":
+    if ratios if ratios is not None else (backend == "cpu" and "sample" in workloads):
         out.update(bench_ratios(config, params, shape["sample"], shape["score"], repeats))
+    if "buckets" in workloads:
+        out.update(bench_rl.bench_buckets(config, params, repeats, bench_rl.BUCKET_SHAPES[shapes]))
+    if "rl_step" in workloads:
+        out.update(bench_rl.bench_rl_step(config, params, repeats, bench_rl.RL_STEP_SHAPES[shapes]))
     if "train" in workloads:  # last: it donates (consumes) the params
         out.update(bench_train(config, params, shape["train"], repeats, peak))
     return out
@@ -322,12 +335,28 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--attention", default="auto", help="auto | xla | cudnn | dpa (auto: cudnn on GPU)."
     )
+    parser.add_argument(
+        "--workload", default="train,score,sample",
+        help="Comma-separated: train, score, sample, buckets (padded vs length-bucketed "
+        "sampling/scoring), rl_step (one RL step's time breakdown).",
+    )  # fmt: skip
     parser.add_argument("--device_peak_tflops", type=float, default=None)
     parser.add_argument("--hbm_bw", type=float, default=None, help="HBM bytes/s.")
     parser.add_argument(
         "--ratios", action=argparse.BooleanOptionalAction, default=None,
         help="Cached/uncached decoding and shared-prefix ratios (default: on CPU only).",
     )  # fmt: skip
+
+
+WORKLOADS = ("train", "score", "sample", "buckets", "rl_step")
+
+
+def _workloads(text: str) -> tuple[str, ...]:
+    names = tuple(w.strip() for w in text.split(",") if w.strip())
+    bad = [w for w in names if w not in WORKLOADS]
+    if bad or not names:
+        raise ValueError(f"bench --workload {text!r}: choose from {', '.join(WORKLOADS)}.")
+    return names
 
 
 def run_stage(workdir: str | None = None, args: argparse.Namespace | None = None) -> dict:
@@ -344,6 +373,7 @@ def run_stage(workdir: str | None = None, args: argparse.Namespace | None = None
         hbm_bw=args.hbm_bw,
         ratios=args.ratios,
         attention=args.attention,
+        workloads=_workloads(getattr(args, "workload", "train,score,sample")),
     )
     text = json.dumps(result, indent=2, sort_keys=True)
     print(text)

@@ -18,6 +18,7 @@ B batch, Lp padded prompt length, W bucket width, S samples per prompt, T new to
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -121,15 +122,21 @@ def run_grouped(
     return jax.tree.map(lambda *xs: _reorder(xs, inverse), *parts)
 
 
+def _concat_take(parts, inverse):
+    return jnp.concatenate(parts, axis=0)[inverse]
+
+
+@functools.lru_cache(maxsize=32)
+def _reorder_fn(sharding) -> Callable:
+    return jax.jit(_concat_take, out_shardings=sharding)
+
+
 def _reorder(parts: Sequence[Any], inverse: np.ndarray) -> jax.Array:
     """concatenate(parts)[inverse], laid out as the first part (e.g. rows sharded over the
     mesh's batch axes), so callers get what the padded path would have returned."""
     sharding = getattr(parts[0], "sharding", None)
-    fn = jax.jit(
-        lambda xs, inv: jnp.concatenate(xs, axis=0)[inv],
-        out_shardings=sharding if isinstance(sharding, jax.sharding.NamedSharding) else None,
-    )
-    return fn(tuple(parts), inverse)
+    named = sharding if isinstance(sharding, jax.sharding.NamedSharding) else None
+    return _reorder_fn(named)(tuple(parts), inverse)
 
 
 class BucketedSampler:
@@ -137,17 +144,19 @@ class BucketedSampler:
     prompt_lengths [B], rng) -> SampleOutput` that runs length groups at bucket widths.
 
     sampler(params, tokens, lengths, rng, prompt_ids=...) is the plain sampler (e.g.
-    `decoding.sample.make_sampler(...)`); num_samples: its S. The result equals the
-    sampler's on the padded batch (same rows, same order, same tokens)."""
+    `decoding.sample.make_sampler(...)`); num_samples: its S; widths: the buckets (None:
+    `bucket_widths(Lp)`). The result equals the sampler's on the padded batch (same rows,
+    same order, same tokens)."""
 
     def __init__(
         self,
         sampler: Callable[..., SampleOutput],
-        widths: Sequence[int],
+        widths: Sequence[int] | None = None,
         groups: int = 1,
         num_samples: int = 1,
     ):
-        self.sampler, self.widths = sampler, tuple(int(w) for w in widths)
+        self.sampler = sampler
+        self.widths = None if widths is None else tuple(int(w) for w in widths)
         self.groups, self.num_samples = int(groups), int(num_samples)
 
     def __call__(self, params, prompt_tokens, prompt_lengths, rng) -> SampleOutput:
@@ -163,7 +172,7 @@ class BucketedSampler:
             one,
             prompt_tokens,
             prompt_lengths,
-            widths=self.widths,
+            widths=self.widths or bucket_widths(prompt_tokens.shape[1]),
             groups=self.groups,
             rows_per_prompt=self.num_samples,
         )

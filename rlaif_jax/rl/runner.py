@@ -54,6 +54,9 @@ class RLSettings:
     normalize_rewards: divide rewards by a running std after subtracting a running mean.
     max_context / max_response / prompt_suffix: None = the policy artifact's layout.
     anchor_dtype: 'float32' | 'bfloat16' storage of the frozen SFT anchor.
+    bucket_groups: rollout prompts are sorted by length into this many equal groups, each
+        sampled at the smallest static bucket width holding its longest prompt
+        (`decoding.buckets`; same samples as the padded batch); 1 = only trim the batch.
     profile_steps (first, last), tensorboard, wandb_project: as in
     `train.loop.LoopSettings` (e.g. `RLSettings.profile_steps = (5, 8)`: a jax.profiler
     trace of those steps into WORKDIR/logs/rl_<name>/profile).
@@ -88,6 +91,7 @@ class RLSettings:
     checkpoint_every: int = 50
     num_data_shards: int = 1
     seed: int = 0
+    bucket_groups: int = 1
     profile_steps: tuple[int, int] | None = None
     tensorboard: bool = True
     wandb_project: str | None = None

@@ -29,7 +29,7 @@ from jax.sharding import Mesh
 from rlaif_jax import artifacts, model_artifact
 from rlaif_jax.data import batching, tasks
 from rlaif_jax.data.vocab import stop_ids
-from rlaif_jax.decoding import sample
+from rlaif_jax.decoding import buckets, sample
 from rlaif_jax.models.lora import LoRAConfig
 from rlaif_jax.rl import placement as rl_placement
 from rlaif_jax.rl import policy_value, rewards
@@ -125,8 +125,9 @@ def make_sample_fn(
 ):
     """The decoding sampler at the RL temperature, samples_per_prompt rows per prompt of
     up to `max_response` new tokens; every stop id of the policy's vocabulary ends a
-    response."""
-    return sample.make_sampler(
+    response. Prompts run at static length buckets (`decoding.buckets`, RLSettings.
+    bucket_groups): the padded path's samples at the cost of the real lengths."""
+    plain = sample.make_sampler(
         config,
         mesh,
         rules,
@@ -137,6 +138,9 @@ def make_sample_fn(
         eos_id=stop_ids(vocab),
         pad_id=vocab.pad_id,
         num_samples=settings.samples_per_prompt,
+    )
+    return buckets.BucketedSampler(
+        plain, None, groups=settings.bucket_groups, num_samples=settings.samples_per_prompt
     )
 
 

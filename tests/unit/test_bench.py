@@ -3,7 +3,14 @@
 import json
 import math
 
-from rlaif_jax import cli
+import jax
+import pytest
+
+from rlaif_jax import bench_rl, cli
+from rlaif_jax.models import config as config_lib
+from rlaif_jax.sharding import model_params
+from rlaif_jax.sharding.mesh import make_mesh
+from rlaif_jax.sharding.rules import get_rules
 
 CONTRACT = (
     "train_tokens_per_s",
@@ -32,3 +39,32 @@ def test_bench_cli_writes_contract_keys(tmp_path):
     # the bench record's business (bench/RESULTS.md), not a unit test's.
     for key in ("cached_vs_uncached_decode_speedup", "shared_prefix_vs_plain_score_speedup"):
         assert math.isfinite(result[key]) and result[key] > 0, key
+
+
+def test_bench_rl_step_workload(tmp_path):
+    """`--workload rl_step`: the RL step's four parts with shares that fit in the step."""
+    path = tmp_path / "out.json"
+    argv = ["bench", "--preset", "tiny", "--workload", "rl_step", "--repeats", "1"]
+    assert cli.main([*argv, "--json", str(path)]) == 0
+    result = json.loads(path.read_text())
+    assert "train_tokens_per_s" not in result  # only the named workloads ran
+    shares = [result[f"rl_step_time_{p}_share"] for p in ("rollout", "reward", "forward", "update")]
+    assert all(0 <= s <= 1 for s in shares) and sum(shares) <= 1 + 1e-6, shares
+    assert result["rl_step_loop_tokens_per_s"] > 0
+
+
+def test_bench_buckets_reports_identical_outputs_and_ratios():
+    config = config_lib.get_config("tiny")
+    mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    params, _ = model_params.init_params(config, jax.random.PRNGKey(0), mesh, get_rules("dp"))
+    result = bench_rl.bench_buckets(config, params, 1, shape=(4, 32, 4, 1), groups=(2,))
+    assert result["bucketed_g2_identical_tokens"] is True
+    assert result["bucketed_g2_max_logprob_diff"] < 1e-4
+    assert result["bucketed_g2_max_score_diff"] < 1e-4
+    for kind in ("sample", "score"):
+        assert result[f"bucketed_g2_vs_padded_{kind}_speedup"] > 0
+
+
+def test_bench_refuses_unknown_workload():
+    with pytest.raises(ValueError, match="rl_step"):
+        cli.main(["bench", "--preset", "tiny", "--workload", "sampling"])

@@ -51,7 +51,7 @@ import pytest
 PKG = "rlaif_jax"
 ROOT = pathlib.Path(__file__).resolve().parents[2] / PKG
 
-FACE = ("cli", "__main__", "gin_utils", "configurables", "pipeline", "runtime", "bench")
+FACE = ("cli", "__main__", "gin_utils", "configurables", "pipeline", "runtime", "bench", "bench_rl")
 FACE += ("sweep", "sweep_table", "paper_tables", "paper_table_render", "paper_numbers")
 STAGE_PACKAGES = ("sft", "reward", "export", "pair_sampling", "labeling", "rl", "evaluation")
 STAGE_PACKAGES += ("toy",)

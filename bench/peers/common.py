@@ -1,0 +1,85 @@
+"""Shared pieces of the peer benchmarks: the two model shapes and alternating timing.
+
+Each script times rlaif_jax and one peer at the same model shape and batch, on the same
+device, in the same process; runs alternate (ours, peer, ours, peer, ...) after one
+untimed warm-up (compile) each, so load on a shared machine hits both sides alike.
+Ratios are peer median time / our median time (> 1: rlaif_jax is faster).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """A random Llama-shaped model (SwiGLU, RMSNorm, RoPE, untied embeddings, no GQA)."""
+
+    name: str
+    vocab: int
+    d_model: int
+    layers: int
+    heads: int
+    mlp: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.heads
+
+
+# The two shapes of issue #22: the toy policy's and a 4x wider, 2x deeper one.
+SHAPES = {
+    "small": Shape("small", 768, 128, 2, 4, 384),
+    "large": Shape("large", 8192, 512, 4, 8, 1536),
+}
+
+
+def alternate(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Runs each fn once untimed (compile, warm-up), then `repeats` rounds that each time
+    every fn once, in turn. Each fn must block until its result is ready."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def summary(times: dict[str, list[float]], work: float, unit: str, ours: str, peer: str) -> dict:
+    """Medians, rates (`work` units per second) and the peer/ours time ratio."""
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "median_s": med,
+        "all_s": times,
+        f"{unit}_per_s": {k: work / v for k, v in med.items()},
+        "ratio_peer_time_over_ours": med[peer] / med[ours],
+    }
+
+
+def environment() -> dict:
+    """What the numbers were measured on (the load matters on a shared host)."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpu_count": os.cpu_count(),
+        "loadavg_at_end": load,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
+
+
+def write(result: dict, path: str | None) -> None:
+    text = json.dumps(result, indent=2, sort_keys=True)
+    print(text)
+    if path:
+        with open(path, "w") as f:
+            f.write(text + "\n")
