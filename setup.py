@@ -78,6 +78,16 @@ setup(
         "tpu": ["jax[tpu]", "google-cloud-storage>=2.14"],
         "cuda": ["jax[cuda12]"],
         "colab": ["ipykernel>=6.29", "matplotlib>=3.8"],
+        # bench/peers/: Hugging Face transformers (PyTorch CPU build) and what Tunix's sampler
+        # imports. Tunix itself must go in with --no-deps (its requirements would replace
+        # this jax/flax): pip install --no-deps google-tunix==0.1.7 google-metrax==0.2.4
+        "peers": [
+            "torch>=2.3",
+            "transformers>=4.45",
+            "jaxtyping>=0.3",
+            "perfetto>=0.16",
+            "pandas>=2.2",
+        ],
     },
     entry_points={"console_scripts": ["rlaif-jax=rlaif_jax.cli:entry_point"]},
     classifiers=["Programming Language :: Python :: 3.11"],
