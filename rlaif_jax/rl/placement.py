@@ -38,6 +38,12 @@ from rlaif_jax.sharding.rules import Rules
 logger = logging.getLogger("rlaif_jax.rl")
 
 ROLES = ("policy", "value", "anchor", "reward", "labeler")
+GIN_HINTS = (
+    "gin files: gin/sharding/fsdp.gin or fsdp_tp.gin (shard over every chip), "
+    "gin/memory/frozen_bf16.gin, gin/placement/split_reward.gin (the reward role on chips of "
+    "its own, offloaded), gin/placement/remat.gin, gin/method/lora.gin; "
+    "`rlaif-jax plan` with the same files shows the result",
+)
 FROZEN_DEFAULT_DTYPE = "bfloat16"
 
 
@@ -220,6 +226,7 @@ def check_memory(
         return None
     spec = reward_spec(builder, workdir, rp, task)
     plan = memory_plan(config, settings, layout, rp, make_optimizer(settings), spec, plan_settings)
+    plan = dataclasses.replace(plan, hints=GIN_HINTS)
     if jax.process_index() == 0:
         logger.info("%s", plan.table())
         if plan_only and plan.fits:

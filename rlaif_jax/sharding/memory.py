@@ -215,6 +215,7 @@ class MemoryPlan:
     capacity: int | None = None
     headroom: float = 0.9
     device_label: str = ""
+    hints: tuple[str, ...] = ()  # the stage's own advice (its config files), after advice()
 
     def device_ids(self) -> list[int]:
         ids = {d for r in self.roles for d in r.devices} | {
@@ -314,25 +315,25 @@ class MemoryPlan:
         if trainable:
             tips.append(
                 f"shard the trainable roles ({', '.join(trainable)}) over more devices: "
-                "gin/sharding/fsdp.gin or fsdp_tp.gin, or a RolePlacement with fsdp = -1"
+                "get_rules.name = 'fsdp' or 'fsdp_tp' with make_mesh.fsdp = -1, or a "
+                "RolePlacement with fsdp = -1"
             )
             tips.append(
                 "train LoRA adapters instead of full weights (no optimizer state for the "
-                "trunk), or use a smaller optimizer state (make_optimizer.name = 'adafactor')"
+                "trunk: rl.lora), or a smaller optimizer state (RLSettings.optimizer = 'adafactor')"
             )
         if frozen:
             tips.append(
                 f"store the frozen roles ({', '.join(frozen)}) in bf16 "
                 "(RolePlacement.param_dtype = 'bfloat16'; RLSettings.anchor_dtype = 'bfloat16'), "
                 "offload them to host memory while idle (RolePlacement.offload = True), or "
-                "place them on their own devices (rl.placements, gin/placement/*.gin)"
+                "place them on their own devices (rl.placements)"
             )
         phases = {v["phase"] for v in over.values()}
         if phases & {"update", "score"}:
             tips.append(
                 "cut activation memory: RLSettings.microbatches = 2, 4, ... and remat "
-                "(RolePlacement.remat = 'full', or rl.model_overrides = {'remat': 'full'}; "
-                "gin/memory/remat_full.gin)"
+                "(RolePlacement.remat = 'full', or rl.model_overrides = {'remat': 'full'})"
             )
         if phases & {"sample", "reward"}:
             tips.append(
@@ -340,7 +341,7 @@ class MemoryPlan:
                 "samples_per_prompt, reward_model_from_checkpoint.batch_size, "
                 "labeler_from_checkpoint.batch_size"
             )
-        return tips
+        return tips + list(self.hints)
 
     def check(self) -> None:
         """Raises MemoryPlanError naming the roles on each device over budget."""

@@ -54,7 +54,7 @@ class RolePlacement:
     offload: bool = False
 
     def __post_init__(self):
-        if isinstance(self.devices, list):  # a gin list binding
+        if isinstance(self.devices, list):  # a list from a config file
             object.__setattr__(self, "devices", tuple(self.devices))
         if self.devices is not None:
             start, stop = self.devices
