@@ -99,7 +99,7 @@ def build_policy_pairs() -> tasks.PolicyPairs:
 def build_lora() -> lora.LoRAConfig | None:
     """`LoRAConfig()` with the fields gin binds (gin/method/lora.gin), or None (full
     fine-tuning) when gin binds none of them."""
-    if not _bindings(LoRAConfig):
+    if not _bindings("LoRAConfig"):  # by name: classes' bindings are not found by object
         return None
     return _plain(LoRAConfig(), lora.LoRAConfig)
 

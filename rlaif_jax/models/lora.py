@@ -144,19 +144,52 @@ def delta(a: jax.Array, b: jax.Array, scale: float) -> jax.Array:
     return scale * jnp.tensordot(a.astype(jnp.float32), b.astype(jnp.float32), axes=1)
 
 
+def merged_kernels(base: PyTree, adapters: PyTree, lora: LoRAConfig, dtype: Any = None) -> PyTree:
+    """{layer: {parent: {projection: W + (alpha/r)·a·b}}} for every adapter: computed in
+    float32, stored as `dtype` (default the kernel's own). Jittable."""
+    return {
+        layer: {
+            parent: {
+                target: (
+                    base[layer][parent][target]["kernel"].astype(jnp.float32)
+                    + delta(ab["a"], ab["b"], lora.scale)
+                ).astype(dtype or base[layer][parent][target]["kernel"].dtype)
+                for target, ab in projs.items()
+            }
+            for parent, projs in mods.items()
+        }
+        for layer, mods in adapters.items()
+    }
+
+
+def with_kernels(base: PyTree, kernels: PyTree) -> PyTree:
+    """`base` with the kernels of `kernels` (a `merged_kernels` tree) in place of its own;
+    every other leaf is the base's own array (no copy)."""
+    out = jax.tree.map(lambda x: x, base)  # fresh containers, the same leaves
+    for layer, mods in kernels.items():
+        for parent, projs in mods.items():
+            for target, kernel in projs.items():
+                out[layer][parent][target]["kernel"] = kernel
+    return out
+
+
 def merge(base: PyTree, adapters: PyTree, lora: LoRAConfig, dtype: Any = None) -> PyTree:
-    """The base tree with every adapted kernel replaced by W + (alpha/r)·a·b (computed in
-    float32, stored as `dtype`, default the kernel's own); every other leaf is the base's
+    """The base tree with every adapted kernel replaced by W + (alpha/r)·a·b (float32
+    math, stored as `dtype`, default the kernel's own); every other leaf is the base's
     own array. Jittable; the result computes the function the adapted model computes, up
     to rounding."""
-    out = jax.tree.map(lambda x: x, base)  # fresh containers, the same leaves
-    for layer, mods in adapters.items():
-        for parent, projs in mods.items():
-            for target, ab in projs.items():
-                w = base[layer][parent][target]["kernel"]
-                merged = w.astype(jnp.float32) + delta(ab["a"], ab["b"], lora.scale)
-                out[layer][parent][target]["kernel"] = merged.astype(dtype or w.dtype)
-    return out
+    return with_kernels(base, merged_kernels(base, adapters, lora, dtype))
+
+
+def kernel_shardings(base: PyTree, adapters: PyTree) -> PyTree:
+    """The shardings of the kernels `adapters` adapt (a `merged_kernels`-shaped tree)."""
+    return {
+        layer: {
+            parent: {t: base[layer][parent][t]["kernel"].sharding for t in projs}
+            for parent, projs in mods.items()
+        }
+        for layer, mods in adapters.items()
+    }
 
 
 def deltas(adapters: PyTree, lora: LoRAConfig) -> dict[tuple[str, str, str], jax.Array]:

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from rlaif_jax.models import lora as lora_lib
+from rlaif_jax.models.lora import LoRAConfig
 from rlaif_jax.rl import rollout
 
 PyTree = Any
@@ -39,7 +40,7 @@ class LoRAModel:
     on the base params with the adapters in its 'lora' collection (`models.lora`), so
     code written against `module.apply({"params": p}, ...)` runs the adapted model."""
 
-    def __init__(self, module: Any, lora: lora_lib.LoRAConfig):
+    def __init__(self, module: Any, lora: LoRAConfig):
         self.module, self.lora = module, lora
 
     def apply(self, variables: dict, *args, **kwargs):
@@ -67,7 +68,7 @@ class PolicyValue:
 
     policy_model: Any
     value_model: Any
-    lora: lora_lib.LoRAConfig | None = None
+    lora: LoRAConfig | None = None
     value_on_policy_trunk: bool = False
 
     def _policy(self, params: PyTree, frozen: PyTree) -> tuple[Any, PyTree]:
@@ -123,28 +124,36 @@ class PolicyValue:
         """log π_anchor(a_t|x_t) [N, T]: the frozen tree as a plain LM."""
         return rollout.policy_outputs(self.policy_model, frozen, packed, tokens)[0]
 
-    def policy_lm(self, policy: PyTree, frozen: PyTree, dtype: Any = None) -> PyTree:
-        """The policy as a plain LM params tree: itself, or the frozen base with the
-        adapters merged into its kernels (stored as `dtype`, default the base's)."""
-        if self.lora is None:
-            return policy
-        return lora_lib.merge(frozen, policy, self.lora, dtype)
+
+def lora_merger(lora: LoRAConfig, dtype: Any) -> Callable[[PyTree, PyTree], PyTree]:
+    """`fn(frozen, adapters)`: the frozen LM tree with the adapted kernels replaced by
+    fresh W + (alpha/r)·a·b kernels in `dtype`, placed like the base's (one jit); every
+    other leaf is the frozen tree's own array, not a copy."""
+    jitted: dict = {}
+
+    def fn(frozen, adapters):
+        shardings = lora_lib.kernel_shardings(frozen, adapters)
+        key = (jax.tree.structure(shardings), tuple(jax.tree.leaves(shardings)))
+        if key not in jitted:
+            jitted[key] = jax.jit(
+                lambda base, ad: lora_lib.merged_kernels(base, ad, lora, dtype),
+                out_shardings=shardings,
+            )
+        return lora_lib.with_kernels(frozen, jitted[key](frozen, adapters))
+
+    return fn
 
 
-def lora_sampler(sample_fn: Callable[..., Any], frozen: PyTree, lora: lora_lib.LoRAConfig, dtype):
-    """`fn(adapters, prompt_tokens, prompt_lengths, rng)` over a `decoding.sample` sampler
-    `sample_fn(params, ...)`: the adapters are merged into the base kernels in the compute
-    `dtype` inside the same jit as the sampler, where the sampler makes its compute-dtype
-    copy of the weights anyway (so no float32 merged copy exists, and each decode step
-    reads plain kernels rather than adding low-rank products)."""
-
-    @jax.jit
-    def run(base, adapters, prompt_tokens, prompt_lengths, rng):
-        merged = lora_lib.merge(base, adapters, lora, dtype)
-        return sample_fn(merged, prompt_tokens, prompt_lengths, rng)
+def lora_sampler(sample_fn: Callable[..., Any], roles: Any, lora: LoRAConfig, dtype):
+    """`fn(adapters, prompt_tokens, prompt_lengths, rng)` over a sampler
+    `sample_fn(params, ...)` (`decoding.sample` / `decoding.buckets`): each call merges
+    the adapters into `roles.anchor` (`lora_merger`, in the compute `dtype`: the copy the
+    sampler would cast to anyway), so decode steps read plain kernels instead of adding
+    low-rank products."""
+    merge = lora_merger(lora, dtype)
 
     def fn(adapters, prompt_tokens, prompt_lengths, rng):
-        return run(frozen, adapters, prompt_tokens, prompt_lengths, rng)
+        return sample_fn(merge(roles.anchor, adapters), prompt_tokens, prompt_lengths, rng)
 
     return fn
 
@@ -154,7 +163,7 @@ def init_trainable(
     sft_params: PyTree,
     mesh: Any,
     rules: Any,
-    lora: lora_lib.LoRAConfig | None,
+    lora: LoRAConfig | None,
     value_on_policy_trunk: bool,
     seed: int = 0,
 ) -> tuple[PyTree, PyTree]:

@@ -234,20 +234,16 @@ class RLRunner:
 
     def export_policy(self, state: learner_lib.RLState) -> Any:
         """The policy of `state` as a plain LM params tree (what checkpoints hold for
-        evaluation and export): LoRA adapters merged into the frozen base, in float32."""
+        evaluation and export): with LoRA the frozen base with the adapters merged into
+        its kernels (`policy_value.lora_merger`), every leaf float32."""
         if self.roles.lora is None:
             return state.params["policy"]
         if self._export is None:
-            from rlaif_jax.rl.policy_value import PolicyValue
+            from rlaif_jax.rl.policy_value import lora_merger
 
-            forward = PolicyValue(None, None, self.roles.lora)
-            self._export = jax.jit(
-                lambda p, base: jax.tree.map(
-                    lambda x: x.astype(np.float32), forward.policy_lm(p, base, np.float32)
-                ),
-                out_shardings=self.roles.anchor_shardings,
-            )
-        return self._export(state.params["policy"], self.roles.anchor)
+            self._export = lora_merger(self.roles.lora, np.float32)
+        tree = self._export(self.roles.anchor, state.params["policy"])
+        return jax.tree.map(lambda x: x if x.dtype == np.float32 else x.astype(np.float32), tree)
 
     def rollout(self, records: Sequence[dict], rng: jax.Array) -> tuple[dict, dict]:
         """Samples, rewards and scores one batch. Returns (global batch dict, host info)."""

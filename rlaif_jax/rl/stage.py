@@ -222,7 +222,7 @@ def run_stage(
     reward_fn = rl_placement.build_reward(reward_builder, workdir, rp, task)
     sample_fn = make_sample_fn(config, mesh, rules, settings, policy.vocab, layout.max_response)
     if lora is not None:  # the runner samples with its adapters, merged into the anchor
-        sample_fn = policy_value.lora_sampler(sample_fn, roles.anchor, lora, config.dtype)
+        sample_fn = policy_value.lora_sampler(sample_fn, roles, lora, config.dtype)
     runner = RLRunner(settings, roles, reward_fn, policy.vocab, mesh, rules, sample_fn, layout)
     validation = None
     if selection is not None:

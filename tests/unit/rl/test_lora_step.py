@@ -231,3 +231,23 @@ def _check_export(runner, sft):
     )(sft, runner.state.params["policy"], tokens)
     theirs = jax.jit(lambda p, t: model_lib.apply(CONFIG, p, t)[0])(merged, tokens)
     np.testing.assert_allclose(np.asarray(theirs), np.asarray(ours), rtol=1e-5, atol=1e-5)
+
+
+def test_lora_gin_builds_the_stage_lora_config():
+    """gin/method/lora.gin gives `rl.run_stage` its `lora` (in any scope that binds it);
+    without LoRAConfig bindings the stage gets None (full fine-tuning)."""
+    import gin
+
+    from rlaif_jax import configurables, gin_utils
+    from rlaif_jax.rl import stage
+
+    assert configurables.stage_objects(stage.run_stage)["lora"] is None
+    gin.add_config_file_search_path(gin_utils.default_search_paths()[0])
+    gin.parse_config_files_and_bindings(
+        ["method/lora.gin"], ["rl_x/LoRAConfig.rank = 16"], finalize_config=False
+    )
+    assert configurables.stage_objects(stage.run_stage)["lora"] == lora.LoRAConfig(8, 16.0)
+    with gin.config_scope("rl_x"):
+        built = configurables.stage_objects(stage.run_stage)["lora"]
+    assert type(built) is lora.LoRAConfig and built == lora.LoRAConfig(16, 16.0)
+    assert built.targets == lora.ALL_TARGETS
