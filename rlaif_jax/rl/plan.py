@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from typing import Any
 
 import jax
@@ -31,6 +32,7 @@ from rlaif_jax.sharding import memory, model_params, partition, placement
 from rlaif_jax.train import state as train_state
 
 PyTree = Any
+logger = logging.getLogger("rlaif_jax.rl")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,16 +68,23 @@ def _kv_cache_bytes(config: ModelConfig, side: Side, rows: int, slots: int) -> i
     spec = partition.logical_to_spec(
         (ax.ACT_BATCH, ax.CACHE_LENGTH, ax.ACT_KV_HEADS, ax.ACT_HEAD_DIM), side.rules
     )
-    shard = jax.sharding.NamedSharding(side.mesh, spec).shard_shape(struct.shape)
-    return 2 * config.num_layers * int(np.prod(shard)) * np.dtype(struct.dtype).itemsize
+    sharded = jax.ShapeDtypeStruct(
+        struct.shape, struct.dtype, sharding=jax.sharding.NamedSharding(side.mesh, spec)
+    )
+    return 2 * config.num_layers * memory.leaf_bytes_per_device(sharded)
 
 
 def _phase(name, roles, side, fn, args, resident, kv=0, donate=(), analytic=None, compile=True):
     """One PhaseMemory: compiled when the side is concrete and `compile`, else analytic."""
     if compile and side.concrete:
-        m = memory.compiled_memory(fn, *args, donate_argnums=donate)
-        io = max(0, m.argument + m.output - m.alias - resident)
-        return memory.PhaseMemory(name, roles, side.devices, m.temp, io, kv, "compiled")
+        try:
+            m = memory.compiled_memory(fn, *args, donate_argnums=donate)
+        except Exception as e:  # noqa: BLE001  a plan must not stop a run the estimate allows
+            logger.warning("memory plan: %s did not compile on abstract inputs (%s); "
+                           "using the analytic estimate", name, e)  # fmt: skip
+        else:
+            io = max(0, m.argument + m.output - m.alias - resident)
+            return memory.PhaseMemory(name, roles, side.devices, m.temp, io, kv, "compiled")
     temp, io = analytic()
     return memory.PhaseMemory(name, roles, side.devices, temp, io, kv, "analytic")
 

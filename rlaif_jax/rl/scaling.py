@@ -78,6 +78,10 @@ MAX_CONTEXT, MAX_RESPONSE = 1024, 128
 RM_BATCH = 32  # reward_model_from_checkpoint.batch_size (gin/runs/rl.gin)
 LABELER_BATCH, LABELER_LEN = 32, 2048  # labeler_from_checkpoint.batch_size, max_len
 BATCHES = (128, 64, 32, 16, 8)
+# compiled / analytic temporaries, the largest of `calibration()`'s Gemma-2 cases per
+# phase (measured 2026-12-07 on 8 fake CPU devices; docs/scaling.md has the table).
+CALIBRATION_FACTOR = {"sample": 1.54, "score": 1.54, "reward": 1.54, "labeler": 1.54}
+CALIBRATION_FACTOR["update"] = 2.53
 MICROBATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
@@ -137,19 +141,35 @@ def rl_plan(
             "reward", frozen, "scalar", RM_BATCH, MAX_CONTEXT + MAX_RESPONSE
         )
     )
-    return plan_lib.plan_rl(
-        model(policy, remat=setup.remat),
-        settings,
-        MAX_CONTEXT,
-        MAX_RESPONSE,
-        learner,
-        make_optimizer(settings),
-        reward=spec,
-        reward_side=reward_side,
-        capacity=hw.capacity,
-        compile=False,
-        device_label=hw.name,
+    return calibrated(
+        plan_lib.plan_rl(
+            model(policy, remat=setup.remat),
+            settings,
+            MAX_CONTEXT,
+            MAX_RESPONSE,
+            learner,
+            make_optimizer(settings),
+            reward=spec,
+            reward_side=reward_side,
+            capacity=hw.capacity,
+            compile=False,
+            device_label=hw.name,
+        )
     )
+
+
+def calibrated(plan: memory.MemoryPlan) -> memory.MemoryPlan:
+    """`plan` with its analytic temporaries scaled by CALIBRATION_FACTOR (conservative:
+    the largest compiled / analytic ratio of `calibration()`'s cases per phase)."""
+
+    def scale(p: memory.PhaseMemory) -> memory.PhaseMemory:
+        f = CALIBRATION_FACTOR.get(p.phase, 1.0)
+        if p.source != "analytic":
+            return p
+        return dataclasses.replace(p, temp=int(p.temp * f), source=f"analytic x {f}")
+
+    phases = tuple(scale(p) for p in plan.phases)
+    return dataclasses.replace(plan, phases=phases)
 
 
 def label_plan(hw: Hardware, labeler: str, dtype: str = "bfloat16") -> memory.MemoryPlan:
@@ -158,7 +178,9 @@ def label_plan(hw: Hardware, labeler: str, dtype: str = "bfloat16") -> memory.Me
     spec = memory.ScoringRoleSpec(
         "labeler", model(labeler, param_dtype=dtype), "lm", LABELER_BATCH, LABELER_LEN
     )
-    return plan_lib.plan_scoring("label", spec, side, hw.capacity, compile=False, label=hw.name)
+    return calibrated(
+        plan_lib.plan_scoring("label", spec, side, hw.capacity, compile=False, label=hw.name)
+    )
 
 
 def fitting(hw: Hardware, policy: str, reward: str, d_rlaif: bool, base: Setup) -> Setup | None:
@@ -169,6 +191,8 @@ def fitting(hw: Hardware, policy: str, reward: str, d_rlaif: bool, base: Setup) 
     None if none does."""
     splits = [0] + ([hw.chips // 2] if hw.chips >= 4 else [])
     for b, split in itertools.product(BATCHES, splits):
+        if b % (split or hw.chips):  # rows must split evenly over the learner's chips
+            continue
         counts = [m for m in MICROBATCHES if m <= b]
 
         def fits(m: int, b=b, split=split) -> bool:

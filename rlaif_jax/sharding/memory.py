@@ -75,8 +75,21 @@ def leaf_bytes_per_device(x: Any) -> int:
     sharding = getattr(x, "sharding", None)
     shape = tuple(x.shape)
     if sharding is not None and shape:
-        shape = tuple(sharding.shard_shape(shape))
+        try:
+            shape = tuple(sharding.shard_shape(shape))
+        except ValueError:  # uneven: XLA pads each shard to the largest one
+            shape = _padded_shard_shape(sharding, shape)
     return int(math.prod(shape)) * itemsize
+
+
+def _padded_shard_shape(sharding: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
+    spec = tuple(sharding.spec) + (None,) * (len(shape) - len(sharding.spec))
+    out = []
+    for dim, axes in zip(shape, spec):
+        axes = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
+        parts = math.prod(sharding.mesh.shape[a] for a in axes)
+        out.append(-(-dim // parts))
+    return tuple(out)
 
 
 def tree_bytes_per_device(tree: PyTree) -> int:
