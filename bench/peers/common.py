@@ -13,8 +13,27 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
+
+
+def pin_threads_from_argv(argv: list[str] | None = None) -> int | None:
+    """`--threads N` on the command line: both sides get N intra-op threads (XLA's CPU
+    client and PyTorch/OpenMP/MKL). Must run before jax or torch is imported. On a
+    shared, oversubscribed host, 1 thread per side keeps the comparison fair: PyTorch's
+    OpenMP threads spin while waiting and lose far more than XLA's to other processes."""
+    argv = sys.argv if argv is None else argv
+    if "--threads" not in argv:
+        return None
+    n = int(argv[argv.index("--threads") + 1])
+    flags = os.environ.get("XLA_FLAGS", "")
+    eigen = "true" if n > 1 else "false"
+    flags += f" --xla_cpu_multi_thread_eigen={eigen} intra_op_parallelism_threads={n}"
+    os.environ["XLA_FLAGS"] = flags.strip()
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    return n
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +92,7 @@ def environment() -> dict:
         "cpu_count": os.cpu_count(),
         "loadavg_at_end": load,
         "machine": platform.machine(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "python": platform.python_version(),
     }
 

@@ -20,6 +20,9 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+THREADS = common.pin_threads_from_argv()  # before jax / torch are imported
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -165,6 +168,7 @@ def run(shape: str, repeats: int) -> dict:
         repeats=repeats,
         versions={k: version(k) for k in ("jax", "flax", "google-tunix")},
         device=jax.devices()[0].device_kind,
+        threads=THREADS,
         **environment(),
     )
     return res
@@ -175,6 +179,9 @@ def main(argv=None) -> None:
     parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="Intra-op threads of both sides (default: all)."
+    )
     args = parser.parse_args(argv)
     write(run(args.shape, args.repeats), args.json)
 

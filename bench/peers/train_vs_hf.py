@@ -16,6 +16,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+THREADS = common.pin_threads_from_argv()  # before jax / torch are imported
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -48,6 +51,8 @@ def hf_step(s: Shape, tokens: np.ndarray):
         max_position_embeddings=4096,
         tie_word_embeddings=False,
     )
+    if THREADS:
+        torch.set_num_threads(THREADS)
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM._from_config(
         cfg, attn_implementation="eager", torch_dtype=torch.float32
@@ -92,7 +97,7 @@ def run(shape: str, repeats: int) -> dict:
         repeats=repeats,
         versions={"jax": jax.__version__, **versions},
         device=jax.devices()[0].device_kind,
-        xla_flags=os.environ.get("XLA_FLAGS", ""),
+        threads=THREADS,
         **environment(),
     )
     return res
@@ -103,6 +108,9 @@ def main(argv=None) -> None:
     parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="Intra-op threads of both sides (default: all)."
+    )
     args = parser.parse_args(argv)
     write(run(args.shape, args.repeats), args.json)
 
