@@ -1,8 +1,8 @@
 """Shared pieces of the peer benchmarks: the two model shapes and alternating timing.
 
 Each script times rlaif_jax and one peer at the same model shape and batch, on the same
-device, in the same process; runs alternate (ours, peer, ours, peer, ...) after one
-untimed warm-up (compile) each, so load on a shared machine hits both sides alike.
+device, in the same process; runs alternate (ours, peer, ours, peer, ...) after two
+untimed warm-up runs (compile) each, so load on a shared machine hits both sides alike.
 Ratios are peer median time / our median time (> 1: rlaif_jax is faster).
 """
 
@@ -28,6 +28,8 @@ def pin_threads_from_argv(argv: list[str] | None = None) -> int | None:
         return None
     n = int(argv[argv.index("--threads") + 1])
     flags = os.environ.get("XLA_FLAGS", "")
+    if "intra_op_parallelism_threads" in flags:  # already pinned (or set by the caller)
+        return n
     eigen = "true" if n > 1 else "false"
     flags += f" --xla_cpu_multi_thread_eigen={eigen} intra_op_parallelism_threads={n}"
     os.environ["XLA_FLAGS"] = flags.strip()
@@ -60,9 +62,11 @@ SHAPES = {
 
 
 def alternate(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Runs each fn once untimed (compile, warm-up), then `repeats` rounds that each time
-    every fn once, in turn. Each fn must block until its result is ready."""
+    """Runs each fn twice untimed (compile, warm-up: a jitted step fed its own donated
+    outputs may compile once more on its second call), then `repeats` rounds that each
+    time every fn once, in turn. Each fn must block until its result is ready."""
     for fn in fns.values():
+        fn()
         fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
