@@ -41,14 +41,21 @@ SETTINGS = RLSettings(
 )
 
 
-def _runner(settings, shared=False, seed=0):
+def _runner(settings, shared=False, seed=0, full=False):
     """An RLRunner over a LoRA policy / value on a born-sharded SFT tree (fsdp on a
     (2, 4, 1) mesh, so adapters are sharded too); adapters moved off b = 0 so both
-    factors get gradients. Returns (runner, the SFT tree as given)."""
+    factors get gradients (`full`: no LoRA, a full policy copy; with `shared` that is
+    the value head on the full policy's trunk). Returns (runner, the SFT tree as given)."""
     mesh, rules = make_mesh(2, 4, 1), get_rules("fsdp")
     sft, _ = model_params.init_params(CONFIG, jax.random.PRNGKey(seed), mesh, rules)
     roles = roles_lib.build_roles(
-        CONFIG, sft, mesh, rules, seed=seed, lora=LORA, value_on_policy_trunk=shared
+        CONFIG,
+        sft,
+        mesh,
+        rules,
+        seed=seed,
+        lora=None if full else LORA,
+        value_on_policy_trunk=shared,
     )
     assert roles.anchor is sft  # the frozen base is the anchor: no copy
     roles.params = _perturbed(roles.params)
@@ -92,8 +99,8 @@ def _step(runner):
     return before, jax.device_get(batch), state, metrics
 
 
-@functools.partial(jax.jit, static_argnums=3)
-def _reference(params, base, batch, shared):
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _reference(params, base, batch, shared, full=False):
     """(grads of the A2C loss, logprobs, values) written out without `policy_value`: the
     policy is the plain LM on merged kernels, the value the scalar-head model on the
     trunk with the value adapters merged (or the policy's, `shared`)."""
@@ -108,7 +115,7 @@ def _reference(params, base, batch, shared):
     kw = dict(attention_mask=packed.attention_mask, logits_positions=packed.state_positions)
 
     def outputs(p):
-        policy = lora.merge(base, p["policy"], LORA)
+        policy = p["policy"] if full else lora.merge(base, p["policy"], LORA)
         logits, _ = model_lib.apply(CONFIG, policy, packed.tokens, **kw)
         logp = jnp.take_along_axis(
             jax.nn.log_softmax(logits), batch["response_tokens"][..., None], -1
@@ -132,19 +139,26 @@ def _close(a, b, **kw):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), **kw)
 
 
-@pytest.mark.parametrize("shared", [False, True], ids=["own_trunk", "policy_trunk"])
-def test_one_sgd_step_equals_the_reference(shared):
-    runner, sft = _runner(SETTINGS, shared)
+@pytest.mark.parametrize(
+    "shared,full",
+    [(False, False), (True, False), (True, True)],
+    ids=["own_trunk", "policy_trunk", "full_policy_trunk"],
+)
+def test_one_sgd_step_equals_the_reference(shared, full):
+    runner, sft = _runner(SETTINGS, shared, full=full)
     assert set(runner.state.params["value"]) == (
         {"score_head"} if shared else {"adapters", "score_head"}
     )
     before, batch, state, _ = _step(runner)
-    grads, logp, values = _reference(before, sft, batch, shared)
+    grads, logp, values = _reference(before, sft, batch, shared, full)
     mask = batch["response_mask"]
     # Scoring equals the merged-kernel forward; the anchor is the SFT model itself.
     np.testing.assert_allclose(batch["logprobs"], logp * mask, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(batch["values"], values * mask, rtol=1e-5, atol=1e-5)
-    sft_logp, _ = _reference(jax.tree.map(np.zeros_like, before), sft, batch, shared)[1:]
+    at_sft = {**before, "policy": jax.tree.map(np.zeros_like, before["policy"])}
+    if full:
+        at_sft["policy"] = jax.device_get(sft)
+    sft_logp, _ = _reference(at_sft, sft, batch, shared, full)[1:]
     np.testing.assert_allclose(batch["anchor_logprobs"], sft_logp * mask, rtol=1e-5, atol=1e-5)
     # Returns: KL-control reward per token plus the score at the last token, summed ahead.
     kl = batch["logprobs"] - batch["anchor_logprobs"]
