@@ -154,7 +154,7 @@ def test_adapters_shard_like_their_kernels():
     output-dim spec, the rank dim is replicated."""
     mesh = make_mesh(2, 2, 2)
     rules = get_rules("fsdp_tp")
-    config = CONFIG.replace(num_kv_heads=4)
+    config = CONFIG  # K = 2 kv heads split over tensor = 2
     _, kernels = partition.abstract_params(
         model_lib.init_fn(config), mesh, rules, jax.random.PRNGKey(0)
     )
