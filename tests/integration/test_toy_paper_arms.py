@@ -11,7 +11,7 @@ import pytest
 from rlaif_jax import configurables, gin_utils
 
 # The paper's comparisons, the same on real models (test_real_path) and here.
-from tests.integration.test_real_path import COMPARISONS, run_cli
+from tests.integration.test_real_path import COMPARISONS, compile_cache_env, run_cli
 
 LABELER_SCOPES = ("bootstrap_labeler", "bootstrap_labeler/same_size")
 
@@ -52,7 +52,8 @@ def run(tmp_path_factory):
         "--gin.rm_combined/TrainSettings.num_steps=2",
         f"--workdir={workdir}",
     ]
-    return workdir, run_cli(args, tmp / "out.json")
+    cache = compile_cache_env(tmp / "jax_compile_cache")
+    return workdir, run_cli(args, tmp / "out.json", env_extra=cache)
 
 
 @pytest.mark.slow
@@ -135,3 +136,61 @@ def test_combined_arm_mixes_rated_two_policy_pairs_with_human_pairs(run):
     assert rm["num_human_pairs"] == human["num_train_pairs"]
     assert rm["num_ai_pairs"] == min(rm["num_human_pairs"], len(rows))
     assert rm["num_train_pairs"] == rm["num_human_pairs"] + rm["num_ai_pairs"]
+
+
+RL_STAGE, ROLES, SCORING = (
+    "rlaif_jax.rl.stage.rl",
+    "rlaif_jax.rl.roles",
+    "rlaif_jax.labeling.scoring",
+)
+METHOD_FILES = [
+    (
+        "self_improvement",
+        "self_improve",
+        # the file's bindings, named as gin_utils.unused_bindings names them
+        (
+            "SELF_IMPROVE_POLICY",
+            f"{RL_STAGE}.policy_dir",
+            f"{RL_STAGE}.reward_builder",
+            f"self_improvement/{SCORING}.labeler_from_checkpoint.model_dir",
+        ),
+        # ... and one the file makes unused: the toy world's own labeler, not the policy
+        f"{SCORING}.labeler_from_checkpoint.model_dir",
+    ),
+    (
+        "rlhf_rlaif",
+        "combined",
+        (f"{RL_STAGE}.reward_builder", f"{ROLES}.reward_model_from_checkpoint.rm_dir"),
+        f"rl_rlaif/{ROLES}.reward_model_from_checkpoint.rm_dir",
+    ),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, arm, own_bindings, unused", METHOD_FILES)
+def test_method_file_trains_the_pipeline_arm(run, method, arm, own_bindings, unused, tmp_path):
+    """`rlaif-jax rl` with gin/method/<method>.gin on the run's workdir trains the same arm
+    as the pipeline step: every binding of the method file is used and the reward curve
+    equals the step's (same policy, reward, seed)."""
+    workdir, _ = run
+    name = f"{arm}_method"
+    args = [
+        "rl",
+        "--gin_file=runs/toy_world.gin",
+        f"--gin_file=method/{method}.gin",
+        "--gin_file=test/toy_tiny.gin",
+        f"--gin.rl.name='{name}'",
+        f"--workdir={workdir}",
+    ]
+    cache = compile_cache_env(workdir.parent / "jax_compile_cache")
+    out = run_cli(args, tmp_path / "out.json", env_extra=cache)
+    assert out["rc"] == 0
+    # A single stage leaves the other stages' bindings unused, never the method file's.
+    assert unused in out["unused_bindings"]
+    assert not set(own_bindings) & set(out["unused_bindings"])
+
+    def curve(stage):
+        rows = [json.loads(x) for x in (workdir / stage / "metrics.jsonl").open()]
+        return [r["reward_mean"] for r in rows]
+
+    assert curve(f"rl_{name}") == pytest.approx(curve(f"rl_{arm}"), abs=1e-5)
