@@ -350,6 +350,10 @@ if __name__ == "__main__":
     if "--calibration" in sys.argv:
         print(calibration())
         sys.exit()
+    if "--uncalibrated" in sys.argv:  # the analytic estimate as it is: the optimistic side
+        CALIBRATION_FACTOR.clear()
+        print(largest_pairs_table())
+        sys.exit()
     print(largest_pairs_table())
     print()
     print(render())
