@@ -192,34 +192,5 @@ def kernel_shardings(base: PyTree, adapters: PyTree) -> PyTree:
     }
 
 
-def deltas(adapters: PyTree, lora: LoRAConfig) -> dict[tuple[str, str, str], jax.Array]:
-    """{(layer, parent, projection): (alpha/r)·a·b} of every adapter (float32)."""
-    return {
-        (layer, parent, target): delta(ab["a"], ab["b"], lora.scale)
-        for layer, mods in adapters.items()
-        for parent, projs in mods.items()
-        for target, ab in projs.items()
-    }
-
-
-def check_adapters(adapters: PyTree, base: PyTree, where: str) -> None:
-    """Raises naming `where` unless every adapter sits on a kernel of `base` with matching
-    input and output dims."""
-    for layer, mods in adapters.items():
-        for parent, projs in mods.items():
-            for target, ab in projs.items():
-                kernel = base.get(layer, {}).get(parent, {}).get(target, {}).get("kernel")
-                n_in = TARGETS[target][1]
-                shape = None if kernel is None else tuple(kernel.shape)
-                if shape is None or (
-                    tuple(ab["a"].shape[:-1]) != shape[:n_in]
-                    or tuple(ab["b"].shape[1:]) != shape[n_in:]
-                ):
-                    raise ValueError(
-                        f"{where}: adapter {layer}/{parent}/{target} (a {ab['a'].shape}, "
-                        f"b {ab['b'].shape}) does not fit the base kernel {shape}."
-                    )
-
-
 def num_params(adapters: PyTree) -> int:
     return sum(int(math.prod(x.shape)) for x in jax.tree.leaves(adapters))
