@@ -206,9 +206,11 @@ def run_stage(
         placements, mesh, rules, settings.anchor_dtype, rl_placement.reward_role_of(reward_builder)
     )
     mesh, rules, config = rp.learner.mesh, rp.learner.rules, rp.policy_config(config)
+    # LoRA / a shared trunk hold less than the plan's full copies: report, do not refuse.
     plan = rl_placement.check_memory(
-        config, settings, layout, rp, reward_builder, workdir, task, memory_plan, plan_only
-    )
+        config, settings, layout, rp, reward_builder, workdir, task, memory_plan, plan_only,
+        enforce=lora is None and not value_on_policy_trunk,
+    )  # fmt: skip
     if plan_only:
         return {"peak_gb": plan.peak() / 1e9, "fits": float(plan.fits)}
     sft, _ = model_artifact.load_params(policy, mesh, rules, "lm", config)
