@@ -235,7 +235,7 @@ def _sample_impl(
             cache_index=0,
             logits_positions=jnp.maximum(prompt_lengths - 1, 0),
         )
-        pad = ((0, 0), (0, max_new_tokens), (0, 0), (0, 0))
+        pad = ((0, 0), (0, 0), (0, max_new_tokens), (0, 0))  # [B, K, S, Dh]: slots
         cache = tuple(
             tuple(jnp.pad(jnp.repeat(x, num_samples, axis=0), pad) for x in layer)
             for layer in cache

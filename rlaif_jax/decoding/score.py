@@ -67,7 +67,7 @@ def candidate_distribution(
 
 
 def encode_prefix(config: ModelConfig, params: PyTree, prefix_tokens, batch: int, num_slots: int):
-    """KV cache [batch, num_slots, K, Dh] per layer holding `prefix_tokens` [P] in slots
+    """KV cache [batch, K, num_slots, Dh] per layer holding `prefix_tokens` [P] in slots
     [0, P): one forward pass over a batch of one, then broadcast to every row."""
     p = prefix_tokens.shape[0]
     cache = model_lib.init_cache(config, 1, p)
@@ -80,11 +80,14 @@ def encode_prefix(config: ModelConfig, params: PyTree, prefix_tokens, batch: int
         cache_index=0,
         logits_positions=jnp.zeros((1,), jnp.int32),
     )
-    pad = ((0, 0), (0, num_slots - p), (0, 0), (0, 0))
+    pad = ((0, 0), (0, 0), (0, num_slots - p), (0, 0))
     # One copy of the prefix's keys/values per row (batch * P * K * Dh per layer) is far
     # cheaper than encoding the P prefix tokens once per row.
     return tuple(
-        tuple(jnp.broadcast_to(jnp.pad(x, pad), (batch, num_slots, *x.shape[2:])) for x in layer)
+        tuple(
+            jnp.broadcast_to(jnp.pad(x, pad), (batch, x.shape[1], num_slots, x.shape[3]))
+            for x in layer
+        )
         for layer in cache
     )
 

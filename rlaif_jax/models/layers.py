@@ -157,15 +157,18 @@ class Attention(nn.Module):
 
         new_cache = None
         if cache is not None:
+            # The cache is [B, K, S, Dh]: the new [B, L, K, Dh] keys/values are transposed
+            # (L rows), never the cache.
             ck, cv = cache
-            kk = jax.lax.dynamic_update_slice_in_dim(ck, kk.astype(ck.dtype), cache_index, axis=1)
-            v = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), cache_index, axis=1)
-            kk = nn.with_logical_constraint(
-                kk, (ax.ACT_BATCH, ax.CACHE_LENGTH, ax.ACT_KV_HEADS, ax.ACT_HEAD_DIM)
+            names = (ax.ACT_BATCH, ax.ACT_KV_HEADS, ax.CACHE_LENGTH, ax.ACT_HEAD_DIM)
+            kk = jax.lax.dynamic_update_slice_in_dim(
+                ck, kk.astype(ck.dtype).transpose(0, 2, 1, 3), cache_index, axis=2
             )
-            v = nn.with_logical_constraint(
-                v, (ax.ACT_BATCH, ax.CACHE_LENGTH, ax.ACT_KV_HEADS, ax.ACT_HEAD_DIM)
+            v = jax.lax.dynamic_update_slice_in_dim(
+                cv, v.astype(cv.dtype).transpose(0, 2, 1, 3), cache_index, axis=2
             )
+            kk = nn.with_logical_constraint(kk, names)
+            v = nn.with_logical_constraint(v, names)
             new_cache = (kk, v)
 
         scale = (c.query_pre_attn_scalar or dh) ** -0.5
@@ -177,6 +180,7 @@ class Attention(nn.Module):
             c.attn_softcap,
             c.attention_impl,
             kv_lengths if self.is_global or c.sliding_window is None else None,
+            heads_first=cache is not None,
         )
         out = nn.with_logical_constraint(
             out, (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_HEADS, ax.ACT_HEAD_DIM)
@@ -216,9 +220,10 @@ class _Proj(nn.Module):
         return kernel, bias
 
 
-def attend(q, k, v, mask, softcap=None, impl: str = "xla", kv_lengths=None):
-    """Softmax attention with GQA. q [B, L, H, Dh] (pre-scaled); k, v [B, S, K, Dh];
-    mask [B, L, S] bool. Returns [B, L, H, Dh]. Scores and softmax in float32.
+def attend(q, k, v, mask, softcap=None, impl: str = "xla", kv_lengths=None, heads_first=False):
+    """Softmax attention with GQA. q [B, L, H, Dh] (pre-scaled); k, v [B, S, K, Dh]
+    ([B, K, S, Dh] with `heads_first`, the KV cache's layout); mask [B, L, S] bool.
+    Returns [B, L, H, Dh]. Scores and softmax in float32.
 
     impl 'xla': einsums over the explicit mask. impl 'cudnn' (cuDNN flash attention) or
     'dpa' (`jax.nn.dot_product_attention`, backend's choice) when `kv_lengths` [B] is
@@ -226,8 +231,9 @@ def attend(q, k, v, mask, softcap=None, impl: str = "xla", kv_lengths=None):
     there is no soft-cap; otherwise, e.g. one-token decode steps, the einsum path.
     """
     b, length, h, dh = q.shape
-    kh = k.shape[2]
     if impl in ("cudnn", "dpa") and kv_lengths is not None and softcap is None:
+        if heads_first:  # a prefill filling the cache: one transpose per call
+            k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
         return jax.nn.dot_product_attention(
             q,
             k,
@@ -238,13 +244,15 @@ def attend(q, k, v, mask, softcap=None, impl: str = "xla", kv_lengths=None):
             key_value_seq_lengths=kv_lengths,
             implementation="cudnn" if impl == "cudnn" else None,
         )
+    kv = "bksd" if heads_first else "bskd"
+    kh = k.shape[1 if heads_first else 2]
     qg = q.reshape(b, length, kh, h // kh, dh)
-    scores = jnp.einsum("blkgd,bskd->bkgls", qg, k, preferred_element_type=jnp.float32)
+    scores = jnp.einsum(f"blkgd,{kv}->bkgls", qg, k, preferred_element_type=jnp.float32)
     if softcap is not None:
         scores = softcap * jnp.tanh(scores / softcap)
     scores = jnp.where(mask[:, None, None, :, :], scores, _NEG_INF)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgls,bskd->blkgd", probs, v)
+    out = jnp.einsum(f"bkgls,{kv}->blkgd", probs, v)
     return out.reshape(b, length, h, dh)
 
 

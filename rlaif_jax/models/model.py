@@ -81,9 +81,11 @@ def grow_depth(shallow_params: PyTree, deep_params: PyTree) -> PyTree:
 
 
 def init_cache(config: ModelConfig, batch: int, num_slots: int, dtype=None) -> KVCache:
-    """Zeroed KV cache: per layer (k, v) each [B, S, K, Dh] in the compute dtype."""
+    """Zeroed KV cache: per layer (k, v) each [B, K, S, Dh] in the compute dtype (heads
+    before slots: a decode step's attention reads it as a batched matmul over (B, K)
+    without copying it)."""
     dt = jnp.dtype(dtype or config.dtype)
-    shape = (batch, num_slots, config.num_kv_heads, config.head_dim)
+    shape = (batch, config.num_kv_heads, num_slots, config.head_dim)
     return tuple((jnp.zeros(shape, dt), jnp.zeros(shape, dt)) for _ in range(config.num_layers))
 
 

@@ -23,7 +23,7 @@ from rlaif_jax.models.config import ModelConfig
 from rlaif_jax.models.layers import MLP, Attention, RMSNorm, _dense_init
 from rlaif_jax.sharding import axes as ax
 
-KVCache = tuple  # ((k [B, S, K, Dh], v [B, S, K, Dh]), ...) one pair per layer
+KVCache = tuple  # ((k [B, K, S, Dh], v [B, K, S, Dh]), ...) one pair per layer
 
 
 class Block(nn.Module):
@@ -129,7 +129,7 @@ class Transformer(nn.Module):
             x = x * jnp.asarray(math.sqrt(c.d_model), dt)
         x = nn.with_logical_constraint(x, (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_EMBED))
 
-        num_slots = None if cache is None else cache[0][0].shape[1]
+        num_slots = None if cache is None else cache[0][0].shape[2]
         masks = {}
         block_cls = Block
         if c.remat != "none":
