@@ -158,11 +158,11 @@ def run_stage(
     rules: Rules | None = None,
     data: tasks.TaskSources | None = None,
     selection: selection_lib.SelectionSettings | None = None,
+    lora: LoRAConfig | None = None,
+    value_on_policy_trunk: bool = False,
     placements: dict[str, RolePlacement] | None = None,
     memory_plan: MemoryPlanSettings | None = None,
     plan_only: bool = False,
-    lora: LoRAConfig | None = None,
-    value_on_policy_trunk: bool = False,
 ) -> dict[str, float]:
     """RL from the policy model in WORKDIR/<policy_dir> into WORKDIR/rl_<name>/.
 
@@ -179,15 +179,15 @@ def run_stage(
     selection: checkpoint selection (paper §1.5, `rl.selection`): the K checkpoints
     with the highest reward on the task's validation prompts are judged against SFT by
     the AI judge and the best becomes the policy (`rl.selection`; None: the last step).
+    lora (gin: LoRAConfig.*, gin/method/lora.gin): train LoRA adapters of policy and
+    value on the frozen SFT params, which are also the anchor; checkpoints hold the
+    adapters' state and the merged policy. value_on_policy_trunk: the value is a head on
+    the policy's trunk (one forward pass; no trunk of its own).
     placements (gin: rl.placements = {'policy': @policy/RolePlacement(), ...}): each
     role's devices, mesh, rules, param dtype, remat, offload (`rl.placement`; roles
     without one share mesh / rules). memory_plan: the memory plan checked before
     anything is loaded (`sharding.memory.MemoryPlanSettings`); plan_only (`rlaif-jax
     plan`): print it and return {'peak_gb', 'fits'}.
-    lora (gin: LoRAConfig.*, gin/method/lora.gin): train LoRA adapters of policy and
-    value on the frozen SFT params, which are also the anchor; checkpoints hold the
-    adapters' state and the merged policy. value_on_policy_trunk: the value is a head on
-    the policy's trunk (one forward pass; no trunk of its own).
     Output: a model artifact (model.json, tokenizer, ckpt with the policy params) and,
     with selection, selection.json (which step was picked and why).
     """
