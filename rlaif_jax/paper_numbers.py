@@ -125,7 +125,7 @@ TITLES = {
     "length_controlled": "App. J: length-controlled win rates",
     "table2": "Table 2: AI labeler alignment by prompt",
     "one_shot_trials": "App. D: Base 1-shot with a random exemplar (10 trials)",
-    "self_consistency": "§4.4: self-consistency (Detailed + CoT 0-shot)",
+    "self_consistency": "§4.4: self-consistency, sampled CoT rationales (paper: Detailed + CoT 0-shot)",
     "table3": "Table 3: AI labeler alignment by labeler size",
     "table5": "Table 5: RM pairwise accuracy on held-out human preferences",
     "sensitivity": "App. N: end-to-end sensitivity to labeler alignment",

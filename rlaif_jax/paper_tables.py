@@ -128,8 +128,8 @@ def _run_alignment_row(workdir, row_dir, row: Row, objects) -> dict:
 def _run_reward_row(workdir, row_dir, row: Row, objects) -> dict:
     from rlaif_jax import reward
 
-    kwargs = {k: row.spec[k] for k in ("preferences", "max_train_pairs", "label_dir", "init_from")}
-    kwargs = {k: v for k, v in kwargs.items() if k in row.spec}
+    # Absent keys are left to gin (`reward.label_dir`, `reward.init_from`, ...).
+    kwargs = {k: v for k, v in row.spec.items() if k in ROW_KEYS["reward"]}
     return reward.run_stage(workdir=workdir, output_dir=row_dir, **kwargs, **objects)
 
 

@@ -7,14 +7,20 @@ gin binding of the composition configured a stage (`gin_utils.unused_bindings`).
 from __future__ import annotations
 
 import json
+import pathlib
 
 import pytest
 
 from rlaif_jax import artifacts, cli, gin_utils
 from tests.fixtures import real_world
-from tests.integration.test_real_path import TASK_MACROS, run_cli
+from tests.integration.local_processes import REPO
+from tests.integration.test_real_path import TASK_MACROS, compile_cache_env, run_cli
 
-TINY = ["--gin_file=test/toy_tiny.gin", "--gin.LabelerSettings.cot_max_tokens=4"]
+REPO_GIN = pathlib.Path(REPO) / "gin"
+
+TINY = ["--gin_file=test/toy_tiny_labeling.gin", "--gin.LabelerSettings.cot_max_tokens=4"]
+# The Detailed preamble is ~700 pieces of the tiny vocabulary: a longer labeler window.
+LONG = ["--gin.LabelerSettings.max_len=1280", "--gin.labeler_from_checkpoint.max_len=1280"]
 
 
 def _table(workdir, name):
@@ -30,15 +36,15 @@ def _rows(table):
     return {r["row"]: r for r in table["rows"]}
 
 
-def _pipeline(experiment, workdir, *extra):
-    args = ["pipeline", f"--gin_file=experiments/tables/{experiment}.gin", *TINY, *extra]
+def _pipeline(experiment, workdir, *extra, tiny=TINY):
+    args = ["pipeline", f"--gin_file=experiments/tables/{experiment}.gin", *tiny, *extra]
     assert cli.main([*args, f"--workdir={workdir}"]) == 0
     assert gin_utils.unused_bindings() == []
 
 
 @pytest.mark.slow
 def test_toy_alignment_tables_table2_self_consistency_and_labeler_size(tmp_path):
-    _pipeline("toy_alignment", tmp_path)
+    _pipeline("toy_alignment", tmp_path, *LONG)
     table2 = _rows(_table(tmp_path, "table2"))
     assert list(table2) == [
         "base_0shot", "base_1shot", "base_cot_0shot", "detailed_0shot", "detailed_1shot",
@@ -55,7 +61,7 @@ def test_toy_alignment_tables_table2_self_consistency_and_labeler_size(tmp_path)
     )
     assert manifest["variant"].endswith("Base 1-shot") and manifest["exemplar_seed"] == 0
     sc = _rows(_table(tmp_path, "self_consistency"))
-    assert len(sc) == 9 and sc["t0.7_16samples"]["paper"] == 0.740
+    assert len(sc) == 6 and sc["t0.7_16samples"]["paper"] == 0.740
     records = (tmp_path / "tables/self_consistency/t0.7_16samples/alignment").glob("shard-*")
     rationale = json.loads(next(records).read_text().splitlines()[0])["rationale"]
     assert rationale  # CoT rationales were sampled
@@ -88,21 +94,28 @@ def test_toy_one_shot_trials_and_rm_accuracy_by_training_pairs(tmp_path):
 
 @pytest.mark.slow
 def test_toy_sensitivity_then_the_result_tables_of_the_same_workdir(tmp_path):
-    _pipeline("toy_sensitivity", tmp_path)
+    _pipeline("toy_sensitivity", tmp_path, tiny=["--gin_file=test/toy_tiny.gin"])
     sens = _rows(_table(tmp_path, "sensitivity"))
     assert sens["detailed_cot_vs_base"]["metric"] == "win_rate_rlaif_detailed_cot_vs_rlaif"
     assert sens["alignment_detailed_cot_0shot"]["paper"] == 0.780
     for row in sens.values():
         assert 0.0 <= row["value"] <= 1.0, row
-    _pipeline("results", tmp_path)
+    _pipeline("results", tmp_path, tiny=[])
     table1 = _rows(_table(tmp_path, "table1"))
     assert table1["rlaif_vs_sft"]["metric"] == "win_rate_rlaif_vs_sft"  # the oracle's
     assert table1["rlaif_vs_sft"]["paper"] == 0.71
-    assert "value" not in table1["rlhf_vs_sft"]  # no RLHF arm in this experiment: "—"
+    assert "value" not in table1["d_rlaif_vs_sft"]  # no d-RLAIF arm in this experiment: "—"
     assert _rows(_table(tmp_path, "table5"))["rm_ai"]["value"] is not None
     report = (tmp_path / "report" / "report.md").read_text()
     assert report.startswith("# rlaif_jax report")  # the evaluation's main part stays first
     assert report.index("table.sensitivity") < report.index("table.table1")
+
+
+def _first_rows(gin_file, n, skip=0):
+    """The first `n` rows (after `skip`) of a gin/tables file's rows list, as gin text."""
+    text = (REPO_GIN / "tables" / gin_file).read_text()
+    rows = [line.strip().rstrip(",") for line in text.splitlines() if line.startswith("    ('")]
+    return "[" + ", ".join(rows[skip : skip + n]) + "]"
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +123,14 @@ def world(tmp_path_factory):
     return real_world.write_real_world(str(tmp_path_factory.mktemp("real_world")))
 
 
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    """The labeler's programs compile once for both real-checkpoint runs (per worker)."""
+    return compile_cache_env(tmp_path_factory.mktemp("jax_compile_cache"))
+
+
 @pytest.mark.slow
-def test_alignment_tables_on_real_checkpoints_for_dialogue(world, tmp_path):
+def test_alignment_tables_on_real_checkpoints_for_dialogue(world, compile_cache, tmp_path):
     args = [
         "pipeline",
         "--gin_file=tasks/helpful.gin",
@@ -120,20 +139,28 @@ def test_alignment_tables_on_real_checkpoints_for_dialogue(world, tmp_path):
         "--gin_file=test/tiny_real_tables.gin",
         f"--gin.LABELER_HF_DIR='{world['LABELER_HF_DIR']}'",
         *[f"--gin.{m}='{world[m]}'" for m in TASK_MACROS["helpful"]],
+        # Every Table 2 row runs (the shipped dialogue exemplars, CoT with shots); the
+        # trials and self-consistency rows, each a compile of its own on the tiny labeler,
+        # are cut to two each here (all of them run on the toy world above).
+        "--gin.one_shot_trials/table.rows=" + _first_rows("one_shot_trials.gin", 2),
+        "--gin.self_consistency/table.rows=" + _first_rows("self_consistency.gin", 2, skip=1),
         f"--workdir={tmp_path}",
     ]
-    out = run_cli(args, tmp_path / "out.json")
+    out = run_cli(args, tmp_path / "out.json", env_extra=compile_cache)
     assert out["rc"] == 0 and out["toy_modules"] == []
     assert out["unused_bindings"] == [], out["unused_bindings"]
     table2 = _table(tmp_path, "table2")
     assert table2["task"] == "helpful" and len(table2["rows"]) == 10
     assert _rows(table2)["base_cot_0shot"]["paper"] == 0.691
-    assert len(_table(tmp_path, "one_shot_trials")["rows"]) == 11
-    assert len(_table(tmp_path, "self_consistency")["rows"]) == 9
+    assert all(0.0 <= r["value"] <= 1.0 for r in table2["rows"])
+    trials = _rows(_table(tmp_path, "one_shot_trials"))
+    assert list(trials) == ["base_0shot", "trial_1"] and trials["base_0shot"]["paper"] == 0.678
+    sc = _rows(_table(tmp_path, "self_consistency"))
+    assert list(sc) == ["t0.3_4samples", "t0.3_16samples"]
 
 
 @pytest.mark.slow
-def test_labeler_size_table_on_real_checkpoints(world, tmp_path):
+def test_labeler_size_table_on_real_checkpoints(world, compile_cache, tmp_path):
     args = [
         "pipeline",
         "--gin_file=tasks/summarize.gin",
@@ -145,7 +172,7 @@ def test_labeler_size_table_on_real_checkpoints(world, tmp_path):
         *[f"--gin.{m}='{world[m]}'" for m in TASK_MACROS["summarize"]],
         f"--workdir={tmp_path}",
     ]
-    out = run_cli(args, tmp_path / "out.json")
+    out = run_cli(args, tmp_path / "out.json", env_extra=compile_cache)
     assert out["rc"] == 0 and out["unused_bindings"] == [], out
     rows = _rows(_table(tmp_path, "table3"))
     assert [r["paper"] for r in rows.values()] == [0.780, 0.738, 0.627]
