@@ -111,10 +111,10 @@ def test_toy_sensitivity_then_the_result_tables_of_the_same_workdir(tmp_path):
     assert report.index("table.sensitivity") < report.index("table.table1")
 
 
-def _first_rows(gin_file, n, skip=0):
-    """The first `n` rows (after `skip`) of a gin/tables file's rows list, as gin text."""
-    text = (REPO_GIN / "tables" / gin_file).read_text()
-    rows = [line.strip().rstrip(",") for line in text.splitlines() if line.startswith("    ('")]
+def _rows_of(gin_file, scope, n, skip=0):
+    """Rows skip..skip+n of `scope/table.rows` in a gin/tables file, as gin text."""
+    text = (REPO_GIN / "tables" / gin_file).read_text().split(f"{scope}/table.rows = [")[1]
+    rows = [r.strip().rstrip(",") for r in text.split("\n]")[0].splitlines() if r.strip()]
     return "[" + ", ".join(rows[skip : skip + n]) + "]"
 
 
@@ -135,22 +135,22 @@ def test_alignment_tables_on_real_checkpoints_for_dialogue(world, compile_cache,
         "pipeline",
         "--gin_file=tasks/helpful.gin",
         "--gin_file=experiments/tables/paper_alignment.gin",
-        "--gin_file=tables/table2_dialogue.gin",
+        "--gin_file=tables/dialogue.gin",
         "--gin_file=test/tiny_real_tables.gin",
         f"--gin.LABELER_HF_DIR='{world['LABELER_HF_DIR']}'",
         *[f"--gin.{m}='{world[m]}'" for m in TASK_MACROS["helpful"]],
-        # Every Table 2 row runs (the shipped dialogue exemplars, CoT with shots); the
-        # trials and self-consistency rows, each a compile of its own on the tiny labeler,
-        # are cut to two each here (all of them run on the toy world above).
-        "--gin.one_shot_trials/table.rows=" + _first_rows("one_shot_trials.gin", 2),
-        "--gin.self_consistency/table.rows=" + _first_rows("self_consistency.gin", 2, skip=1),
+        # Every dialogue Table 2 row runs (the shipped dialogue exemplars); the trials and
+        # self-consistency rows, each a compile of its own on the tiny labeler, are cut
+        # to two each here (all of them run on the toy world above).
+        "--gin.one_shot_trials/table.rows=" + _rows_of("one_shot_trials.gin", "one_shot_trials", 2),
+        "--gin.self_consistency/table.rows=" + _rows_of("dialogue.gin", "self_consistency", 2, 1),
         f"--workdir={tmp_path}",
     ]
     out = run_cli(args, tmp_path / "out.json", env_extra=compile_cache)
     assert out["rc"] == 0 and out["toy_modules"] == []
     assert out["unused_bindings"] == [], out["unused_bindings"]
     table2 = _table(tmp_path, "table2")
-    assert table2["task"] == "helpful" and len(table2["rows"]) == 10
+    assert table2["task"] == "helpful" and len(table2["rows"]) == 4
     assert _rows(table2)["base_cot_0shot"]["paper"] == 0.691
     assert all(0.0 <= r["value"] <= 1.0 for r in table2["rows"])
     trials = _rows(_table(tmp_path, "one_shot_trials"))
