@@ -7,8 +7,9 @@ as a section of WORKDIR/report/report.md and as WORKDIR/report/tables/NAME.{md,j
 
 Kinds of rows (`table.kind`):
 - 'alignment': the label stage over the task's alignment subset only (paper Table 2,
-  the 1-shot trials, self-consistency, Table 3). Row spec keys: `prompt` (the
-  `prompt_variant` arguments: preamble, num_shots, cot, ...), `labeler_settings`
+  the 1-shot trials, self-consistency, Table 3). Row spec keys: `prompt` (PromptVariant
+  fields replacing those of the configured prompt `label.variant`: preamble, num_shots,
+  cot, ...), `labeler_settings`
   (LabelerSettings fields: num_samples, temperature, ...), `labeler_dir` (a labeler model
   directory: WORKDIR-relative or a Hugging Face checkpoint), `exemplar_seed` (random
   few-shot exemplars from the training preferences).
@@ -97,7 +98,7 @@ def parse_rows(rows: Sequence[Any], kind: str, binding: str) -> list[Row]:
 
 # ------------------------------------------------------------------------------- row runs
 def _run_alignment_row(workdir, row_dir, row: Row, objects) -> dict:
-    from rlaif_jax.labeling import render, scoring
+    from rlaif_jax.labeling import scoring
     from rlaif_jax.labeling import stage as label_stage
     from rlaif_jax.labeling.labeler import LabelerSettings
 
@@ -109,7 +110,8 @@ def _run_alignment_row(workdir, row_dir, row: Row, objects) -> dict:
         )
     return label_stage.run_stage(
         workdir=workdir,
-        variant=render.prompt_variant(**dict(spec.get("prompt", {}))),
+        # The row's prompt fields replace those of the configured prompt (`label.variant`).
+        variant_overrides=dict(spec.get("prompt", {})),
         labeler_fn=labeler_fn,
         # A row without settings of its own leaves them to gin (`label.settings`).
         **(

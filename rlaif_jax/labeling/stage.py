@@ -207,6 +207,7 @@ def _load_pairs(source: Any) -> list[dict[str, Any]]:
 def run_stage(
     workdir: str = gin.REQUIRED,
     variant: render.PromptVariant | None = None,
+    variant_overrides: Mapping[str, Any] | None = None,
     labeler_fn: Callable[..., tuple[Any, Any]] | None = None,
     pairs: Any = None,
     alignment_pairs: Any = None,
@@ -227,7 +228,8 @@ def run_stage(
     """Labels the task's unlabeled pairs (and its alignment subset) with an AI labeler.
 
     variant: the prompt (gin: `label.variant = @prompt_variant()`; default Base 0-shot of
-      the data's task).
+      the data's task). variant_overrides: PromptVariant fields that replace the
+      variant's (a paper-table row's prompt, `rlaif-jax table`).
     labeler_fn(workdir, mesh, rules) -> (PromptScorer, vocab): the labeler (default
       `scoring.labeler_from_checkpoint`: the model directory gin names, e.g. an
       instruction-tuned HF checkpoint, whose chat template and BOS the prompts follow,
@@ -258,7 +260,10 @@ def run_stage(
         task = data.task
     else:
         task = (variant.task if variant is not None else None) or "summarize"
-    variant = (variant or render.PromptVariant(task=None)).with_task(task)
+    variant = variant or render.PromptVariant(task=None)
+    if variant_overrides:
+        variant = dataclasses.replace(variant, **dict(variant_overrides))
+    variant = variant.with_task(task)
     if variant.task != task:
         logger.warning("label: prompt task %r differs from the data's task %r", variant.task, task)
     if alignment_only and alignment_pairs is None:

@@ -64,7 +64,8 @@ def test_alignment_only_labels_just_the_alignment_subset_with_random_exemplars(t
     scorer = AlwaysFirst(vocab)
     metrics = stage.run_stage(
         workdir=str(tmp_path),
-        variant=render.PromptVariant("helpful", num_shots=1),
+        variant=render.PromptVariant("helpful"),
+        variant_overrides={"num_shots": 1},  # a table row's prompt over the configured one
         labeler_fn=lambda wd, mesh, rules: (scorer, vocab),
         data=data,
         settings=LabelerSettings(pairs_per_call=4, max_len=512),
@@ -78,7 +79,7 @@ def test_alignment_only_labels_just_the_alignment_subset_with_random_exemplars(t
     assert not list(out.glob("shard-*"))  # no training labels, only the alignment subset
     assert len(stage.read_records(str(out / "alignment"))) == 5
     info = json.loads((out / "alignment" / "manifest.json").read_text())
-    assert info["exemplar_seed"] == 3
+    assert info["exemplar_seed"] == 3 and info["variant"] == "helpful: Base 1-shot"
     text = "".join(scorer.texts)
     # The exemplar is one of the human pairs outside the alignment subset.
     assert any(f"question {i}?" in text for i in range(8))
