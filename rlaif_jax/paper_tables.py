@@ -258,7 +258,7 @@ def run_stage(
     metrics_file: for kind 'results', the metrics file under WORKDIR rows are read from.
     mesh / rules / data / policy_pairs / optimizer / train_settings: built from gin in
       the step's scope (`rlaif_jax.configurables`) and handed to each row's stage.
-    Output: WORKDIR/report/tables/NAME.{md,json}, the section NAME of
+    Output: WORKDIR/report/tables/NAME.{md,json}, the section table.NAME of
     WORKDIR/report/report.md, WORKDIR/tables/NAME/COMPLETE.
     """
     start = time.time()
