@@ -18,9 +18,13 @@ from tests.integration.test_real_path import TASK_MACROS, compile_cache_env, run
 
 REPO_GIN = pathlib.Path(REPO) / "gin"
 
+# Labeler calls of 16 prompts: the tiny vocabulary makes prompts of ~1k tokens, whose
+# attention over 64-prompt calls (the toy world's) took >20 GB in CoT sampling.
+SMALL_CALLS = "--gin.labeler_from_checkpoint.batch_size=16"
 TINY = ["--gin_file=test/toy_tiny_labeling.gin", "--gin.LabelerSettings.cot_max_tokens=4"]
+TINY.append(SMALL_CALLS)
 # The Detailed preamble is ~700 pieces of the tiny vocabulary: a longer labeler window.
-LONG = ["--gin.LabelerSettings.max_len=1280", "--gin.labeler_from_checkpoint.max_len=1280"]
+LONG = ["--gin.LabelerSettings.max_len=1024", "--gin.labeler_from_checkpoint.max_len=1024"]
 
 
 def _table(workdir, name):
@@ -94,7 +98,7 @@ def test_toy_one_shot_trials_and_rm_accuracy_by_training_pairs(tmp_path):
 
 @pytest.mark.slow
 def test_toy_sensitivity_then_the_result_tables_of_the_same_workdir(tmp_path):
-    _pipeline("toy_sensitivity", tmp_path, tiny=["--gin_file=test/toy_tiny.gin"])
+    _pipeline("toy_sensitivity", tmp_path, tiny=["--gin_file=test/toy_tiny.gin", SMALL_CALLS])
     sens = _rows(_table(tmp_path, "sensitivity"))
     assert sens["detailed_cot_vs_base"]["metric"] == "win_rate_rlaif_detailed_cot_vs_rlaif"
     assert sens["alignment_detailed_cot_0shot"]["paper"] == 0.780
