@@ -237,8 +237,8 @@ def rollout_targets(
 
 
 def a2c_loss(
-    logprobs: Array,
-    values: Array,
+    logprobs: Array | None,
+    values: Array | None,
     logits: Array | None,
     returns: Array,
     advs: Array,
@@ -251,12 +251,19 @@ def a2c_loss(
     logprobs [B, T] (current policy, differentiable), values [B, T] (current value
     model, differentiable), logits [B, T, V] or None (needed only for the entropy
     bonus), returns / advs [B, T] from `rollout_targets`; num_tokens: see `reduce_loss`.
+    logprobs (with logits) or values may be None: the loss of the other part alone (the
+    policy and the value stepped on devices of their own; the terms share no parameter,
+    so the two losses sum to the joint one and their gradients are its gradients).
     """
     mask = mask.astype(jnp.float32)
-    pg = policy_loss(logprobs, advs, mask, hyper.normalize, num_tokens)
-    vl = value_loss(values, returns, mask, hyper.normalize, num_tokens)
-    total = pg + hyper.value_coef * vl
-    parts = {"policy_loss": pg, "value_loss": vl}
+    total = jnp.zeros((), jnp.float32)
+    parts = {}
+    if logprobs is not None:
+        pg = policy_loss(logprobs, advs, mask, hyper.normalize, num_tokens)
+        total, parts["policy_loss"] = total + pg, pg
+    if values is not None:
+        vl = value_loss(values, returns, mask, hyper.normalize, num_tokens)
+        total, parts["value_loss"] = total + hyper.value_coef * vl, vl
     if logits is not None:
         ent = masked_mean(token_entropy(logits), mask)
         parts["entropy"] = ent

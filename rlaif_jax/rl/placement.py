@@ -2,17 +2,23 @@
 
 `rl.placements` maps role names to `sharding.placement.RolePlacement`s:
 
-- 'policy': the learner's devices, mesh and rules (the policy, the value model and the
-  anchor are scored and updated in the same jitted steps, so they share these devices);
-  `remat` sets the policy's backward pass.
-- 'value': `remat` of the value model (its devices and rules are the policy's).
-- 'anchor': its rules table (on the policy's devices) and `param_dtype`.
+- 'policy': the learner's devices, mesh and rules (sampling, the policy's score pass, the
+  targets and the policy's update); `remat` sets the policy's backward pass.
+- 'value': its own devices, mesh and rules (its score pass and its update run there as
+  their own jitted phases, `learner.make_learner`; values come back and returns /
+  advantages go there by jax.device_put), and `remat`. Its params keep the artifact's
+  dtype (trainable).
+- 'anchor': its own devices, mesh and rules (its teacher-forced log-probs are computed
+  there and resharded to the learner), `param_dtype` and `offload` (host memory between
+  its score passes).
 - 'reward' (reward model) or 'labeler' (d-RLAIF): any devices, mesh and rules; text is
-  the interface, so the reward role may sit on devices of its own. `param_dtype` and
-  `offload` (host memory while the learner works).
+  the interface. `param_dtype` and `offload` (host memory while the learner works).
 
-A role without a placement shares the stage's mesh and rules (colocated, as before).
-Frozen roles with a placement default to bf16 params.
+A role without a placement shares the stage's mesh and rules (colocated, as before); a
+placement without `devices` keeps the learner's devices (its own rules only). Frozen roles
+with a placement default to bf16 params. With LoRA the anchor is the adapters' base and
+stays with the policy (so does the value); with `value_on_policy_trunk` the value does.
+The memory plan (`rl.plan`) still lays value and anchor out on the learner's devices.
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ ROLES = ("policy", "value", "anchor", "reward", "labeler")
 GIN_HINTS = (
     "gin files: gin/sharding/fsdp.gin or fsdp_tp.gin (shard over every chip), "
     "gin/memory/frozen_bf16.gin, gin/placement/split_reward.gin (the reward role on chips of "
-    "its own, offloaded), gin/placement/remat.gin, gin/method/lora.gin; "
+    "its own, offloaded), gin/placement/split_roles.gin (value and anchor on chips of their "
+    "own too), gin/placement/remat.gin, gin/method/lora.gin; "
     "`rlaif-jax plan` with the same files shows the result",
 )
 FROZEN_DEFAULT_DTYPE = "bfloat16"
@@ -60,6 +67,15 @@ class RLPlacement:
     anchor_rules: Rules | None
     reward_dtype: str | None
     offload_reward: bool
+    # The value model's and the anchor's meshes (the learner's side when not placed).
+    value: plan_lib.Side | None = None
+    anchor: plan_lib.Side | None = None
+    offload_anchor: bool = False
+
+    def apart(self, role: str) -> bool:
+        """Whether 'value' or 'anchor' runs on other devices than the learner."""
+        side = getattr(self, role)
+        return side is not None and not placement_lib.same_devices(side.mesh, self.learner.mesh)
 
     def policy_config(self, config: ModelConfig) -> ModelConfig:
         return config if self.policy_remat is None else config.replace(remat=self.policy_remat)
@@ -89,17 +105,14 @@ def resolve(
     policy = placements.get("policy")
     learner = _side(policy, mesh, rules)
     value = placements.get("value")
-    if value is not None and (value.devices, value.rules) != (None, None):
+    if value is not None and (value.param_dtype, value.offload) != (None, False):
         raise ValueError(
-            "rl.placements['value'] may set remat only: the value model is updated with the "
-            "policy in one step, on the policy's devices and rules."
+            "rl.placements['value']: param_dtype and offload are for frozen roles; the value "
+            "model is trained (set devices, data / fsdp / tensor, rules, remat)."
         )
     anchor = placements.get("anchor")
-    if anchor is not None and anchor.devices is not None:
-        raise ValueError(
-            "rl.placements['anchor'].devices: the anchor is scored with the policy in one "
-            "step, on the policy's devices; set its rules and param_dtype only."
-        )
+    if anchor is not None and anchor.remat is not None:
+        raise ValueError("rl.placements['anchor'].remat: the anchor is never differentiated.")
     rp = placements.get("reward") or placements.get("labeler")
     frozen = lambda p: p.param_dtype or FROZEN_DEFAULT_DTYPE  # noqa: E731
     return RLPlacement(
@@ -112,14 +125,37 @@ def resolve(
         anchor_rules=placement_lib.role_rules(anchor, learner.rules) if anchor else None,
         reward_dtype=frozen(rp) if rp else None,
         offload_reward=bool(rp and rp.offload),
+        value=_side(value, learner.mesh, learner.rules, learner),
+        anchor=_side(anchor, learner.mesh, learner.rules, learner),
+        offload_anchor=bool(anchor and anchor.offload),
     )
 
 
-def _side(p: RolePlacement | None, mesh: Mesh, rules: Rules) -> plan_lib.Side:
+def _side(
+    p: RolePlacement | None, mesh: Mesh, rules: Rules, learner: plan_lib.Side | None = None
+) -> plan_lib.Side:
+    """The role's side; without `devices` a role keeps `learner`'s mesh (when given)."""
     if p is None:
-        return plan_lib.Side(mesh, rules)
+        return learner or plan_lib.Side(mesh, rules)
+    if p.devices is None and learner is not None:
+        return plan_lib.Side(learner.mesh, placement_lib.role_rules(p, rules))
     devices = list(jax.devices())
     return plan_lib.Side(placement_lib.role_mesh(p, devices), placement_lib.role_rules(p, rules))
+
+
+def check_layout(rp: RLPlacement, lora: Any, value_on_policy_trunk: bool) -> None:
+    """Refuses placements the params layout cannot take (a gin error naming the role)."""
+    if lora is not None and (rp.apart("anchor") or rp.apart("value") or rp.offload_anchor):
+        raise ValueError(
+            "rl.placements['anchor'] / ['value'].devices or ['anchor'].offload with LoRA: the "
+            "anchor is the frozen base of the policy and value adapters, read by every phase; "
+            "keep both on the policy's devices (rules and param_dtype may still be set)."
+        )
+    if value_on_policy_trunk and rp.apart("value"):
+        raise ValueError(
+            "rl.placements['value'].devices with rl.value_on_policy_trunk: the value is a "
+            "head on the policy's trunk and runs on the policy's devices."
+        )
 
 
 def builder_accepts(builder: Callable[..., Any], name: str) -> bool:
@@ -177,14 +213,31 @@ def memory_plan(
 
 
 def place_roles(roles: Any, config: ModelConfig, rp: RLPlacement) -> Any:
-    """PolicyRoles (`roles.build_roles`, on the learner mesh) moved to the placement: the
-    anchor resharded to its own rules (jax.device_put), the value model with its remat."""
-    if rp.anchor_rules is not None:
-        _, shardings = model_params.abstract_params(config, rp.learner.mesh, rp.anchor_rules, "lm")
+    """PolicyRoles (`roles.build_roles`, on the learner mesh) moved to the placement
+    (jax.device_put): the anchor to its own mesh and rules (offloaded to host memory by
+    the runner when `offload`), the value model's params to its own mesh and rules and
+    its remat; the sides the learner runs them on go into `roles`."""
+    anchor = rp.anchor or rp.learner
+    if rp.anchor_rules is not None or rp.apart("anchor"):
+        _, shardings = model_params.abstract_params(config, anchor.mesh, anchor.rules, "lm")
         roles.anchor = placement_lib.reshard(roles.anchor, shardings)
         roles.anchor_shardings = shardings
+    if rp.apart("value"):
+        side = rp.value
+        vconfig = rp.value_config(config)
+        _, shardings = model_params.abstract_params(vconfig, side.mesh, side.rules, "scalar")
+        roles.params = {
+            **roles.params,
+            "value": placement_lib.reshard(roles.params["value"], shardings),
+        }
+        roles.param_shardings = {**roles.param_shardings, "value": shardings}
     if rp.value_remat is not None:
         roles.value_model = transformer.Transformer(rp.value_config(config), head="scalar")
+    roles.value_side = rp.value if rp.apart("value") else None
+    roles.anchor_side = anchor if rp.apart("anchor") else None
+    roles.offload_anchor = rp.offload_anchor
+    if rp.offload_anchor and placement_lib.host_memory_kind(anchor.mesh) is None:
+        logger.info("rl.placements['anchor'].offload: no host memory kind here; kept on device.")
     return roles
 
 

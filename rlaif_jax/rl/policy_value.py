@@ -81,15 +81,20 @@ class PolicyValue:
 
     def outputs(
         self, params: PyTree, frozen: PyTree, packed: rollout.Packed, tokens: Array
-    ) -> tuple[Array, Array, Array]:
-        """(log π(a_t|x_t) [N, T], logits [N, T, V], V(x_t) [N, T]) teacher-forced."""
-        model, policy = self._policy(params, frozen)
+    ) -> tuple[Array | None, Array | None, Array | None]:
+        """(log π(a_t|x_t) [N, T], logits [N, T, V], V(x_t) [N, T]) teacher-forced; the
+        policy's two are None when `params` has no 'policy', the values None without
+        'value' (a part that runs on devices of its own, `rl.placement`)."""
         if self.value_on_policy_trunk:
+            model, policy = self._policy(params, frozen)
             return self._shared(model, policy, params["value"]["score_head"], packed, tokens)
-        logp, logits = rollout.policy_outputs(model, policy, packed, tokens)
-        if self.lora is None:
+        logp = logits = values = None
+        if "policy" in params:
+            model, policy = self._policy(params, frozen)
+            logp, logits = rollout.policy_outputs(model, policy, packed, tokens)
+        if "value" in params and self.lora is None:
             values = rollout.value_outputs(self.value_model, params["value"], packed)
-        else:
+        elif "value" in params:
             value = params["value"]
             base = _trunk(frozen, value["score_head"])
             values = rollout.value_outputs(

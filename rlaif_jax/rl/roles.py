@@ -7,9 +7,11 @@
 - reward: a scalar-head RM checkpoint with its own vocabulary (RLAIF / RLHF differ only
   in which checkpoint), or the d-RLAIF labeler.
 
-Every tree is laid out with the same rules table on the same mesh; the policy and value
-copies are made by one jitted function with explicit out_shardings, so no tree is
-duplicated beyond the three the algorithm needs (policy, value, anchor). With LoRA
+`build_roles` lays every tree out with the same rules table on the same mesh (the policy
+and value copies are made by one jitted function with explicit out_shardings, so no tree
+is duplicated beyond the three the algorithm needs: policy, value, anchor);
+`rl.placement.place_roles` then moves the value and the anchor to their own placements
+(`value_side` / `anchor_side`). With LoRA
 (`lora`) policy and value are adapters on the anchor itself (no copy), and with
 `value_on_policy_trunk` the value is a head on the policy's trunk
 (`rl.policy_value` lists the four layouts).
@@ -50,6 +52,11 @@ class PolicyRoles:
     anchor_shardings: PyTree
     lora: Any = None  # models.lora.LoRAConfig: params are adapters on the anchor
     value_on_policy_trunk: bool = False  # params["value"] is a head on the policy trunk
+    # Where the value model and the anchor run when not on the learner's devices (objects
+    # with .mesh / .rules, `rl.placement.place_roles`; None = the learner's).
+    value_side: Any = None
+    anchor_side: Any = None
+    offload_anchor: bool = False  # the anchor waits in host memory between score passes
 
 
 def _init(config: Any, mesh: Mesh, rules: Rules, head: str, seed: int = 0):

@@ -5,8 +5,10 @@
 
 One step: B prompts (global `batch_size`) × S samples are rolled out with the very
 params being trained (T = 0.9), rewarded on detokenized text, scored by policy, anchor
-and value in batched teacher-forced passes, turned into returns/advantages, and one
-gradient step is taken (`microbatches` slices accumulated). `RLRunner.train_step` is the
+and value in batched teacher-forced passes (each on its role's devices: `PolicyRoles.
+value_side` / `anchor_side`; an offloaded anchor comes to device memory for its pass
+only), turned into returns/advantages, and one gradient step is taken (`microbatches`
+slices accumulated). `RLRunner.train_step` is the
 `train.loop` Stepper the RL stage runs through the shared loop.
 """
 
@@ -30,6 +32,7 @@ from rlaif_jax.rl import a2c, rewards
 from rlaif_jax.rl import learner as learner_lib
 from rlaif_jax.rl.roles import PolicyRoles
 from rlaif_jax.sharding import partition
+from rlaif_jax.sharding import placement as placement_lib
 from rlaif_jax.train import optim
 from rlaif_jax.train.profiler import check_profile_steps
 
@@ -203,9 +206,17 @@ class RLRunner:
         self.layout = layout or settings_layout(settings)
         self.settings, self.roles, self.reward_fn = settings, roles, reward_fn
         self.vocab, self.mesh, self.sample_fn = vocab, mesh, sample_fn
+        value_mesh = roles.value_side.mesh if roles.value_side is not None else None
+        if value_mesh is not None and placement_lib.same_devices(value_mesh, mesh):
+            value_mesh = None
         with partition.sharding_context(mesh, rules):
             self.state, state_shardings = learner_lib.create_state(
-                roles.params, roles.param_shardings, make_optimizer(settings), mesh, settings.seed
+                roles.params,
+                roles.param_shardings,
+                make_optimizer(settings),
+                mesh,
+                settings.seed,
+                value_mesh=value_mesh,
             )
         roles.params = None  # the state owns (and donates) them from now on
         self.learner = learner_lib.make_learner(
@@ -222,7 +233,11 @@ class RLRunner:
             microbatches=settings.microbatches,
             lora=roles.lora,
             value_on_policy_trunk=roles.value_on_policy_trunk,
+            value_side=roles.value_side,
+            anchor_side=roles.anchor_side,
         )
+        if roles.offload_anchor:
+            roles.anchor = placement_lib.to_host(roles.anchor)
         self._export = None
         self.truncation = batching.TruncationStats()
         self._stops = np.asarray(stop_ids(vocab), np.int32)
@@ -276,11 +291,13 @@ class RLRunner:
             sampler_logprobs=out.logprobs * out.mask,
         )
         t2 = time.time()
-        logprobs, anchor_lp, values = self.learner.score_fn(
-            self.state.params, self.roles.anchor, batch
-        )
+        anchor = self.roles.anchor
+        if self.roles.offload_anchor:  # in device memory for this pass only
+            anchor = placement_lib.to_device(anchor)
+        logprobs, anchor_lp, values = self.learner.score_fn(self.state.params, anchor, batch)
         # Block here so the breakdown charges these passes to the forward, not the update.
         jax.block_until_ready((logprobs, anchor_lp, values))
+        del anchor  # the device copy of an offloaded anchor goes
         forward_s = time.time() - t2
         batch.update(logprobs=logprobs, anchor_logprobs=anchor_lp, values=values)
         mask = rewards.host_local_rows(out.mask).astype(np.float32)

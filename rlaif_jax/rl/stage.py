@@ -185,7 +185,8 @@ def run_stage(
     the policy's trunk (one forward pass; no trunk of its own).
     placements (gin: rl.placements = {'policy': @policy/RolePlacement(), ...}): each
     role's devices, mesh, rules, param dtype, remat, offload (`rl.placement`; roles
-    without one share mesh / rules). memory_plan: the memory plan checked before
+    without one share mesh / rules; gin/placement/split_roles.gin puts the policy, the
+    value, the anchor and the reward role on devices of their own). memory_plan: the memory plan checked before
     anything is loaded (`sharding.memory.MemoryPlanSettings`); plan_only (`rlaif-jax
     plan`): print it and return {'peak_gb', 'fits'}.
     Output: a model artifact (model.json, tokenizer, ckpt with the policy params) and,
@@ -205,6 +206,7 @@ def run_stage(
     rp = rl_placement.resolve(
         placements, mesh, rules, settings.anchor_dtype, rl_placement.reward_role_of(reward_builder)
     )
+    rl_placement.check_layout(rp, lora, value_on_policy_trunk)
     mesh, rules, config = rp.learner.mesh, rp.learner.rules, rp.policy_config(config)
     # LoRA / a shared trunk hold less than the plan's full copies: report, do not refuse.
     plan = rl_placement.check_memory(

@@ -50,10 +50,10 @@ def test_bad_placements_name_the_field():
     mesh, rules = make_mesh(), get_rules()
     with pytest.raises(ValueError, match=r"unknown roles \['critic'\]"):
         rl_placement.resolve({"critic": RolePlacement()}, mesh, rules, "float32")
-    with pytest.raises(ValueError, match=r"rl.placements\['value'\] may set remat only"):
-        rl_placement.resolve({"value": RolePlacement(devices=(0, 4))}, mesh, rules, "float32")
-    with pytest.raises(ValueError, match=r"rl.placements\['anchor'\].devices"):
-        rl_placement.resolve({"anchor": RolePlacement(devices=(0, 4))}, mesh, rules, "float32")
+    with pytest.raises(ValueError, match=r"rl.placements\['value'\]: param_dtype"):
+        rl_placement.resolve({"value": RolePlacement(offload=True)}, mesh, rules, "float32")
+    with pytest.raises(ValueError, match=r"rl.placements\['anchor'\].remat"):
+        rl_placement.resolve({"anchor": RolePlacement(remat="full")}, mesh, rules, "float32")
 
 
 def test_resolve_defaults_frozen_roles_to_bf16_and_keeps_colocated_runs_as_they_were():
