@@ -6,8 +6,9 @@
   targets and the policy's update); `remat` sets the policy's backward pass.
 - 'value': its own devices, mesh and rules (its score pass and its update run there as
   their own jitted phases, `learner.make_learner`; values come back and returns /
-  advantages go there by jax.device_put), and `remat`. Its params keep the artifact's
-  dtype (trainable).
+  advantages go there by jax.device_put), `remat` and `offload` (its params and optimizer
+  state in host memory while the policy samples and the reward role scores). Its params
+  keep the artifact's dtype (trainable).
 - 'anchor': its own devices, mesh and rules (its teacher-forced log-probs are computed
   there and resharded to the learner), `param_dtype` and `offload` (host memory between
   its score passes).
@@ -71,6 +72,7 @@ class RLPlacement:
     value: plan_lib.Side | None = None
     anchor: plan_lib.Side | None = None
     offload_anchor: bool = False
+    offload_value: bool = False
 
     def apart(self, role: str) -> bool:
         """Whether 'value' or 'anchor' runs on other devices than the learner."""
@@ -105,10 +107,10 @@ def resolve(
     policy = placements.get("policy")
     learner = _side(policy, mesh, rules)
     value = placements.get("value")
-    if value is not None and (value.param_dtype, value.offload) != (None, False):
+    if value is not None and value.param_dtype is not None:
         raise ValueError(
-            "rl.placements['value']: param_dtype and offload are for frozen roles; the value "
-            "model is trained (set devices, data / fsdp / tensor, rules, remat)."
+            "rl.placements['value']: param_dtype is for frozen roles; the value model is "
+            "trained (set devices, data / fsdp / tensor, rules, remat, offload)."
         )
     anchor = placements.get("anchor")
     if anchor is not None and anchor.remat is not None:
@@ -128,6 +130,7 @@ def resolve(
         value=_side(value, learner.mesh, learner.rules, learner),
         anchor=_side(anchor, learner.mesh, learner.rules, learner),
         offload_anchor=bool(anchor and anchor.offload),
+        offload_value=bool(value and value.offload),
     )
 
 
@@ -235,9 +238,14 @@ def place_roles(roles: Any, config: ModelConfig, rp: RLPlacement) -> Any:
         roles.value_model = transformer.Transformer(rp.value_config(config), head="scalar")
     roles.value_side = rp.value if rp.apart("value") else None
     roles.anchor_side = anchor if rp.apart("anchor") else None
-    roles.offload_anchor = rp.offload_anchor
-    if rp.offload_anchor and placement_lib.host_memory_kind(anchor.mesh) is None:
-        logger.info("rl.placements['anchor'].offload: no host memory kind here; kept on device.")
+    roles.offload_anchor, roles.offload_value = rp.offload_anchor, rp.offload_value
+    for role, side in (("anchor", anchor), ("value", rp.value or rp.learner)):
+        if getattr(rp, f"offload_{role}") and placement_lib.host_memory_kind(side.mesh) is None:
+            logger.info(
+                "rl.placements['%s'].offload: this backend has no host memory kind; the role "
+                "stays in device memory.",
+                role,
+            )
     return roles
 
 

@@ -57,6 +57,7 @@ class PolicyRoles:
     value_side: Any = None
     anchor_side: Any = None
     offload_anchor: bool = False  # the anchor waits in host memory between score passes
+    offload_value: bool = False  # value params + optimizer state on the host while sampling
 
 
 def _init(config: Any, mesh: Mesh, rules: Rules, head: str, seed: int = 0):

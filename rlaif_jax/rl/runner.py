@@ -7,7 +7,8 @@ One step: B prompts (global `batch_size`) × S samples are rolled out with the v
 params being trained (T = 0.9), rewarded on detokenized text, scored by policy, anchor
 and value in batched teacher-forced passes (each on its role's devices: `PolicyRoles.
 value_side` / `anchor_side`; an offloaded anchor comes to device memory for its pass
-only), turned into returns/advantages, and one gradient step is taken (`microbatches`
+only, an offloaded value model's params and optimizer state wait on the host while the
+policy samples and the reward role scores), turned into returns/advantages, and one gradient step is taken (`microbatches`
 slices accumulated). `RLRunner.train_step` is the
 `train.loop` Stepper the RL stage runs through the shared loop.
 """
@@ -264,6 +265,7 @@ class RLRunner:
         """Samples, rewards and scores one batch. Returns (global batch dict, host info)."""
         tokens, lengths = self.layout.prompt_batch(records, self.vocab, stats=self.truncation)
         prompts = partition.global_batch({"tokens": tokens, "lengths": lengths}, self.mesh)
+        self._move_value(placement_lib.to_host)  # idle until the score pass
         t0 = time.time()
         out = self.sample_fn(self.policy_params, prompts["tokens"], prompts["lengths"], rng)
         resp = rewards.host_local_rows(out.tokens)
@@ -291,6 +293,7 @@ class RLRunner:
             sampler_logprobs=out.logprobs * out.mask,
         )
         t2 = time.time()
+        self._move_value(placement_lib.to_device)
         anchor = self.roles.anchor
         if self.roles.offload_anchor:  # in device memory for this pass only
             anchor = placement_lib.to_device(anchor)
@@ -315,6 +318,17 @@ class RLRunner:
             "forward_s": forward_s,
         }
         return batch, info
+
+    def _move_value(self, move: Callable[[Any], Any]) -> None:
+        """The value part of the state (params and optimizer state) to host or device
+        memory (`PolicyRoles.offload_value`; a no-op where the backend has no host kind)."""
+        if not self.roles.offload_value:
+            return
+        s = self.state
+        self.state = s.replace(
+            params={**s.params, "value": move(s.params["value"])},
+            opt_state={**s.opt_state, "value": move(s.opt_state["value"])},
+        )
 
     def step(self, records: Sequence[dict], rng: jax.Array | None = None) -> dict[str, float]:
         """One RL step on this process's prompt records; returns host-side metrics.

@@ -41,7 +41,8 @@ class RolePlacement:
         stage's default for the role: the artifact's for trainable roles).
     remat: 'none' | 'full' | 'dots' for a trainable role's backward pass (None = the
         model config's).
-    offload: keep the role's params in host memory while it is idle (frozen roles).
+    offload: keep the role's params in host memory while it is idle (frozen roles; RL's
+        value model: its params and optimizer state while the policy samples).
     """
 
     devices: tuple[int, int] | None = None

@@ -51,7 +51,7 @@ def test_bad_placements_name_the_field():
     with pytest.raises(ValueError, match=r"unknown roles \['critic'\]"):
         rl_placement.resolve({"critic": RolePlacement()}, mesh, rules, "float32")
     with pytest.raises(ValueError, match=r"rl.placements\['value'\]: param_dtype"):
-        rl_placement.resolve({"value": RolePlacement(offload=True)}, mesh, rules, "float32")
+        rl_placement.resolve({"value": RolePlacement(param_dtype="bfloat16")}, mesh, rules, "f")
     with pytest.raises(ValueError, match=r"rl.placements\['anchor'\].remat"):
         rl_placement.resolve({"anchor": RolePlacement(remat="full")}, mesh, rules, "float32")
 

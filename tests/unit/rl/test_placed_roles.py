@@ -28,6 +28,7 @@ from rlaif_jax.sharding import placement as placement_lib
 from rlaif_jax.sharding.mesh import make_mesh
 from rlaif_jax.sharding.placement import RolePlacement
 from rlaif_jax.sharding.rules import get_rules
+from rlaif_jax.train import checkpoint
 from tests.integration import rl_fakes
 
 SETTINGS = runner_lib.RLSettings(
@@ -65,7 +66,7 @@ def reward_fn(contexts, responses):
     return np.array([r.count("c") - 0.1 * len(r) for r in responses], np.float32)
 
 
-def _runner(value_apart: bool, anchor_apart: bool, offload_anchor: bool = False):
+def _runner(value_apart: bool, anchor_apart: bool, offload: bool = False, reward=reward_fn):
     """A TinyLM runner with the learner on devices 0-3 and the value model / anchor on
     4-7 (mesh data=2 x fsdp=2, 'fsdp' rules) when apart, else on 0-3 too."""
     vocab = rl_fakes.CharVocab()
@@ -89,12 +90,13 @@ def _runner(value_apart: bool, anchor_apart: bool, offload_anchor: bool = False)
     sharding_of = lambda t: jax.tree.map(lambda x: x.sharding, t)  # noqa: E731
     roles = roles_lib.PolicyRoles(
         None, policy, value, params, sharding_of(params), anchor, sharding_of(anchor),
-        value_side=where["value"], anchor_side=where["anchor"], offload_anchor=offload_anchor,
+        value_side=where["value"], anchor_side=where["anchor"],
+        offload_anchor=offload and anchor_apart, offload_value=offload and value_apart,
     )  # fmt: skip
     sample_fn = rl_fakes.make_sample_fn(
         policy, SETTINGS.max_response, SETTINGS.temperature, vocab.eos_id, vocab.pad_id, 2
     )
-    return runner_lib.RLRunner(SETTINGS, roles, reward_fn, vocab, mesh, rules, sample_fn)
+    return runner_lib.RLRunner(SETTINGS, roles, reward, vocab, mesh, rules, sample_fn)
 
 
 def _two_steps(runner):
@@ -118,7 +120,7 @@ def colocated():
 
 
 def test_anchor_on_its_own_devices_gives_the_colocated_step(colocated):
-    runner = _runner(False, True, offload_anchor=True)
+    runner = _runner(False, True, offload=True)
     anchor = runner.roles.anchor
     assert placement_lib.mesh_device_ids(jax.tree.leaves(anchor)[0].sharding.mesh) == (4, 5, 6, 7)
     out = _two_steps(runner)
@@ -130,10 +132,27 @@ def test_anchor_on_its_own_devices_gives_the_colocated_step(colocated):
     assert kinds == {placement_lib.HOST_MEMORY_KIND}
 
 
-def test_value_on_its_own_devices_gives_the_colocated_step(colocated):
-    runner = _runner(True, False)
+def test_value_on_its_own_devices_gives_the_colocated_step(colocated, tmp_path):
+    kinds = []
+
+    def reward(contexts, responses):  # called between sampling and the score passes
+        kinds.append({x.sharding.memory_kind for x in jax.tree.leaves(runner.state.params)})
+        return reward_fn(contexts, responses)
+
+    runner = _runner(True, False, offload=True, reward=reward)
     out = _two_steps(runner)
     _assert_same_step(out, colocated)
+    # Offloaded: the value model waited in host memory while the policy sampled.
+    assert kinds == [{"device", placement_lib.HOST_MEMORY_KIND}] * 2
+    assert {x.sharding.memory_kind for x in jax.tree.leaves(runner.state)} == {"device"}
+    # One RLState, one checkpoint: it restores onto both device sets (an exact resume).
+    ckpt = checkpoint.Checkpointer(str(tmp_path / "ckpt"))
+    ckpt.save(2, runner.state, {"step": 2}, wait=True)
+    restored, _ = ckpt.restore(runner.state)
+    ckpt.close()
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(runner.state), strict=True):
+        assert a.sharding.device_set == b.sharding.device_set
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     value_leaf = jax.tree.leaves(runner.state.params["value"])[0]
     assert placement_lib.mesh_device_ids(value_leaf.sharding.mesh) == (4, 5, 6, 7)
     # Adam's moments of the value are born on its devices (SGD above keeps no state).
@@ -196,6 +215,3 @@ def test_layouts_that_cannot_split_are_refused():
     )
     with pytest.raises(ValueError, match="value_on_policy_trunk"):
         rl_placement.check_layout(rp, None, True)
-    with pytest.raises(ValueError, match=r"rl.placements\['value'\]: param_dtype"):
-        rl_placement.resolve({"value": RolePlacement(param_dtype="bfloat16")}, mesh, rules, "f")
-    assert learner_lib.SCORE_FIELDS[0] == "prompt_tokens"
