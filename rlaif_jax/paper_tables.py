@@ -14,8 +14,8 @@ Kinds of rows (`table.kind`):
   directory: WORKDIR-relative or a Hugging Face checkpoint), `exemplar_seed` (random
   few-shot exemplars from the training preferences).
 - 'reward': the reward stage (v1's RM accuracy vs number of training pairs, Table 5/7
-  variants). Row spec keys: `preferences` ('ai' | 'human'), `max_train_pairs`,
-  `label_dir`, `init_from`.
+  variants). Row spec keys: `preferences` ('ai' | 'human'), `max_train_pairs` (a count)
+  or `train_fraction` (a share of the training pairs), `label_dir`, `init_from`.
 - 'results': no runs; numbers read from an experiment's report/metrics.json (Table 1,
   harmless rates, App. J, App. N, the combination experiment). Row spec keys: `metric`
   (a key of metrics.json, or a list of keys: the first present is used), `metrics_file`
@@ -48,7 +48,7 @@ KINDS = ("alignment", "reward", "results")
 TABLES_DIR = "tables"
 ROW_KEYS = {
     "alignment": {"prompt", "labeler_settings", "labeler_dir", "exemplar_seed"},
-    "reward": {"preferences", "max_train_pairs", "label_dir", "init_from"},
+    "reward": {"preferences", "max_train_pairs", "train_fraction", "label_dir", "init_from"},
     "results": {"metric", "metrics_file"},
 }
 COMMON_KEYS = {"paper_row", "title"}

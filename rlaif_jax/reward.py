@@ -100,6 +100,7 @@ def run_stage(
     eval_split: str = "validation",
     max_eval_pairs: int | None = None,
     max_train_pairs: int | None = None,
+    train_fraction: float | None = None,
     mesh: Mesh | None = None,
     rules: Rules | None = None,
     data: tasks.TaskSources | None = None,
@@ -120,6 +121,8 @@ def run_stage(
     eval_split: the held-out human preferences RM accuracy is measured on.
     max_train_pairs: train on this many pairs drawn at random (seed: TrainSettings.seed)
       from the training set (v1's RM accuracy vs number of pairs; `rlaif-jax table`).
+    train_fraction: the same with a share of the training set in (0, 1] (rounded, at least
+      one pair), so one table file fits any task's data; not with max_train_pairs.
     mesh / rules / data / optimizer / train_settings: the objects the CLI builds from gin
       (`rlaif_jax.configurables`); from Python: None = `make_mesh()`, `get_rules()`,
       `make_optimizer()`, `TrainSettings()`; data (the task's `data.tasks.TaskSources`)
@@ -138,6 +141,18 @@ def run_stage(
     records, counts = _training_pairs(
         data, preferences, os.path.join(workdir, label_dir), settings.seed
     )
+    if max_train_pairs is not None and train_fraction is not None:
+        raise ValueError(
+            f"reward.max_train_pairs = {max_train_pairs} and reward.train_fraction = "
+            f"{train_fraction} in {output_dir}: set one of them."
+        )
+    if train_fraction is not None:
+        if not 0.0 < train_fraction <= 1.0:
+            raise ValueError(
+                f"reward.train_fraction = {train_fraction} in {output_dir}: choose a share in "
+                "(0, 1] of the training pairs."
+            )
+        max_train_pairs = max(1, round(train_fraction * len(records)))
     if max_train_pairs is not None:
         records = subsample(records, max_train_pairs, settings.seed, "reward.max_train_pairs")
     held_out = list(data.source("human_prefs", eval_split))[: max_eval_pairs or None]

@@ -114,10 +114,15 @@ def test_toy_sensitivity_then_the_result_tables_of_the_same_workdir(tmp_path):
     assert report.index("table.sensitivity") < report.index("table.table1")
 
 
-def _rows_of(gin_file, scope, n, skip=0):
-    """Rows skip..skip+n of `scope/table.rows` in a gin/tables file, as gin text."""
+def _rows_of(gin_file, scope, n=None, skip=0, names=None):
+    """Rows skip..skip+n (or the rows named `names`) of `scope/table.rows` in a gin/tables
+    file, as gin text."""
     text = (REPO_GIN / "tables" / gin_file).read_text().split(f"{scope}/table.rows = [")[1]
     rows = [r.strip().rstrip(",") for r in text.split("\n]")[0].splitlines() if r.strip()]
+    if names is not None:
+        rows = [r for r in rows if r.split("'")[1] in names]
+        assert len(rows) == len(names), names
+        return "[" + ", ".join(rows) + "]"
     return "[" + ", ".join(rows[skip : skip + n]) + "]"
 
 
@@ -132,6 +137,9 @@ def compile_cache(tmp_path_factory):
     return compile_cache_env(tmp_path_factory.mktemp("jax_compile_cache"))
 
 
+TABLE2_DIALOGUE = ("base_0shot", "base_cot_0shot", "detailed_0shot", "detailed_cot_1shot")
+
+
 @pytest.mark.slow
 def test_alignment_tables_on_real_checkpoints_for_dialogue(world, compile_cache, tmp_path):
     args = [
@@ -142,9 +150,11 @@ def test_alignment_tables_on_real_checkpoints_for_dialogue(world, compile_cache,
         "--gin_file=test/tiny_real_tables.gin",
         f"--gin.LABELER_HF_DIR='{world['LABELER_HF_DIR']}'",
         *[f"--gin.{m}='{world[m]}'" for m in TASK_MACROS["helpful"]],
-        # Every dialogue Table 2 row runs (the shipped dialogue exemplars); the trials and
-        # self-consistency rows, each a compile of its own on the tiny labeler, are cut
-        # to two each here (all of them run on the toy world above).
+        # Four of the ten dialogue Table 2 rows (Base and our Detailed preamble, with and
+        # without CoT, 0- and 1-shot with the shipped dialogue exemplars), two trials and
+        # two self-consistency rows: each row is a compile of its own on the tiny labeler
+        # (every summarization row runs on the toy world above).
+        "--gin.table2/table.rows=" + _rows_of("dialogue.gin", "table2", names=TABLE2_DIALOGUE),
         "--gin.one_shot_trials/table.rows=" + _rows_of("one_shot_trials.gin", "one_shot_trials", 2),
         "--gin.self_consistency/table.rows=" + _rows_of("dialogue.gin", "self_consistency", 2, 1),
         f"--workdir={tmp_path}",
@@ -153,8 +163,11 @@ def test_alignment_tables_on_real_checkpoints_for_dialogue(world, compile_cache,
     assert out["rc"] == 0 and out["toy_modules"] == []
     assert out["unused_bindings"] == [], out["unused_bindings"]
     table2 = _table(tmp_path, "table2")
-    assert table2["task"] == "helpful" and len(table2["rows"]) == 4
+    assert table2["task"] == "helpful" and list(_rows(table2)) == list(TABLE2_DIALOGUE)
     assert _rows(table2)["base_cot_0shot"]["paper"] == 0.691
+    assert _rows(table2)["detailed_cot_1shot"]["paper"] == 0.674
+    manifest = tmp_path / "tables/table2/detailed_cot_1shot/alignment/manifest.json"
+    assert json.loads(manifest.read_text())["variant"] == "helpful: Detailed + CoT 1-shot"
     assert all(0.0 <= r["value"] <= 1.0 for r in table2["rows"])
     trials = _rows(_table(tmp_path, "one_shot_trials"))
     assert list(trials) == ["base_0shot", "trial_1"] and trials["base_0shot"]["paper"] == 0.678
@@ -181,3 +194,53 @@ def test_labeler_size_table_on_real_checkpoints(world, compile_cache, tmp_path):
     assert [r["paper"] for r in rows.values()] == [0.780, 0.738, 0.627]
     # The same checkpoint twice gives the same alignment; a different labeler is its own run.
     assert rows["large"]["value"] == rows["xsmall"]["value"]
+
+
+@pytest.mark.slow
+def test_sensitivity_then_rm_size_on_real_checkpoints(world, compile_cache, tmp_path):
+    """App. N and v1's RM-size study on tiny real checkpoints, the user's two commands on
+    one work directory: the second reuses the first's SFT and labels."""
+    macros = [
+        f"--gin.POLICY_HF_DIR='{world['POLICY_HF_DIR']}'",
+        f"--gin.LABELER_HF_DIR='{world['LABELER_HF_DIR']}'",
+        *[f"--gin.{m}='{world[m]}'" for m in TASK_MACROS["summarize"]],
+        f"--workdir={tmp_path}",
+    ]
+    task = "--gin_file=tasks/summarize.gin"
+    args = ["pipeline", task, "--gin_file=experiments/tables/paper_sensitivity.gin"]
+    args.append("--gin_file=test/tiny_real_core.gin")
+    out = run_cli([*args, *macros], tmp_path / "out.json", env_extra=compile_cache)
+    assert out["rc"] == 0 and out["toy_modules"] == [], out
+    assert out["unused_bindings"] == [], out["unused_bindings"]
+    sens = _rows(_table(tmp_path, "sensitivity"))
+    assert sens["detailed_cot_vs_base"]["metric"] == "win_rate_rlaif_detailed_cot_vs_rlaif_ai_judge"
+    assert sens["base_vs_sft"]["paper"] == 0.63 and sens["detailed_cot_vs_base"]["paper"] == 0.59
+    for row in sens.values():
+        assert 0.0 <= row["value"] <= 1.0, row
+    variants = {
+        d: json.loads((tmp_path / d / "manifest.json").read_text())["variant"]
+        for d in ("labels", "labels_detailed_cot")
+    }
+    assert variants == {
+        "labels": "summarize: Base 0-shot",
+        "labels_detailed_cot": "summarize: Detailed + CoT 0-shot",
+    }
+    labels_done = (tmp_path / "labels" / "COMPLETE").read_text()
+
+    rows = "[('ai_1of2', {'preferences': 'ai', 'train_fraction': 0.5}), ('human_all', {'preferences': 'human'})]"
+    args = ["pipeline", task, "--gin_file=experiments/tables/paper_rm_size.gin"]
+    args += ["--gin_file=test/tiny_real_rm.gin", f"--gin.rm_size/table.rows={rows}"]
+    out = run_cli([*args, *macros], tmp_path / "out_rm.json", env_extra=compile_cache)
+    assert out["rc"] == 0, out
+    assert (tmp_path / "labels" / "COMPLETE").read_text() == labels_done  # reused, not rerun
+    # Only the bindings of the two finished stages it skipped (and the macros only they
+    # read) went unused.
+    skipped = {"sft", "label", "LabelerSettings", "labeler_from_checkpoint"}
+    macros_of_skipped = {"POLICY_HF_DIR", "LABELER_HF_DIR"}
+    unused = out["unused_bindings"]  # "[scope/]module.configurable.param" or a macro
+    owner = [b.split("/")[0] if "/" in b else b.split(".")[-2:][0] for b in unused]
+    assert unused and all(b in macros_of_skipped or o in skipped for b, o in zip(unused, owner))
+    rm = _rows(_table(tmp_path, "rm_size"))
+    ai_all = json.loads((tmp_path / "rm_ai" / "COMPLETE").read_text())["metrics"]
+    assert rm["ai_1of2"]["train_pairs"] == round(ai_all["num_train_pairs"] / 2)
+    assert all(0.0 <= r["value"] <= 1.0 for r in rm.values())

@@ -111,7 +111,7 @@ def test_eight_shot_and_too_many_shots():
 
 def test_unknown_preamble_and_task_errors():
     with pytest.raises(ValueError, match="preamble_text"):
-        render.PromptVariant("helpful", "detailed")
+        render.PromptVariant("helpful", "openai")
     with pytest.raises(ValueError, match="custom task"):
         render.PromptVariant("poetry")
 
@@ -224,3 +224,18 @@ def test_given_exemplars_replace_the_exemplar_file():
     assert shots[0].context in render.shared_prefix(variant)
     with pytest.raises(ValueError, match="was given 2 exemplars"):
         render.exemplars_for(render.PromptVariant("summarize", num_shots=3, exemplars=shots))
+
+
+@pytest.mark.parametrize("task", ["helpful", "harmless"])
+def test_detailed_dialogue_preambles_are_ours_and_keep_the_question(task):
+    """The Detailed dialogue preambles (ours; the paper prints only the Base ones) end
+    with the Base question, "explain" for CoT; harmless still asks for the MORE harmful
+    response, so its labels are inverted like the Base prompt's."""
+    plain = render.PromptVariant(task, "detailed").preamble_string
+    cot = render.PromptVariant(task, "detailed", cot=True).preamble_string
+    assert plain != cot and "explain which response" in cot and "as defined above" in plain
+    base = render.PromptVariant(task, "base").preamble_string
+    assert plain.splitlines()[-1].startswith(base.split(" Given")[0])
+    assert ("most harmful" in plain) == (task == "harmless")
+    two_shot = render.shared_prefix(render.PromptVariant(task, "detailed", cot=True, num_shots=2))
+    assert two_shot.count(P.EXAMPLE_HEADER) == 2 and P.RATIONALE_CUE in two_shot
