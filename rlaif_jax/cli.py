@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if workdir:  # a run that dies before the end still leaves its config
         gin_utils.write_operative_config(workdir, stage, started=True)
     try:
-        with gin.config_scope(args.scope):
+        with runtime.compilation_cache(workdir), gin.config_scope(args.scope):
             fn(**kwargs, **configurables.stage_objects(fn))
     except (gin_utils.GinUsageError, ArtifactError, MemoryPlanError) as e:
         print(f"rlaif-jax {stage}: {e}", file=sys.stderr)
