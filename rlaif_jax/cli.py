@@ -13,9 +13,12 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import inspect
 import logging
 import re
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 
 from rlaif_jax import configurables, gin_utils
@@ -34,7 +37,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "bench": ("rlaif_jax.bench", "Throughput benchmark (train, score, sample)."),
     "plan": (
         "rlaif_jax.rl.stage",
-        "Memory plan of the RL stage's roles per device (loads nothing; exit 2 if over).",
+        "Memory plan per role and device of every step of pipeline.steps (or of one stage: "
+        "--stage, default rl); loads nothing; exit 2 if a step does not fit.",
     ),
     "export": ("rlaif_jax.export", "Trained policies and reward models to the HF layout."),
     "sample_pairs": (
@@ -52,7 +56,8 @@ STAGES: dict[str, tuple[str, str]] = {
 }
 
 STAGE_FUNCTION = "run_stage"
-# `rlaif-jax plan`: the RL stage's own pre-load plan (gin scope 'rl' unless --scope).
+# `rlaif-jax plan`: each stage's own pre-load plan (`run_stage(plan_only=True)`), for every
+# step of the gin files' pipeline.steps, else for --stage (default rl) in --scope.
 PLAN_STAGE, PLAN_SCOPE = "plan", "rl"
 
 
@@ -104,6 +109,13 @@ def _build_parser(stage: str, fn: Callable) -> argparse.ArgumentParser:
     parser.add_argument(
         "--multihost", action="store_true", help="Call jax.distributed.initialize() (TPU pods)."
     )
+    if stage == PLAN_STAGE:
+        parser.add_argument(
+            "--stage",
+            default=None,
+            help="Plan this stage alone in --scope (default: every step of pipeline.steps "
+            "when the gin files bind it, else rl).",
+        )
     if hasattr(fn, "add_arguments"):
         fn.add_arguments(parser)
     return parser
@@ -155,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(fn, "add_arguments"):
         kwargs["args"] = args
     if stage == PLAN_STAGE:
-        kwargs["plan_only"] = True
+        return _plan(args, workdir)
     import gin
 
     if workdir:  # a run that dies before the end still leaves its config
@@ -169,6 +181,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     if workdir:
         gin_utils.write_operative_config(workdir, stage)
     return 0
+
+
+def _plan(args: argparse.Namespace, workdir: str | None) -> int:
+    """`rlaif-jax plan`: one table per step (each stage's `run_stage(plan_only=True)` in
+    its gin scope, as the pipeline runs them). Pipeline steps are planned in a scratch
+    work directory, each after the steps before it have written their model
+    descriptions (model.json, tokenizer; no weights), so a plan needs no finished stage
+    and touches no real work directory. Exit 2 naming each step that does not fit."""
+    import gin
+
+    steps = None if args.stage else _pipeline_steps()
+    scratch = None
+    if steps is None:
+        stage = args.stage or PLAN_SCOPE
+        # --stage X without --scope plans X in its own scope (as `rlaif-jax X` runs it).
+        scope = stage if args.stage and args.scope == PLAN_SCOPE else args.scope
+        steps = [(stage, scope, stage)]
+    else:
+        scratch = tempfile.mkdtemp(prefix="rlaif_jax_plan_")
+    failed = []
+    try:
+        for stage, scope, output in steps:
+            title = f"step {output} ({stage}, gin scope {scope})"
+            print(f"\n## {title}\n", flush=True)
+            with gin.unlock_config():
+                module = importlib.import_module(STAGES[stage][0])
+            entry = getattr(module, STAGE_FUNCTION)
+            if "plan_only" not in inspect.signature(entry).parameters:
+                print(f"{stage}: loads no model on the devices; nothing to plan.")
+                continue
+            try:
+                with gin.config_scope(None), gin.config_scope(scope):
+                    objects = configurables.stage_objects(entry)
+                    where = scratch or workdir
+                    entry(**({"workdir": where} if where else {}), plan_only=True, **objects)
+            except MemoryPlanError as e:
+                print(f"{title} does not fit.\n\n{e}", flush=True)
+                failed.append(f"{title}: {str(e).splitlines()[0]}")
+            except (gin_utils.GinUsageError, ArtifactError, ValueError, FileNotFoundError) as e:
+                print(f"{title} could not be planned: {e}", flush=True)
+                failed.append(f"{title}: could not be planned ({e})")
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if failed:
+        print("\nrlaif-jax plan: " + "\n".join(failed), file=sys.stderr)
+        return 2
+    print(f"\nEvery planned step fits ({len(steps)} steps).")
+    return 0
+
+
+def _pipeline_steps() -> list[tuple[str, str, str]] | None:
+    """pipeline.steps when the gin files bind it (checked like the pipeline does)."""
+    import gin
+
+    try:
+        steps = gin.query_parameter("pipeline.steps")
+    except ValueError:
+        return None
+    for i, step in enumerate(steps):
+        if len(step) != 3 or step[0] not in STAGES:
+            raise gin_utils.GinUsageError(
+                f"pipeline.steps[{i}] = {step!r}: each step is (stage, scope, output_dir) "
+                f"with a stage of {sorted(STAGES)}."
+            )
+    return [tuple(step) for step in steps]
 
 
 _WORKDIR_BINDING = re.compile(rf"^\s*{gin_utils.CLI_WORKDIR_MACRO}\s*=\s*(.+?)\s*$")

@@ -39,10 +39,12 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from rlaif_jax import artifacts, fs, policy_decode
+from rlaif_jax import artifacts, fs, model_artifact, policy_decode
 from rlaif_jax.data import tasks
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
+from rlaif_jax.sharding import stage_memory
+from rlaif_jax.sharding.memory import MemoryPlanSettings
 from rlaif_jax.sharding.rules import Rules
 
 logger = logging.getLogger("rlaif_jax.pair_sampling")
@@ -159,6 +161,8 @@ def run_stage(
     mesh: Mesh | None = None,
     rules: Rules | None = None,
     data: tasks.TaskSources | None = None,
+    memory_plan: MemoryPlanSettings | None = None,
+    plan_only: bool = False,
 ) -> dict[str, float]:
     """Samples pairs from the policy in WORKDIR/<policy_dir> (its config, tokenizer and
     input layout from its model artifact) for the contexts of `context_role` / `splits`
@@ -168,7 +172,9 @@ def run_stage(
     (`cross_policy_pairs`; num_candidates unused). mesh / rules: the CLI's from gin
     (`rlaif_jax.configurables`); from Python, None = `make_mesh()` / `get_rules()`.
     strip_trailing_symbols: strip repeated trailing periods and spaces from the samples as
-    evaluation does (paper App. E); None = on for summarization only."""
+    evaluation does (paper App. E); None = on for summarization only. memory_plan /
+    plan_only: the plan of each policy's sampler (one at a time), checked before any
+    weight is loaded; plan_only (`rlaif-jax plan`) returns {'peak_gb', 'fits'}."""
     if second_policy_dir is None and num_candidates < 2:
         raise ValueError(f"sample_pairs.num_candidates={num_candidates}: need at least 2.")
     if temperature <= 0:
@@ -181,6 +187,23 @@ def run_stage(
     data = tasks.need_data(data, "sample_pairs")
     mesh = mesh if mesh is not None else mesh_lib.make_mesh()
     rules = rules if rules is not None else rules_lib.get_rules()
+
+    def describe(policy):
+        art = model_artifact.open_model(
+            model_artifact.resolve_model_dir(workdir, policy, "sample_pairs.policy_dir")
+        )
+        return art.config, art.layout_for(data.task, "sample_pairs")
+
+    dirs = [policy_dir] + ([second_policy_dir] if second_policy_dir else [])
+    roles, notes = stage_memory.policy_decoders(
+        [(d, d) for d in dirs], describe, batch_size,
+        num_candidates if second_policy_dir is None else 1, temperature,
+    )  # fmt: skip
+    plan = stage_memory.plan_frozen(
+        "sample_pairs", roles, mesh, rules, memory_plan, plan_only, notes=notes
+    )
+    if plan_only:
+        return plan or {}
     strip = (
         policy_decode.strips_trailing_by_default(data.task)
         if strip_trailing_symbols is None

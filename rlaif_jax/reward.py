@@ -32,8 +32,9 @@ from rlaif_jax.data.layout import task_layout
 from rlaif_jax.data.records import LABEL_DIR
 from rlaif_jax.decoding import score
 from rlaif_jax.sharding import mesh as mesh_lib
-from rlaif_jax.sharding import partition
+from rlaif_jax.sharding import partition, stage_memory
 from rlaif_jax.sharding import rules as rules_lib
+from rlaif_jax.sharding.memory import MemoryPlanSettings
 from rlaif_jax.sharding.rules import Rules
 from rlaif_jax.train import losses, optim
 from rlaif_jax.train.supervised import TrainSettings, train_supervised
@@ -107,6 +108,8 @@ def run_stage(
     policy_pairs: tasks.PolicyPairs | None = None,
     optimizer: optax.GradientTransformation | None = None,
     train_settings: TrainSettings | None = None,
+    memory_plan: MemoryPlanSettings | None = None,
+    plan_only: bool = False,
 ) -> dict[str, float]:
     """Trains an RM on 'ai' (WORKDIR/<label_dir> shards), 'human' or 'human+ai'
     preferences (`mix_human_and_ai`: all human pairs and as many AI pairs, drawn with
@@ -128,6 +131,9 @@ def run_stage(
       `make_optimizer()`, `TrainSettings()`; data (the task's `data.tasks.TaskSources`)
       has no default. policy_pairs: read the pairs of `sample_pairs` instead of the
       task's own (`data.tasks.PolicyPairs`; gin/method/on_policy_pairs.gin).
+    memory_plan / plan_only: the memory plan checked before any pair or weight is loaded
+      (`sharding.stage_memory.plan_supervised`); plan_only (`rlaif-jax plan`) writes the
+      model description and returns {'peak_gb', 'fits'}.
     Output: WORKDIR/<output_dir>/{model.json, tokenizer files, ckpt, COMPLETE}.
     """
     if preferences not in PREFERENCES:
@@ -136,8 +142,32 @@ def run_stage(
     stage_dir = os.path.join(workdir, output_dir)
     settings = train_settings or TrainSettings()
     data = tasks.need_data(data, "reward")
-    if policy_pairs is not None:
+    if policy_pairs is not None and not plan_only:  # a plan reads no pair
         data = policy_pairs.apply(data, workdir)
+    layout_fields = dict(
+        max_context=max_context, max_response=max_response, prompt_suffix=prompt_suffix
+    )
+    start = _starting_point(
+        workdir, f"{output_dir}/reward.init_from", data.task, init_from, model_preset,
+        model_overrides, vocab_path, layout_fields, settings.seed,
+    )  # fmt: skip
+    config = start.config
+    model_artifact.write_model_artifact(
+        stage_dir, config, "scalar", start.vocab, start.layout, start.family, start.origin
+    )
+    batch_fn = functools.partial(start.layout.pair_batch, vocab=start.vocab)
+    mesh = mesh if mesh is not None else mesh_lib.make_mesh()
+    rules = rules if rules is not None else rules_lib.get_rules()
+    tx = optimizer if optimizer is not None else optim.make_optimizer()
+    # The memory plan before any pair or weight is loaded: one batch as pair_batch lays it out.
+    example = [{"context": "", "response1": "", "response2": "", "label": 0.5}]
+    plan = stage_memory.plan_supervised(
+        f"reward[{output_dir}]", config, "scalar", functools.partial(rm_loss, config),
+        batch_fn(example * stage_memory.process_rows(settings.batch_size)), tx, mesh, rules,
+        settings.microbatches, settings.seed, memory_plan, plan_only,
+    )  # fmt: skip
+    if plan_only:
+        return plan
     records, counts = _training_pairs(
         data, preferences, os.path.join(workdir, label_dir), settings.seed
     )
@@ -156,20 +186,6 @@ def run_stage(
     if max_train_pairs is not None:
         records = subsample(records, max_train_pairs, settings.seed, "reward.max_train_pairs")
     held_out = list(data.source("human_prefs", eval_split))[: max_eval_pairs or None]
-    layout_fields = dict(
-        max_context=max_context, max_response=max_response, prompt_suffix=prompt_suffix
-    )
-    start = _starting_point(
-        workdir, f"{output_dir}/reward.init_from", data.task, init_from, model_preset,
-        model_overrides, vocab_path, layout_fields, settings.seed,
-    )  # fmt: skip
-    config = start.config
-    model_artifact.write_model_artifact(
-        stage_dir, config, "scalar", start.vocab, start.layout, start.family, start.origin
-    )
-    batch_fn = functools.partial(start.layout.pair_batch, vocab=start.vocab)
-    mesh = mesh if mesh is not None else mesh_lib.make_mesh()
-    rules = rules if rules is not None else rules_lib.get_rules()
     params, metrics = train_supervised(
         stage=f"reward[{output_dir}]",
         workdir=workdir,
@@ -183,7 +199,7 @@ def run_stage(
         settings=settings,
         mesh=mesh,
         rules=rules,
-        tx=optimizer if optimizer is not None else optim.make_optimizer(),
+        tx=tx,
         init_params=start.init_params,
     )
     agree = pairwise_agreements_on(

@@ -26,6 +26,8 @@ from rlaif_jax.data import vocab as vocab_lib
 from rlaif_jax.data.layout import task_layout
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
+from rlaif_jax.sharding import stage_memory
+from rlaif_jax.sharding.memory import MemoryPlanSettings
 from rlaif_jax.sharding.rules import Rules
 from rlaif_jax.train import optim
 from rlaif_jax.train.losses import lm_loss
@@ -51,6 +53,8 @@ def run_stage(
     data: tasks.TaskSources | None = None,
     optimizer: optax.GradientTransformation | None = None,
     train_settings: TrainSettings | None = None,
+    memory_plan: MemoryPlanSettings | None = None,
+    plan_only: bool = False,
 ) -> dict[str, float]:
     """Trains the policy on the task's SFT examples (context + prompt suffix -> response +
     EOS).
@@ -68,6 +72,9 @@ def run_stage(
       (`rlaif_jax.configurables`; `sft/TrainSettings.batch_size`, `make_mesh.fsdp`, ...);
       from Python: None = `make_mesh()`, `get_rules()`, `make_optimizer()`,
       `TrainSettings()`; data (the task's `data.tasks.TaskSources`) has no default.
+    memory_plan / plan_only: the memory plan checked before any weight is loaded
+      (`sharding.stage_memory.plan_supervised`); plan_only (`rlaif-jax plan`) writes the
+      model description (model.json, tokenizer) and returns {'peak_gb', 'fits'}.
     """
     t0 = time.time()
     stage_dir = os.path.join(workdir, output_dir)
@@ -87,6 +94,18 @@ def run_stage(
     model_artifact.write_model_artifact(
         stage_dir, start.config, "lm", start.vocab, start.layout, start.family, start.origin
     )
+    mesh = mesh if mesh is not None else mesh_lib.make_mesh()
+    rules = rules if rules is not None else rules_lib.get_rules()
+    tx = optimizer if optimizer is not None else optim.make_optimizer()
+    # The memory plan before any weight is loaded: one batch as sft_batch lays it out.
+    example = [{"context": "", "response": ""}] * stage_memory.process_rows(settings.batch_size)
+    plan = stage_memory.plan_supervised(
+        "sft", start.config, "lm", functools.partial(lm_loss, start.config),
+        start.layout.sft_batch(example, start.vocab), tx, mesh, rules,
+        settings.microbatches, settings.seed, memory_plan, plan_only,
+    )  # fmt: skip
+    if plan_only:
+        return plan
     stats = batching.TruncationStats()
     _, metrics = train_supervised(
         stage="sft",
@@ -103,9 +122,9 @@ def run_stage(
         ),
         loss_fn=functools.partial(lm_loss, start.config),
         settings=settings,
-        mesh=mesh if mesh is not None else mesh_lib.make_mesh(),
-        rules=rules if rules is not None else rules_lib.get_rules(),
-        tx=optimizer if optimizer is not None else optim.make_optimizer(),
+        mesh=mesh,
+        rules=rules,
+        tx=tx,
         init_params=start.init_params,
     )
     metrics["num_examples"] = len(records)

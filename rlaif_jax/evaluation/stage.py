@@ -27,7 +27,7 @@ import gin
 import jax
 from jax.sharding import Mesh
 
-from rlaif_jax import artifacts, fs, policy_decode, report_sections
+from rlaif_jax import artifacts, fs, model_artifact, policy_decode, report_sections
 from rlaif_jax.data import tasks
 from rlaif_jax.data.records import LABEL_DIR
 from rlaif_jax.evaluation import report, samples
@@ -36,8 +36,11 @@ from rlaif_jax.evaluation.judging import (
     headline_metrics,
     judge_responses,
 )
+from rlaif_jax.labeling.scoring import labeler_from_checkpoint
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
+from rlaif_jax.sharding import stage_memory
+from rlaif_jax.sharding.memory import MemoryPlanSettings
 from rlaif_jax.sharding.rules import Rules
 
 logger = logging.getLogger("rlaif_jax.evaluation")
@@ -142,6 +145,8 @@ def run_stage(
     mesh: Mesh | None = None,
     rules: Rules | None = None,
     data: tasks.TaskSources | None = None,
+    memory_plan: MemoryPlanSettings | None = None,
+    plan_only: bool = False,
 ) -> dict[str, Any]:
     """Evaluates `policies` ((name, stage dir) pairs) on the task's test prompts.
 
@@ -156,6 +161,9 @@ def run_stage(
     reference. mesh / rules / data: the objects the CLI builds from gin
     (`rlaif_jax.configurables`); from Python, None = `make_mesh()` / `get_rules()`; data
     (the task's `data.tasks.TaskSources`) has no default.
+    memory_plan / plan_only: the plan of each policy's decoding and the AI judge (loaded
+    one at a time), checked before any weight is loaded; plan_only (`rlaif-jax plan`)
+    returns {'peak_gb', 'fits'}.
     """
     start = time.time()
     _check_sampling(temperature, samples_per_prompt)
@@ -173,14 +181,22 @@ def run_stage(
             else bool(strip_trailing_symbols)
         ),
     )
-    responses = decode_all(
-        workdir, policies, prompts, mesh, rules, data.task,
-        dict(max_context=max_context, max_response=max_response, prompt_suffix=prompt_suffix),
-        dict(decoding, batch_size=batch_size),
-    )  # fmt: skip
+    layout_fields = dict(
+        max_context=max_context, max_response=max_response, prompt_suffix=prompt_suffix
+    )
     ai_comparisons = list(comparisons if ai_judge_comparisons is None else ai_judge_comparisons)
     harmless_on = data.task == "harmless" if harmless_rate is None else harmless_rate
     use_ai = use_ai_judge and bool(ai_comparisons or harmless_on)
+    plan = _memory_plan(
+        workdir, policies, mesh, rules, data.task, layout_fields,
+        dict(decoding, batch_size=batch_size), use_ai, memory_plan, plan_only,
+    )  # fmt: skip
+    if plan_only:
+        return plan or {}
+    responses = decode_all(
+        workdir, policies, prompts, mesh, rules, data.task,
+        layout_fields, dict(decoding, batch_size=batch_size),
+    )  # fmt: skip
     rows, harmless_table, policies_table = judge_responses(
         workdir, data.task, mesh, rules, prompts, responses, samples_per_prompt, comparisons,
         human_judge, ai_comparisons if use_ai else None, reference_policy if harmless_on else None,
@@ -213,6 +229,45 @@ def run_stage(
     )
     logger.info("evaluate: %s", {k: metrics[k] for k in report.REQUIRED_KEYS})
     return metrics
+
+
+def _memory_plan(
+    workdir, policies, mesh, rules, task, layout_fields, decoding, use_ai, plan_settings, plan_only
+):
+    """The plan of the stage's models, each loaded alone: every policy decoding
+    `decoding['batch_size']` prompts (its artifact's layout), then the AI judge (the
+    labeler's scoring call). A policy without an artifact yet is left out (named)."""
+
+    def describe(stage_dir):
+        art = model_artifact.open_model(
+            model_artifact.resolve_model_dir(workdir, stage_dir, "evaluate.policies")
+        )
+        return art.config, art.layout_for(task, "evaluate", **layout_fields)
+
+    roles, notes = stage_memory.policy_decoders(
+        policies, describe, decoding["batch_size"], decoding["samples_per_prompt"],
+        decoding["temperature"],
+    )  # fmt: skip
+    if use_ai:
+        try:
+            config, judge_batch, max_len = labeler_from_checkpoint(
+                workdir, mesh, rules, spec_only=True
+            )
+        except (ValueError, FileNotFoundError) as e:  # ArtifactError is a ValueError
+            notes.append(f"the AI judge is not planned: {e}")
+        else:
+            call = stage_memory.Call("score", judge_batch, max_len, name="judge")
+            roles.append(stage_memory.FrozenRole("judge", config, "lm", (call,), True))
+    return stage_memory.plan_frozen(
+        "evaluate", roles, mesh, rules, plan_settings, plan_only, EVAL_HINTS, notes
+    )
+
+
+EVAL_HINTS = (
+    "gin: evaluate.batch_size (prompts per decode call), evaluate.samples_per_prompt, "
+    "labeler_from_checkpoint.batch_size / param_dtype = 'bfloat16' (the AI judge), "
+    "gin/sharding/fsdp.gin (each model sharded over every chip)",
+)
 
 
 def _check_sampling(temperature: float, samples_per_prompt: int) -> None:

@@ -20,6 +20,7 @@ host); only host 0 writes manifests, metrics and the marker, after a barrier.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -38,6 +39,10 @@ from rlaif_jax.labeling import alignment as align
 from rlaif_jax.labeling import render
 from rlaif_jax.labeling.labeler import Labeler, LabelerSettings
 from rlaif_jax.labeling.scoring import labeler_from_checkpoint
+from rlaif_jax.sharding import mesh as mesh_lib
+from rlaif_jax.sharding import rules as rules_lib
+from rlaif_jax.sharding import stage_memory
+from rlaif_jax.sharding.memory import MemoryPlanSettings
 from rlaif_jax.sharding.rules import Rules
 
 logger = logging.getLogger("rlaif_jax.labeling")
@@ -203,6 +208,37 @@ def _load_pairs(source: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _memory_plan(labeler_fn, workdir, mesh, rules, variant, settings, plan_settings, plan_only):
+    """The labeler's plan on the mesh `labeler_from_checkpoint` builds (this host's
+    devices): params, the candidate-scoring call and (CoT) the rationale sampler. None
+    for a labeler_fn that cannot describe itself without loading (no spec_only)."""
+    if "spec_only" not in inspect.signature(labeler_fn).parameters:
+        return None
+    config, batch_size, max_len = labeler_fn(workdir, mesh, rules, spec_only=True)
+    settings = settings or LabelerSettings()
+    mesh = mesh if mesh is not None else mesh_lib.make_mesh(devices=jax.local_devices())
+    length = min(max_len, settings.max_len)
+    calls = [stage_memory.Call("score", batch_size, length, name="score")]
+    if variant.cot:  # ModelScorer.generate: batch_size // S prompts per call, S samples each
+        per_call = max(batch_size // settings.num_samples, 1)
+        temperature = max(settings.temperature, 1e-3)
+        cot = (per_call, length, settings.cot_max_tokens, settings.num_samples, temperature)
+        calls.append(stage_memory.Call("decode", *cot, name="rationales"))
+    role = stage_memory.FrozenRole("labeler", config, "lm", tuple(calls))
+    return stage_memory.plan_frozen(
+        "label", [role], mesh_lib.local_mesh(mesh), rules or rules_lib.get_rules(),
+        plan_settings, plan_only, LABEL_HINTS,
+    )  # fmt: skip
+
+
+LABEL_HINTS = (
+    "gin: labeler_from_checkpoint.batch_size (prompts per call), LabelerSettings.max_len "
+    "(prompt budget), LabelerSettings.cot_max_tokens / num_samples (CoT rationales), "
+    "labeler_from_checkpoint.param_dtype = 'bfloat16', gin/sharding/fsdp.gin (the labeler "
+    "sharded over this host's devices)",
+)
+
+
 @gin.configurable("label")
 def run_stage(
     workdir: str = gin.REQUIRED,
@@ -224,6 +260,8 @@ def run_stage(
     rules: Rules | None = None,
     data: tasks.TaskSources | None = None,
     policy_pairs: tasks.PolicyPairs | None = None,
+    memory_plan: MemoryPlanSettings | None = None,
+    plan_only: bool = False,
 ) -> dict[str, float]:
     """Labels the task's unlabeled pairs (and its alignment subset) with an AI labeler.
 
@@ -246,13 +284,16 @@ def run_stage(
     mesh / rules / data / policy_pairs: the objects the CLI builds from gin
       (`rlaif_jax.configurables`); from Python, mesh / rules None = the default
       labeler's own (only it uses them).
+    memory_plan / plan_only: the labeler's memory plan (its params, scoring call and, with
+      CoT, its rationale sampler's KV cache), checked before any pair or weight is loaded;
+      plan_only (`rlaif-jax plan`) returns {'peak_gb', 'fits'}.
     Returns the metrics written to WORKDIR/labels/metrics.json.
     """
     start = time.time()
     out_dir = os.path.join(workdir, output_dir)
     if pairs is None:
         data = tasks.need_data(data, "label")
-        if policy_pairs is not None:
+        if policy_pairs is not None and not plan_only:  # a plan reads no pair
             data = policy_pairs.apply(data, workdir)
         pairs = data.source("unlabeled", split)
         if alignment_pairs is None and split in (data.sources.get("alignment") or {}):
@@ -266,6 +307,11 @@ def run_stage(
     variant = variant.with_task(task)
     if variant.task != task:
         logger.warning("label: prompt task %r differs from the data's task %r", variant.task, task)
+    if labeler_fn is None:
+        labeler_fn = labeler_from_checkpoint
+    plan = _memory_plan(labeler_fn, workdir, mesh, rules, variant, settings, memory_plan, plan_only)
+    if plan_only:
+        return plan or {}
     if alignment_only and alignment_pairs is None:
         raise ValueError(
             "label.alignment_only = True but the data has no alignment pairs for split "
@@ -279,8 +325,6 @@ def run_stage(
             pool, variant.num_shots, exemplar_seed, variant.inverts_labels, exclude
         )
         variant = dataclasses.replace(variant, exemplars=shots)
-    if labeler_fn is None:
-        labeler_fn = labeler_from_checkpoint
     scorer, vocab = labeler_fn(workdir, mesh, rules)
     labeler = Labeler(scorer, vocab, variant, settings)
     info = {"variant": variant.display_name, "seed": seed, "shard_size": shard_size}

@@ -11,7 +11,8 @@ A plan has two kinds of rows:
   inputs/outputs that are not resident (batches, log-probs).
 
 Phases run one at a time, so a device needs its roles' resident bytes plus the largest
-phase on it. `MemoryPlan.check()` raises `MemoryPlanError` with the table and advice when
+phase on it. A role marked `exclusive` (the evaluate stage's policies and judge, loaded
+one after another) is resident only while its own phases run. `MemoryPlan.check()` raises `MemoryPlanError` with the table and advice when
 a device is over its capacity, naming the roles on it.
 """
 
@@ -133,11 +134,17 @@ class CompiledMemory:
 
 
 def compiled_memory(
-    fn: Callable[..., Any], *abstract_args: Any, donate_argnums: Sequence[int] = ()
+    fn: Callable[..., Any],
+    *abstract_args: Any,
+    donate_argnums: Sequence[int] = (),
+    out_shardings: Any = None,
 ) -> CompiledMemory:
     """Compiles `fn` on abstract arguments (ShapeDtypeStructs with shardings; nothing is
-    allocated) and reads its per-device memory analysis."""
-    compiled = jax.jit(fn, donate_argnums=tuple(donate_argnums)).lower(*abstract_args).compile()
+    allocated) and reads its per-device memory analysis. out_shardings: as the stage
+    jits `fn` (None: the compiler's choice)."""
+    kwargs = {} if out_shardings is None else {"out_shardings": out_shardings}
+    jitted = jax.jit(fn, donate_argnums=tuple(donate_argnums), **kwargs)
+    compiled = jitted.lower(*abstract_args).compile()
     m = compiled.memory_analysis()
     if m is None:  # a backend without the analysis
         raise NotImplementedError("this backend's compiled programs have no memory_analysis()")
@@ -187,6 +194,7 @@ class RoleMemory:
     params: int
     opt_state: int = 0
     note: str = ""
+    exclusive: bool = False  # loaded for its own phases only (one role at a time)
 
     @property
     def total(self) -> int:
@@ -229,6 +237,7 @@ class MemoryPlan:
     headroom: float = 0.9
     device_label: str = ""
     hints: tuple[str, ...] = ()  # the stage's own advice (its config files), after advice()
+    notes: tuple[str, ...] = ()  # what the plan leaves out (printed under the title)
 
     def device_ids(self) -> list[int]:
         ids = {d for r in self.roles for d in r.devices} | {
@@ -242,15 +251,18 @@ class MemoryPlan:
         for d in self.device_ids():
             roles = [r for r in self.roles if d in r.devices]
             phases = [p for p in self.phases if d in p.devices]
-            big = max(phases, key=lambda p: p.total, default=None)
-            resident = sum(r.total for r in roles)
+
+            big = max(phases, key=lambda p, rs=roles: _phase_cost(p, rs), default=None)
+            shared = [r for r in roles if not r.exclusive]
+            loaded = [r for r in roles if r.exclusive and big and r.role in big.roles]
+            resident = sum(r.total for r in shared + loaded)
             transient = big.total if big else 0
             out[d] = {
                 "resident": resident,
                 "phase": big.phase if big else "-",
                 "transient": transient,
                 "total": resident + transient,
-                "roles": [r.role for r in roles],
+                "roles": [r.role for r in shared + loaded],
             }
         return out
 
@@ -281,12 +293,14 @@ class MemoryPlan:
                 if self.capacity
                 else ", device capacity unknown"
             ),
+            *(f"Note: {n}" for n in self.notes),
             "",
             "| role | devices | params GB | optimizer GB | total GB |",
             "| --- | --- | --- | --- | --- |",
         ]
         for r in self.roles:
-            name = r.role + (f" ({r.note})" if r.note else "")
+            note = ", ".join(filter(None, (r.note, "one at a time" if r.exclusive else "")))
+            name = r.role + (f" ({note})" if note else "")
             lines.append(
                 f"| {name} | {_span(r.devices)} | {_gb(r.params)} | {_gb(r.opt_state)} "
                 f"| {_gb(r.total)} |"
@@ -322,9 +336,22 @@ class MemoryPlan:
             return []
         roles = {r.role: r for r in self.roles}
         on = sorted({name for v in over.values() for name in v["roles"]})
-        tips = []
         trainable = [n for n in on if roles[n].opt_state]
         frozen = [n for n in on if not roles[n].opt_state]
+        phases = {v["phase"] for v in over.values()}
+        if self.stage != "rl":  # the other stages' knobs are in their own hints
+            tips = []
+            if frozen:
+                tips.append(
+                    f"store the frozen roles ({', '.join(frozen)}) in bf16: "
+                    "labeler_from_checkpoint.param_dtype = 'bfloat16' or the stage's "
+                    "model_overrides = {'param_dtype': 'bfloat16'}; a smaller call batch "
+                    "(labeler_from_checkpoint.batch_size, evaluate.batch_size, "
+                    "sample_pairs.batch_size); gin/sharding/fsdp.gin shards them over every "
+                    "chip"
+                )
+            return tips + list(self.hints)
+        tips = []
         if trainable:
             tips.append(
                 f"shard the trainable roles ({', '.join(trainable)}) over more devices: "
@@ -342,13 +369,12 @@ class MemoryPlan:
                 "offload them to host memory while idle (RolePlacement.offload = True), or "
                 "place them on their own devices (rl.placements)"
             )
-        phases = {v["phase"] for v in over.values()}
         if phases & {"update", "score"}:
             tips.append(
                 "cut activation memory: RLSettings.microbatches = 2, 4, ... and remat "
                 "(RolePlacement.remat = 'full', or rl.model_overrides = {'remat': 'full'})"
             )
-        if phases & {"sample", "reward"}:
+        if phases & {"sample", "reward", "labeler"}:
             tips.append(
                 "a smaller sampling / scoring batch: RLSettings.batch_size or "
                 "samples_per_prompt, reward_model_from_checkpoint.batch_size, "
@@ -375,6 +401,11 @@ class MemoryPlan:
             "MemoryPlanSettings.capacity_gb / headroom; MemoryPlanSettings.enabled = False "
             "skips the plan.)"
         )
+
+
+def _phase_cost(p: PhaseMemory, roles: Sequence[RoleMemory]) -> int:
+    """A phase's transient bytes plus the exclusive roles it loads."""
+    return p.total + sum(r.total for r in roles if r.exclusive and r.role in p.roles)
 
 
 def _span(devs: Sequence[int]) -> str:

@@ -32,6 +32,8 @@ from rlaif_jax.labeling import render
 from rlaif_jax.models.config import get_config
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import rules as rules_lib
+from rlaif_jax.sharding import stage_memory
+from rlaif_jax.sharding.memory import MemoryPlanSettings
 from rlaif_jax.sharding.rules import Rules
 from rlaif_jax.toy import bootstrap_data
 from rlaif_jax.toy import presets as _presets  # noqa: F401  (registers the toy presets)
@@ -90,6 +92,8 @@ def run_stage(
     rules: Rules | None = None,
     optimizer: optax.GradientTransformation | None = None,
     train_settings: TrainSettings | None = None,
+    memory_plan: MemoryPlanSettings | None = None,
+    plan_only: bool = False,
 ) -> dict[str, float]:
     """Trains the toy labeler; `variants` default to [Base 0-shot] (CoT variants use the
     world's rationales); `direct_examples` d-RLAIF rows are mixed in; `both_orders` shows each
@@ -109,7 +113,9 @@ def run_stage(
     training argument is then unused, `model_preset` / `model_overrides` must match it.
     mesh / rules / optimizer / train_settings: the CLI's from gin
     (`rlaif_jax.configurables`, `bootstrap_labeler/TrainSettings.*`); from Python, None =
-    `make_mesh()`, `get_rules()`, `make_optimizer()`, `TrainSettings()`."""
+    `make_mesh()`, `get_rules()`, `make_optimizer()`, `TrainSettings()`. memory_plan /
+    plan_only: the memory plan (batches at max_len) checked before training; plan_only
+    (`rlaif-jax plan`) writes the labeler's description (and installs a release) only."""
     start = time.time()
     stage_dir = os.path.join(workdir, output_dir)
     config = model_artifact.preset_config(
@@ -118,13 +124,29 @@ def run_stage(
     if release:
         metrics = install_release(release, stage_dir, model_preset, model_overrides)
         _describe(stage_dir, config)
+        if plan_only:  # nothing is trained: no device memory
+            return {"peak_gb": 0.0, "fits": 1.0}
         artifacts.write_complete(stage_dir, metrics, time.time() - start)
         return metrics
     settings = train_settings or TrainSettings()
     world = ToyWorld()
-    init_dir = _init_dir(workdir, init_from)
+    # A plan reads only the starting stage's description (its plan wrote it, unfinished).
+    init_dir = _init_dir(workdir, init_from, check=not plan_only)
     vocab = _vocabulary(stage_dir, init_dir, world, vocab_size or config.vocab_size, config)
     _describe(stage_dir, config)
+    mesh = mesh if mesh is not None else mesh_lib.make_mesh()
+    rules = rules if rules is not None else rules_lib.get_rules()
+    tx = optimizer if optimizer is not None else optim.make_optimizer()
+    longest = [bootstrap_data.Example(ids=(0,), target_start=0)]  # a batch at max_len
+    plan = stage_memory.plan_supervised(
+        "bootstrap_labeler", config, "lm", functools.partial(lm_loss, config),
+        bootstrap_data.to_batch(
+            longest * stage_memory.process_rows(settings.batch_size), max_len, vocab.pad_id
+        ),
+        tx, mesh, rules, settings.microbatches, settings.seed, memory_plan, plan_only,
+    )  # fmt: skip
+    if plan_only:
+        return plan
     examples = _examples(
         world, vocab, variants, both_orders, soft_targets, max_len, direct_examples,
         settings.seed,
@@ -150,9 +172,9 @@ def run_stage(
         ),
         loss_fn=functools.partial(lm_loss, config),
         settings=settings,
-        mesh=mesh if mesh is not None else mesh_lib.make_mesh(),
-        rules=rules if rules is not None else rules_lib.get_rules(),
-        tx=optimizer if optimizer is not None else optim.make_optimizer(),
+        mesh=mesh,
+        rules=rules,
+        tx=tx,
         init_from=os.path.join(init_dir, "ckpt") if init_dir else None,
         init_from_layers=get_config(model_preset).num_layers if init_dir else None,
     )
@@ -161,10 +183,11 @@ def run_stage(
     return metrics
 
 
-def _init_dir(workdir: str, init_from: str | None) -> str | None:
-    """WORKDIR/<init_from> (a finished stage), or None without `init_from`."""
+def _init_dir(workdir: str, init_from: str | None, check: bool = True) -> str | None:
+    """WORKDIR/<init_from> (a finished stage, unless not `check`), or None without
+    `init_from`."""
     init_dir = os.path.join(workdir, init_from) if init_from else None
-    if init_dir and not artifacts.is_complete(init_dir):
+    if check and init_dir and not artifacts.is_complete(init_dir):
         raise ValueError(
             f"bootstrap_labeler: init_from={init_from!r} but {init_dir} has no finished stage "
             f"(no COMPLETE marker); run that stage first or unset bootstrap_labeler.init_from."

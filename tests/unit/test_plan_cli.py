@@ -1,0 +1,53 @@
+"""`rlaif-jax plan` over a pipeline file (issue 21.1): every step of pipeline.steps
+planned in its gin scope (the toy demo at test size: sft, sample_pairs,
+bootstrap_labeler, label, two reward models, two RL runs, evaluate), one table per step,
+nothing written to the work directory; over a small capacity it exits 2 naming each
+step, stage and role, and a stage run the user's way refuses before loading anything."""
+
+from __future__ import annotations
+
+import os
+
+from rlaif_jax import cli
+
+
+def _plan_cli(*extra: str) -> int:
+    return cli.main(
+        ["plan", "--gin_file=experiments/demo.gin", "--gin_file=test/toy_tiny.gin", *extra]
+    )
+
+
+STEPS = ("sft", "policy_pairs", "labeler", "labels", "rm_ai", "rm_human", "rl_rlaif",
+         "rl_rlhf", "report")  # fmt: skip
+
+
+def test_rlaif_jax_plan_over_a_pipeline_prints_every_step(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    assert _plan_cli(f"--workdir={workdir}") == 0
+    out = capsys.readouterr().out
+    for output in STEPS:
+        assert f"## step {output} (" in out, output
+    assert out.count("Memory plan: ") == len(STEPS)
+    for row in ("| trainee | 0-7 |", "| labeler (float32) | 0-7 |", "| policy | 0-7 |",
+                "| policy sft (float32, one at a time) | 0-7 |", "| decode sft |"):  # fmt: skip
+        assert row in out, row
+    assert "Every planned step fits (9 steps)." in out
+    assert not os.path.exists(workdir / "sft")  # planned in a scratch directory
+
+
+def test_a_stage_over_capacity_refuses_naming_stage_and_role(tmp_path, capsys):
+    tight = ("--gin.MemoryPlanSettings.capacity_gb=1e-5", "--gin.MemoryPlanSettings.compile=False")
+    assert _plan_cli(*tight) == 2
+    err = capsys.readouterr().err
+    assert "step sft (sft, gin scope sft): The sft stage does not fit" in err
+    assert "step labels (label, gin scope label): The label stage does not fit" in err
+    assert "(roles labeler;" in err and "(roles trainee;" in err
+    assert "step rm_ai (reward, gin scope rm_ai): The reward[rm_ai] stage" in err
+    # The sft stage itself (the user path): refused before anything is loaded.
+    workdir = tmp_path / "sft_run"
+    rc = cli.main(["sft", "--gin_file=test/sft_smoke.gin", f"--workdir={workdir}", *tight])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "The sft stage does not fit" in err and "roles trainee" in err
+    assert "What to change" in err and "TrainSettings.microbatches" in err
+    assert not os.path.exists(workdir / "sft" / "ckpt")
