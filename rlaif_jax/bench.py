@@ -46,6 +46,7 @@ from rlaif_jax.models import model as model_lib
 from rlaif_jax.sharding import model_params
 from rlaif_jax.sharding.mesh import make_mesh
 from rlaif_jax.sharding.rules import get_rules
+from rlaif_jax.train import losses
 
 logger = logging.getLogger("rlaif_jax.bench")
 
@@ -113,12 +114,13 @@ def _param_bytes(config: config_lib.ModelConfig, itemsize: int) -> float:
 
 def make_lm_train_step(config, opt: optax.GradientTransformation) -> Callable:
     """Jitted (params, opt_state, tokens [B, L]) -> (params, opt_state, loss): next-token
-    cross-entropy over every position, one optimizer update, params and state donated.
+    cross-entropy over every position (`train.losses.next_token_loss`, SFT's loss), one
+    optimizer update, params and state donated.
     The step `bench` and `bench/peers/train_vs_hf.py` time."""
 
     def loss_fn(p, toks):
         logits, _ = model_lib.apply(config, p, toks)
-        return optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], toks[:, 1:]).mean()
+        return losses.next_token_loss(logits, toks, jnp.ones_like(toks))[0]
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
     def step(p, s, toks):
@@ -318,6 +320,12 @@ def run_bench(
         out.update(bench_ratios(config, params, shape["sample"], shape["score"], repeats))
     if "buckets" in workloads:
         out.update(bench_rl.bench_buckets(config, params, repeats, bench_rl.BUCKET_SHAPES[shapes]))
+    if "eval_label_buckets" in workloads:
+        out.update(
+            bench_rl.bench_eval_label_buckets(
+                config, params, repeats, bench_rl.EVAL_LABEL_SHAPES[shapes]
+            )
+        )
     if "rl_step" in workloads:
         out.update(bench_rl.bench_rl_step(config, params, repeats, bench_rl.RL_STEP_SHAPES[shapes]))
     if "train" in workloads:  # last: it donates (consumes) the params
@@ -338,7 +346,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workload", default="train,score,sample",
         help="Comma-separated: train, score, sample, buckets (padded vs length-bucketed "
-        "sampling/scoring), rl_step (one RL step's time breakdown).",
+        "sampling/scoring), eval_label_buckets (the same for evaluation decoding and the "
+        "labeler's scoring), rl_step (one RL step's time breakdown).",
     )  # fmt: skip
     parser.add_argument("--device_peak_tflops", type=float, default=None)
     parser.add_argument("--hbm_bw", type=float, default=None, help="HBM bytes/s.")
@@ -348,7 +357,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-WORKLOADS = ("train", "score", "sample", "buckets", "rl_step")
+WORKLOADS = ("train", "score", "sample", "buckets", "eval_label_buckets", "rl_step")
 
 
 def _workloads(text: str) -> tuple[str, ...]:

@@ -6,6 +6,10 @@ static length buckets (`decoding.buckets`), alternating runs in one process, and
 that both give the same tokens. `--workload rl_step` times one RL step (`rl.runner`) on
 a random policy, value and anchor with a random reward model, and reports where its
 seconds go (rollout, reward scoring, teacher-forced forward passes, update).
+`--workload eval_label_buckets` times the two user paths that bucket by length outside
+RL, each against its padded twin on the same prompts: evaluation decoding
+(`policy_decode.decode_policy`, bucketed=True vs False) and the labeler's candidate
+scoring (`labeling.scoring.ModelScorer.score`, length_buckets=True vs False).
 
 B batch, Lp padded prompt width, T new tokens, S samples per prompt.
 """
@@ -22,10 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlaif_jax import policy_decode
 from rlaif_jax.data.layout import InputLayout
 from rlaif_jax.decoding import buckets
 from rlaif_jax.decoding import sample as sample_lib
 from rlaif_jax.decoding import score as score_lib
+from rlaif_jax.labeling.scoring import ModelScorer
 from rlaif_jax.rl import roles as roles_lib
 from rlaif_jax.rl.runner import RLRunner, RLSettings
 from rlaif_jax.sharding import model_params
@@ -35,6 +41,13 @@ from rlaif_jax.sharding.rules import get_rules
 # (batch, padded prompt width, new tokens, samples per prompt) of the bucketing workload,
 # by `bench --shapes` name.
 BUCKET_SHAPES = {"full": (64, 1024, 128, 1), "small": (16, 256, 32, 2), "tiny": (8, 64, 8, 2)}
+# (prompts, batch per call, padded prompt width, new tokens, shared labeling preamble) of
+# the eval_label_buckets workload.
+EVAL_LABEL_SHAPES = {
+    "full": (256, 64, 1024, 128, 256),
+    "small": (64, 16, 256, 32, 64),
+    "tiny": (16, 8, 64, 8, 16),
+}
 
 
 def tldr_lengths(n: int, max_len: int, seed: int = 0) -> np.ndarray:
@@ -190,3 +203,67 @@ def bench_rl_step(config, params, repeats: int, shape=RL_STEP_SHAPES["small"]) -
     out = {f"rl_step_{k}": statistics.median(m[k] for m in steps) for k in keys}
     out["rl_step_shape_prompts_samples_context_response"] = list(shape)
     return out
+
+
+def bench_eval_label_buckets(
+    config, params, repeats: int, shape: tuple[int, ...] = EVAL_LABEL_SHAPES["small"]
+) -> dict:
+    """Evaluation decoding and labeler scoring, bucketed vs padded, on N prompts with
+    TL;DR-like lengths (`tldr_lengths`) in batches of B: decode_policy at T = 0.9 with
+    up to T_new tokens (an EOS may end rows early, alike on both paths), and
+    ModelScorer.score of each prompt after a shared P-token preamble. Ratios are padded
+    time / bucketed time; outputs must match (same texts; scores within fp32 rounding)."""
+    n, batch, width, new, preamble = shape
+    mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    rules = get_rules("dp")
+    vocab = _CharVocab(config.vocab_size)
+    layout = InputLayout(max_context=width, max_response=new)
+    lengths = tldr_lengths(n, width, seed=4)
+    rng = np.random.default_rng(5)
+    records = [
+        {"id": str(i), "context": "".join(chr(rng.integers(97, 123)) for _ in range(int(k)))}
+        for i, k in enumerate(lengths)
+    ]
+
+    def decode(bucketed: bool) -> list[str]:
+        return policy_decode.decode_policy(
+            config, params, vocab, layout, records, mesh, rules,
+            temperature=0.9, batch_size=batch, seed=0, bucketed=bucketed,
+        )  # fmt: skip
+
+    prefix = [int(t) for t in rng.integers(3, config.vocab_size, preamble)]
+    suffixes = [[int(t) for t in rng.integers(3, config.vocab_size, int(k))] for k in lengths]
+    cands = [3, 4]
+    scorers = {
+        b: ModelScorer(
+            config,
+            params,
+            mesh,
+            rules,
+            batch_size=batch,
+            max_len=preamble + width,
+            length_buckets=b,
+        )  # fmt: skip
+        for b in (True, False)
+    }
+    texts = {b: decode(b) for b in (True, False)}
+    scores = {b: scorers[b].score(prefix, suffixes, cands) for b in (True, False)}
+    med = _alternate(
+        {
+            "decode_padded": lambda: decode(False),
+            "decode_bucketed": lambda: decode(True),
+            "score_padded": lambda: scorers[False].score(prefix, suffixes, cands),
+            "score_bucketed": lambda: scorers[True].score(prefix, suffixes, cands),
+        },
+        repeats,
+    )
+    return dict(
+        eval_label_shape_prompts_batch_width_new_preamble=list(shape),
+        eval_label_prompt_lengths=lengths.tolist(),
+        eval_decode_groups=buckets.groups_for(batch),
+        eval_decode_identical_texts=texts[True] == texts[False],
+        label_score_max_diff=float(np.max(np.abs(scores[True] - scores[False]))),
+        **{f"eval_label_{k}_s": v for k, v in med.items()},
+        eval_decode_bucketed_vs_padded_speedup=med["decode_padded"] / med["decode_bucketed"],
+        label_score_bucketed_vs_padded_speedup=med["score_padded"] / med["score_bucketed"],
+    )

@@ -20,6 +20,7 @@ import numpy as np
 from rlaif_jax import model_artifact
 from rlaif_jax.data.layout import InputLayout
 from rlaif_jax.data.vocab import stop_ids
+from rlaif_jax.decoding import buckets
 from rlaif_jax.decoding import sample as sample_lib
 from rlaif_jax.models.config import ModelConfig
 from rlaif_jax.sharding import partition
@@ -58,11 +59,14 @@ def decode_policy(
     seed: int = 0,
     num_samples: int = 1,
     strip_trailing: bool = False,
+    bucketed: bool = True,
 ) -> list[str]:
     """Responses [N · num_samples] for `prompts` (records with 'context') laid out as the
     policy's `layout` says (up to layout.max_response new tokens; every stop id of `vocab`
     ends a response), decoded in fixed-size batches; prompt-major (response
-    i·num_samples + j is sample j of prompt i). strip_trailing: apply `postprocess`."""
+    i·num_samples + j is sample j of prompt i). strip_trailing: apply `postprocess`.
+    bucketed: each batch runs as length groups trimmed to static widths
+    (`decoding.buckets`; same tokens as the padded batch, which False runs)."""
     stops = stop_ids(vocab)
     sampler = sample_lib.make_sampler(
         config,
@@ -76,6 +80,9 @@ def decode_policy(
         pad_id=vocab.pad_id,
         num_samples=num_samples,
     )
+    if bucketed:  # length groups of each batch at static widths: the padded path's outputs
+        groups = buckets.groups_for(batch_size, partition.batch_size_divisor(mesh))
+        sampler = buckets.BucketedSampler(sampler, groups=groups, num_samples=num_samples)
     out: list[str] = []
     rng = jax.random.key(seed)
     t0 = time.time()

@@ -8,6 +8,7 @@ Ratios are peer median time / our median time (> 1: rlaif_jax is faster).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -107,3 +108,18 @@ def write(result: dict, path: str | None) -> None:
     if path:
         with open(path, "w") as f:
             f.write(text + "\n")
+
+
+def main(run: Callable[[str, int], dict], description: str, argv: list[str] | None = None) -> None:
+    """The peer scripts' command line: --shape, --repeats, --json, --threads (read again
+    here for the help; `pin_threads_from_argv` applied it before the imports); writes
+    `run(shape, repeats)`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="Intra-op threads of both sides (default: all)."
+    )
+    args = parser.parse_args(argv)
+    write(run(args.shape, args.repeats), args.json)

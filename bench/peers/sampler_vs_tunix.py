@@ -14,7 +14,6 @@ string work); the headline ratio ("tunix") uses the faster of the two.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -27,7 +26,7 @@ THREADS = common.pin_threads_from_argv()  # before jax / torch are imported
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from common import SHAPES, Shape, alternate, environment, summary, write  # noqa: E402
+from common import SHAPES, Shape, alternate, environment, summary  # noqa: E402
 
 from rlaif_jax.decoding import sample as sample_lib  # noqa: E402
 from rlaif_jax.models.config import ModelConfig  # noqa: E402
@@ -174,17 +173,5 @@ def run(shape: str, repeats: int) -> dict:
     return res
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--json", default=None)
-    parser.add_argument(
-        "--threads", type=int, default=None, help="Intra-op threads of both sides (default: all)."
-    )
-    args = parser.parse_args(argv)
-    write(run(args.shape, args.repeats), args.json)
-
-
 if __name__ == "__main__":
-    main()
+    common.main(run, __doc__.split("\n")[0])

@@ -11,7 +11,6 @@ its default intra-op threads (every core), as XLA does.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -23,7 +22,7 @@ THREADS = common.pin_threads_from_argv()  # before jax / torch are imported
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from common import SHAPES, Shape, alternate, environment, summary, write  # noqa: E402
+from common import SHAPES, Shape, alternate, environment, summary  # noqa: E402
 from sampler_vs_tunix import ours_config  # noqa: E402
 
 from rlaif_jax import bench  # noqa: E402
@@ -103,17 +102,5 @@ def run(shape: str, repeats: int) -> dict:
     return res
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--json", default=None)
-    parser.add_argument(
-        "--threads", type=int, default=None, help="Intra-op threads of both sides (default: all)."
-    )
-    args = parser.parse_args(argv)
-    write(run(args.shape, args.repeats), args.json)
-
-
 if __name__ == "__main__":
-    main()
+    common.main(run, __doc__.split("\n")[0])

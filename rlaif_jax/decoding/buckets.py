@@ -54,6 +54,16 @@ def bucket_for(length: int, widths: Sequence[int], max_len: int) -> int:
     return max_len
 
 
+def groups_for(batch: int, divisor: int = 1, max_groups: int = 4) -> int:
+    """The most length groups (<= max_groups) a batch of `batch` rows splits into with
+    every group's rows still divisible by `divisor` (the mesh's batch shards): e.g. 4 for
+    64 rows on 8 devices, 2 for 16 rows on 8, 1 for 8 rows on 8."""
+    for g in range(max(1, max_groups), 0, -1):
+        if batch % (g * max(1, divisor)) == 0:
+            return g
+    return 1
+
+
 class Group(NamedTuple):
     """rows [g] int: prompt indices in the batch (ascending length); width: the bucket."""
 
@@ -168,15 +178,14 @@ class BucketedSampler:
         def one(tokens, lengths, *, prompt_ids):
             return self.sampler(params, tokens, lengths, rng, prompt_ids=prompt_ids)
 
-        out = run_grouped(
+        return run_grouped(
             one,
             prompt_tokens,
             prompt_lengths,
             widths=self.widths or bucket_widths(prompt_tokens.shape[1]),
             groups=self.groups,
             rows_per_prompt=self.num_samples,
-        )
-        return SampleOutput(*out)
+        )  # the sampler's output type (tree.map keeps the SampleOutput of each group)
 
 
 def bucketed_scores(

@@ -72,6 +72,10 @@ class ModelScorer:
       are sorted by length before chunking.
     shared_prefix: encode the shared prefix once per call
       (`score.candidate_distribution_shared_prefix`) instead of once per prompt.
+    length_buckets: each call's rows (sorted by length) are padded to the power-of-two
+      bucket of its longest row (`labeling.tokens.length_bucket`), so a bucket compiles
+      once; False pads every call to the whole window (max_len), the same scores and
+      samples at the padded cost (`rlaif-jax bench --workload eval_label_buckets`).
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class ModelScorer:
         shared_prefix: bool = True,
         pad_id: int = 0,
         eos_id: int | Sequence[int] | None = 1,
+        length_buckets: bool = True,
     ):
         import jax
 
@@ -101,6 +106,7 @@ class ModelScorer:
         self.config, self.params, self.mesh, self.rules = config, params, mesh, rules
         self.batch_size, self.max_len = batch_size, max_len
         self.shared_prefix, self.pad_id, self.eos_id = shared_prefix, pad_id, eos_id
+        self.length_buckets = length_buckets
         # Every stop id (a chat checkpoint may have several) ends a rationale.
         self._stops = (
             () if eos_id is None else (tuple(eos_id) if isinstance(eos_id, Sequence) else (eos_id,))
@@ -133,10 +139,11 @@ class ModelScorer:
 
     def _bucket(self, longest: int, cap: int) -> int:
         """Padded length: power-of-two buckets on one host; a fixed cap when processes
-        call in lockstep (every process must compile and run the same shapes)."""
+        call in lockstep (every process must compile and run the same shapes) or
+        without `length_buckets`."""
         from rlaif_jax.labeling.tokens import length_bucket
 
-        if self.spans_processes:
+        if self.spans_processes or not self.length_buckets:
             if longest > cap:
                 raise ValueError(f"Prompt of {longest} tokens exceeds ModelScorer.max_len.")
             return cap

@@ -35,7 +35,7 @@ class _Vocab:
 
 def test_decode_policy_strips_only_when_asked(monkeypatch):
     def fake_sampler(config, mesh, rules, **kw):
-        def run(params, tokens, lengths, rng):
+        def run(params, tokens, lengths, rng, prompt_ids=None):
             b = tokens.shape[0] * kw["num_samples"]
             return SimpleNamespace(
                 tokens=jnp.full((b, 3), 3, jnp.int32), lengths=jnp.full((b,), 3, jnp.int32)
