@@ -209,7 +209,7 @@ def _plan(args: argparse.Namespace, workdir: str | None) -> int:
                 module = importlib.import_module(STAGES[stage][0])
             entry = getattr(module, STAGE_FUNCTION)
             if "plan_only" not in inspect.signature(entry).parameters:
-                print(f"{stage}: loads no model on the devices; nothing to plan.")
+                print(f"{stage}: no plan of its own (the stages it runs plan themselves).")
                 continue
             try:
                 with gin.config_scope(None), gin.config_scope(scope):

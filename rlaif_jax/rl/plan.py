@@ -7,7 +7,7 @@ sampler (its KV cache), teacher-forced scoring of policy / anchor / value, the A
 update, and the reward model's or labeler's scoring call. Every phase is the very jitted
 function the stage runs (`learner.make_learner`, `decoding.sample.make_sampler`,
 `decoding.score`), compiled on `jax.ShapeDtypeStruct`s: nothing is allocated. The
-helpers (sides, phases, analytic estimates) are `sharding.stage_memory`'s, shared with
+helpers (sides, phases, analytic estimates) are `sharding.phase_memory`'s, shared with
 every other stage's plan.
 
 LoRA (`lora`, `rl.policy_value`'s layouts): policy and value are adapters (and the
@@ -34,8 +34,8 @@ from rlaif_jax.models import transformer
 from rlaif_jax.models.config import ModelConfig
 from rlaif_jax.rl import a2c
 from rlaif_jax.rl import learner as learner_lib
-from rlaif_jax.sharding import memory, partition, stage_memory
-from rlaif_jax.sharding.stage_memory import Side
+from rlaif_jax.sharding import memory, partition, phase_memory
+from rlaif_jax.sharding.phase_memory import Side
 from rlaif_jax.train import state as train_state
 
 PyTree = Any
@@ -55,8 +55,8 @@ def trainable_structs(
     the layout `rl.policy_value.init_trainable` builds (full copies, adapters, or a head
     on the policy's trunk), allocating nothing."""
     mesh, rules = side.mesh, side.rules
-    lm, lm_sh = stage_memory.abstract_params(config, mesh, rules, "lm")
-    scalar, scalar_sh = stage_memory.abstract_params(value_config, mesh, rules, "scalar")
+    lm, lm_sh = phase_memory.abstract_params(config, mesh, rules, "lm")
+    scalar, scalar_sh = phase_memory.abstract_params(value_config, mesh, rules, "scalar")
     if lora is None and not value_on_policy_trunk:
         return {"policy": lm, "value": scalar}, {"policy": lm_sh, "value": scalar_sh}
     head = {"score_head": scalar["score_head"]}
@@ -121,7 +121,7 @@ def plan_rl(
     reward_side = reward_side or learner
     mesh, rules = learner.mesh, learner.rules
     anchor_dtype = anchor_dtype or settings.anchor_dtype
-    anchor, _ = stage_memory.abstract_params(config, mesh, anchor_rules or rules, "lm")
+    anchor, _ = phase_memory.abstract_params(config, mesh, anchor_rules or rules, "lm")
     anchor = memory.with_dtype(anchor, anchor_dtype)
     params, param_sh = trainable_structs(config, value_config, learner, lora, value_on_policy_trunk)
     abstract, state_sh, _ = train_state.sharded_state_layout(
@@ -157,8 +157,8 @@ def plan_rl(
 
     n = settings.batch_size * settings.samples_per_prompt
     lp, t = max_context, max_response
-    local_n = stage_memory.local_rows(learner, n)
-    rows = stage_memory.rows
+    local_n = phase_memory.local_rows(learner, n)
+    rows = phase_memory.rows
     batch = {
         "prompt_tokens": rows(learner, (n, lp), jnp.int32),
         "prompt_lengths": rows(learner, (n,), jnp.int32),
@@ -192,7 +192,7 @@ def plan_rl(
     if lora is not None:
         sampled, merged_bytes = _merged(anchor, params["policy"], config.dtype)
         sampled_resident = memory.tree_bytes_per_device(sampled) - merged_bytes
-    sample = stage_memory.decode_phase(
+    sample = phase_memory.decode_phase(
         "sample", "policy", config, sampled, learner, settings.batch_size, lp, t,
         settings.samples_per_prompt, compile, temperature=settings.temperature,
         resident=sampled_resident, top_k=settings.top_k, top_p=settings.top_p,
@@ -202,7 +202,7 @@ def plan_rl(
     trainable_full = lora is None and not value_on_policy_trunk
     phases = [
         sample,
-        stage_memory.phase(
+        phase_memory.phase(
             "score",
             ("policy", "anchor", "value"),
             learner,
@@ -211,9 +211,9 @@ def plan_rl(
             policy_bytes + value_bytes + anchor_bytes,
             analytic=lambda: (
                 (3 if trainable_full else 2)
-                * stage_memory.analytic_forward(config, local_n, lp + t, local_n * t)
+                * phase_memory.analytic_forward(config, local_n, lp + t, local_n * t)
                 // 2
-                + stage_memory.gathered(config, learner, config.param_dtype),
+                + phase_memory.gathered(config, learner, config.param_dtype),
                 local_n * (2 * lp + 4 * t) * 4,
             ),
             compile=compile,
@@ -230,7 +230,7 @@ def plan_rl(
     # The update reads the anchor too when it is the LoRA base (its bytes are resident).
     update_args = (state, update_batch) if lora is None else (state, update_batch, anchor)
     phases.append(
-        stage_memory.phase(
+        phase_memory.phase(
             "update",
             ("policy", "value"),
             learner,
@@ -239,16 +239,16 @@ def plan_rl(
             memory.tree_bytes_per_device(state) + (anchor_bytes if lora is not None else 0),
             donate=(0,),
             analytic=lambda: (
-                stage_memory.analytic_backward(config, micro, lp + t, t, policy_bytes)
-                + stage_memory.analytic_backward(value_config, micro, lp + t, 0, value_bytes)
-                + stage_memory.gathered(config, learner, config.param_dtype, train=True),
+                phase_memory.analytic_backward(config, micro, lp + t, t, policy_bytes)
+                + phase_memory.analytic_backward(value_config, micro, lp + t, 0, value_bytes)
+                + phase_memory.gathered(config, learner, config.param_dtype, train=True),
                 local_n * (2 * lp + 4 * t) * 4,
             ),
             compile=compile,
         )
     )
     if reward is not None:
-        role_r, phase_r = stage_memory.scoring_rows(reward, reward_side, compile)
+        role_r, phase_r = phase_memory.scoring_rows(reward, reward_side, compile)
         roles.append(role_r)
         phases.append(phase_r)
     return memory.MemoryPlan(
@@ -288,5 +288,5 @@ def plan_scoring(
     label: str = "",
 ) -> memory.MemoryPlan:
     """The plan of a stage that holds one frozen scoring role (the label stage's labeler)."""
-    role, phase = stage_memory.scoring_rows(spec, side, compile)
+    role, phase = phase_memory.scoring_rows(spec, side, compile)
     return memory.MemoryPlan(stage, (role,), (phase,), capacity, headroom, label)

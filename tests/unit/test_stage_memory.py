@@ -20,7 +20,7 @@ import pytest
 import rlaif_jax.toy.presets  # noqa: F401  (registers toy_policy)
 from rlaif_jax import reward
 from rlaif_jax.models.config import get_config
-from rlaif_jax.sharding import memory, model_params, partition, stage_memory
+from rlaif_jax.sharding import memory, model_params, partition, phase_memory, stage_memory
 from rlaif_jax.sharding.mesh import make_mesh
 from rlaif_jax.sharding.rules import get_rules
 from rlaif_jax.train import loop, optim
@@ -53,14 +53,14 @@ def test_trainee_plan_matches_allocation_and_the_compiled_step(
     step compiled once (the tiny case: both compilations are most of this file's time)."""
     config = get_config(preset)
     mesh, rules = make_mesh(*mesh_shape), get_rules(rules)
-    side = stage_memory.Side(mesh, rules)
+    side = phase_memory.Side(mesh, rules)
     if head == "lm":
         tx, loss, local = optim.make_optimizer(), functools.partial(lm_loss, config), _lm_batch()
     else:
         tx = optim.make_optimizer("adam")
         loss, local = functools.partial(reward.rm_loss, config), _pair_batch()
-    batch = stage_memory.batch_structs(local, side)
-    role, step = stage_memory.trainee_rows(
+    batch = phase_memory.batch_structs(local, side)
+    role, step = phase_memory.trainee_rows(
         "trainee", config, head, loss, batch, tx, side, microbatches=2, compile=compile
     )
     # What train.supervised allocates: born-sharded params, then the sharded state.
@@ -90,7 +90,7 @@ def test_trainee_plan_matches_allocation_and_the_compiled_step(
 def test_frozen_roles_decode_cache_and_one_at_a_time():
     config = get_config("tiny")
     mesh, rules = make_mesh(1, -1, 1), get_rules("fsdp")
-    side = stage_memory.Side(mesh, rules)
+    side = phase_memory.Side(mesh, rules)
     calls = (
         stage_memory.Call("score", 16, 64, name="score"),
         stage_memory.Call("decode", 8, 48, 16, 2, name="rationales"),
@@ -104,6 +104,12 @@ def test_frozen_roles_decode_cache_and_one_at_a_time():
     )
     assert role.params == pytest.approx(device0_bytes(params), rel=0.1)
     assert role.params == pytest.approx(analysed_bytes(params), rel=0.1)
+    # The toy labeler preset, sharded fsdp: bytes only (no phase compiled).
+    toy = get_config("toy_labeler")
+    toy_role, _ = phase_memory.frozen_role("labeler", toy, side)
+    toy_params, _ = model_params.init_params(toy, jax.random.PRNGKey(0), mesh, rules, "lm")
+    assert toy_role.params == pytest.approx(device0_bytes(toy_params), rel=0.1)
+    assert toy_role.params == pytest.approx(analysed_bytes(toy_params), rel=0.1)
     score, decode = phases
     assert score.source == decode.source == "compiled" and score.temp > 0
     # 8 prompts x 2 samples over 8 devices, 48 + 16 slots, 2 layers of k and v (f32).
