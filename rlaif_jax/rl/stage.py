@@ -213,12 +213,14 @@ def run_stage(
         config, settings, layout, rp, reward_builder, workdir, task, memory_plan, plan_only,
         enforce=lora is None and not value_on_policy_trunk,
     )  # fmt: skip
-    if plan_only:
-        return {"peak_gb": plan.peak() / 1e9, "fits": float(plan.fits)}
-    sft, _ = model_artifact.load_params(policy, mesh, rules, "lm", config)
+    # The model's description (model.json, tokenizer; no weights) before a plan returns:
+    # `rlaif-jax plan` plans the later steps that read this policy (evaluate) from it.
     model_artifact.write_model_artifact(
         out_dir, config, "lm", policy.vocab, layout, policy.family, policy.source
     )
+    if plan_only:
+        return {"peak_gb": plan.peak() / 1e9, "fits": float(plan.fits)}
+    sft, _ = model_artifact.load_params(policy, mesh, rules, "lm", config)
     roles = roles_lib.build_roles(
         config, sft, mesh, rules, rp.anchor_dtype, settings.seed, lora, value_on_policy_trunk
     )

@@ -1,7 +1,8 @@
 """`rlaif-jax plan` over a pipeline file (issue 21.1): every step of pipeline.steps
 planned in its gin scope (the toy demo at test size: sft, sample_pairs,
 bootstrap_labeler, label, two reward models, two RL runs, evaluate), one table per step,
-nothing written to the work directory; over a small capacity it exits 2 naming each
+nothing written to the work directory (the evaluate step plans the RL policies, whose
+descriptions the RL steps write in the scratch directory); over a small capacity it exits 2 naming each
 step, stage and role, and a stage run the user's way refuses before loading anything."""
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ def test_rlaif_jax_plan_over_a_pipeline_prints_every_step(tmp_path, capsys):
                 "| policy sft (float32, one at a time) | 0-7 |", "| decode sft |"):  # fmt: skip
         assert row in out, row
     assert "Every planned step fits (9 steps)." in out
+    # The RL steps describe their policies (model.json, no weights) before their plans
+    # return, so the evaluate step plans the RL policies too, with no note left.
+    report = out[out.index("## step report (") :]
+    for policy in ("sft", "rlaif", "rlhf"):
+        assert f"| policy {policy} (float32, one at a time) | 0-7 |" in report, policy
+    assert "no model artifact yet" not in report
     assert not os.path.exists(workdir / "sft")  # planned in a scratch directory
 
 
