@@ -17,23 +17,13 @@ def next_token_loss(logits, tokens, loss_mask, alt_tokens=None, alt_weight=None)
     target where alt_weight > 0: position t's target is tokens[:, t] with probability
     1 − w and alt_tokens[:, t] with probability w (e.g. a rater's P("2") for "1"/"2").
     """
-    # Position t - 1 predicts token t. The log-softmax runs over all L positions (the
-    # last one's is unused) and the [B, L] targets are shifted instead, so the [B, L, V]
-    # logits are never sliced: a slice would copy them forward and pad their gradient
-    # back (the biggest non-matmul item of a small model's CPU train step).
-    lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-
-    def shifted(x):  # [B, L] -> [B, L]: x[:, t + 1] at t, the last column zero
-        return jnp.concatenate([x[:, 1:], jnp.zeros_like(x[:, :1])], axis=1)
-
-    def picked(ids):
-        return jnp.take_along_axis(lp, shifted(ids).astype(jnp.int32)[..., None], axis=-1)[..., 0]
-
-    nll = -picked(tokens)
+    lp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(lp, tokens[:, 1:, None].astype(jnp.int32), axis=-1)[..., 0]
     if alt_tokens is not None:
-        w = shifted(alt_weight).astype(jnp.float32)
-        nll = (1.0 - w) * nll - w * picked(alt_tokens)
-    mask = shifted(loss_mask).astype(jnp.float32)
+        w = alt_weight[:, 1:].astype(jnp.float32)
+        alt = -jnp.take_along_axis(lp, alt_tokens[:, 1:, None].astype(jnp.int32), axis=-1)[..., 0]
+        nll = (1.0 - w) * nll + w * alt
+    mask = loss_mask[:, 1:].astype(jnp.float32)
     count = jnp.maximum(mask.sum(), 1.0)
     return (nll * mask).sum() / count, mask.sum()
 
