@@ -88,6 +88,12 @@ class Learner:
     targets_fn: Callable[..., Any]
     update_fn: Callable[..., Any]
     state_shardings: Any
+    # The jitted programs by device set, for `rl.plan` to compile on abstract inputs:
+    # 'score' (params, [anchor,] batch) and 'update' (state, batch[, anchor]) on the
+    # learner's devices; placed apart, 'value_score' ({'value'}, batch) / 'value_update'
+    # (value state, batch) on the value's and 'anchor_score' ({}, anchor, batch) on the
+    # anchor's.
+    programs: Mapping[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
 
 
 def per_part_optimizer(
@@ -402,11 +408,19 @@ def make_learner(
         )
         return state, _joint_metrics(jax.device_get(m_policy), jax.device_get(m_value))
 
+    programs = {
+        "score": main_score,
+        "update": jitted_update,
+        "value_score": value_score,
+        "value_update": value_update,
+        "anchor_score": anchor_score,
+    }
     return Learner(
         score_fn=run_score,
         targets_fn=run_targets,
         update_fn=run_update,
         state_shardings=st,
+        programs={k: v for k, v in programs.items() if v is not None},
     )
 
 

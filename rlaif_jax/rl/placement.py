@@ -19,7 +19,10 @@ A role without a placement shares the stage's mesh and rules (colocated, as befo
 placement without `devices` keeps the learner's devices (its own rules only). Frozen roles
 with a placement default to bf16 params. With LoRA the anchor is the adapters' base and
 stays with the policy (so does the value); with `value_on_policy_trunk` the value does.
-The memory plan (`rl.plan`) still lays value and anchor out on the learner's devices.
+The memory plan (`rl.plan`, `memory_plan`) lays every role out where it is placed: the
+value's params, optimizer state, score pass and update on its devices, the anchor (its
+dtype) and its score pass on its own, the reward role on its own; an offloaded role is
+resident only for its own phases where the backend has a host memory kind.
 """
 
 from __future__ import annotations
@@ -192,10 +195,23 @@ def memory_plan(
     tx: Any,
     spec: memory.ScoringRoleSpec | None,
     plan_settings: memory.MemoryPlanSettings,
+    lora: Any = None,
+    value_on_policy_trunk: bool = False,
 ) -> memory.MemoryPlan:
-    """The RL stage's plan on the resolved placement (capacity from `plan_settings`)."""
-    devices = list(rp.learner.mesh.devices.flat) + list(rp.reward.mesh.devices.flat)
+    """The RL stage's plan on the resolved placement (capacity from `plan_settings`, over
+    every role's devices) with the stage's trainable layout (`lora`: its LoRAConfig,
+    `value_on_policy_trunk`)."""
+    sides = (rp.learner, rp.value or rp.learner, rp.anchor or rp.learner, rp.reward)
+    devices = list({d.id: d for s in sides for d in s.mesh.devices.flat}.values())
     capacity = plan_settings.capacity(devices)
+    offload = tuple(
+        role
+        for role, on in (
+            ("value", rp.offload_value), ("anchor", rp.offload_anchor),
+            ("reward", rp.offload_reward),
+        )
+        if on
+    )  # fmt: skip
     return plan_lib.plan_rl(
         rp.policy_config(config),
         settings,
@@ -211,7 +227,12 @@ def memory_plan(
         capacity=capacity,
         headroom=plan_settings.headroom,
         compile=plan_settings.should_compile(capacity),
-        device_label=f"{len(set(devices))} x {devices[0].device_kind}",
+        device_label=f"{len(devices)} x {devices[0].device_kind}",
+        lora=lora,
+        value_on_policy_trunk=value_on_policy_trunk,
+        value_side=rp.value,
+        anchor_side=rp.anchor,
+        offload=offload,
     )
 
 
@@ -276,8 +297,11 @@ def check_memory(
     plan_settings: memory.MemoryPlanSettings | None,
     plan_only: bool = False,
     enforce: bool = True,
+    lora: Any = None,
+    value_on_policy_trunk: bool = False,
 ) -> memory.MemoryPlan | None:
-    """The plan before anything is loaded: logged (printed with `plan_only`), and a
+    """The plan before anything is loaded (`memory_plan`, with the stage's `lora` /
+    `value_on_policy_trunk` layout): logged (printed with `plan_only`), and a
     `memory.MemoryPlanError` naming the roles when a device is over budget (`enforce`).
     None when MemoryPlanSettings.enabled is False and this is not `rlaif-jax plan`."""
     from rlaif_jax.rl.runner import make_optimizer
@@ -286,7 +310,10 @@ def check_memory(
     if not (plan_settings.enabled or plan_only):
         return None
     spec = reward_spec(builder, workdir, rp, task)
-    plan = memory_plan(config, settings, layout, rp, make_optimizer(settings), spec, plan_settings)
+    plan = memory_plan(
+        config, settings, layout, rp, make_optimizer(settings), spec, plan_settings, lora,
+        value_on_policy_trunk,
+    )  # fmt: skip
     plan = dataclasses.replace(plan, hints=GIN_HINTS)
     if jax.process_index() == 0:
         logger.info("%s", plan.table())

@@ -208,10 +208,9 @@ def run_stage(
     )
     rl_placement.check_layout(rp, lora, value_on_policy_trunk)
     mesh, rules, config = rp.learner.mesh, rp.learner.rules, rp.policy_config(config)
-    # LoRA / a shared trunk hold less than the plan's full copies: report, do not refuse.
     plan = rl_placement.check_memory(
         config, settings, layout, rp, reward_builder, workdir, task, memory_plan, plan_only,
-        enforce=lora is None and not value_on_policy_trunk,
+        lora=lora, value_on_policy_trunk=value_on_policy_trunk,
     )  # fmt: skip
     # The model's description (model.json, tokenizer; no weights) before a plan returns:
     # `rlaif-jax plan` plans the later steps that read this policy (evaluate) from it.

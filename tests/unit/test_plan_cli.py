@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from rlaif_jax import cli
 
 
@@ -58,3 +60,18 @@ def test_a_stage_over_capacity_refuses_naming_stage_and_role(tmp_path, capsys):
     assert "The sft stage does not fit" in err and "roles trainee" in err
     assert "What to change" in err and "TrainSettings.microbatches" in err
     assert not os.path.exists(workdir / "sft" / "ckpt")
+
+
+def test_a_lora_pipeline_plans_the_rl_steps_as_adapters(tmp_path, capsys):
+    """gin/method/lora.gin: the RL steps' plans (the stage's own path) hold adapters with
+    their optimizer state only and the SFT params once, as the anchor."""
+    assert _plan_cli("--gin_file=method/lora.gin", f"--workdir={tmp_path / 'run'}") == 0
+    out = capsys.readouterr().out
+    for step in ("rl_rlaif", "rl_rlhf"):
+        table = out[out.index(f"## step {step} (") :].split("## step ")[1]
+        row = next(line for line in table.splitlines() if line.startswith("| policy (LoRA"))
+        params, opt = (float(x) for x in row.split("|")[3:5])
+        anchor = next(line for line in table.splitlines() if line.startswith("| anchor ("))
+        assert "the frozen base of policy and value" in anchor, step
+        assert opt == pytest.approx(2 * params, rel=0.05), step  # Adam over the adapters
+        assert params < float(anchor.split("|")[3]) / 2, step

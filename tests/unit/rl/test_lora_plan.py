@@ -3,7 +3,9 @@ agree with the arrays a LoRA RL stage allocates (`roles.build_roles`,
 `learner.create_state`) and with memory_analysis() within 10% on 8 fake devices:
 adapters (and the value head) are the trainable params with their optimizer state only,
 the anchor is the frozen base counted once, and every phase compiles on abstract inputs
-(the LoRA learner, the sampler on the merged kernels)."""
+(the LoRA learner, the sampler on the merged kernels). The stage's own path
+(`rl.placement.check_memory`, what `rl.run_stage` calls with `rl.lora`) plans the same
+adapter-only layout and enforces it."""
 
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ import pytest
 from rlaif_jax.models.config import get_config
 from rlaif_jax.models.lora import LoRAConfig
 from rlaif_jax.rl import learner as learner_lib
+from rlaif_jax.rl import placement as rl_placement
 from rlaif_jax.rl import plan as plan_lib
 from rlaif_jax.rl import roles as roles_lib
 from rlaif_jax.rl.runner import RLSettings, make_optimizer
-from rlaif_jax.sharding import model_params
+from rlaif_jax.sharding import memory, model_params
 from rlaif_jax.sharding.mesh import make_mesh
 from rlaif_jax.sharding.rules import get_rules
 from tests.unit._helpers import analysed_bytes, device0_bytes
@@ -61,3 +64,29 @@ def test_lora_plan_matches_a_lora_stage_allocation():
     assert {p.source for p in phases.values()} == {"compiled"}
     # Sampling reads the anchor with the adapted kernels merged (compute dtype): transient.
     assert phases["sample"].io > 0
+
+    # The stage's path (rl.run_stage -> check_memory with rl.lora) plans the same roles:
+    # adapter-only optimizer state, and it refuses (not only reports) over capacity.
+    rp = rl_placement.resolve(None, mesh, rules, "float32")
+
+    def stage_plan(capacity_gb=None):
+        return rl_placement.check_memory(
+            config, settings, _Layout, rp, _host_reward, "unused", None,
+            memory.MemoryPlanSettings(capacity_gb=capacity_gb, compile=False), lora=lora,
+        )  # fmt: skip
+
+    staged = {r.role: r for r in stage_plan().roles}
+    for role in ("policy", "value", "anchor"):
+        assert staged[role] == planned[role], role
+    assert staged["policy"].opt_state == device0_bytes(state.opt_state, "policy")
+    with pytest.raises(memory.MemoryPlanError, match="roles policy, value, anchor"):
+        stage_plan(capacity_gb=planned["anchor"].params / 1e9)
+
+
+class _Layout:
+    max_context, max_response = 24, 8
+
+
+def _host_reward(workdir, mesh, rules, task=None):
+    """A reward builder without a spec (a host-side reward: no role in the plan)."""
+    raise AssertionError("a plan builds no reward")
