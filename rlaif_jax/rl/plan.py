@@ -5,10 +5,17 @@ Roles: policy and value (trainable: params + optimizer state, one `RLState`), an
 labeler (d-RLAIF), on the learner's devices or its own (`RolePlacement`). Phases: the
 sampler (its KV cache), teacher-forced scoring of policy / anchor / value, the A2C
 update, and the reward model's or labeler's scoring call. Every phase is the very jitted
-function the stage runs (`learner.make_learner`, `decoding.sample.make_sampler`,
-`decoding.score`), compiled on `jax.ShapeDtypeStruct`s: nothing is allocated. The
-helpers (sides, phases, analytic estimates) are `sharding.phase_memory`'s, shared with
-every other stage's plan.
+function the stage runs (`learner.make_learner`'s programs, `decoding.sample.make_sampler`,
+`decoding.score`), compiled on `jax.ShapeDtypeStruct`s (`rl.plan_inputs`): nothing is
+allocated. The helpers (sides, phases, analytic estimates) are `sharding.phase_memory`'s,
+shared with every other stage's plan.
+
+Placement (`rl.placement`): a value model on devices of its own holds its params and
+optimizer state there and runs its score pass and update there; an anchor on its own
+holds its params (anchor_dtype) and runs its score pass there (with the value's on the
+same devices: one phase, dispatched together); the learner's devices keep the policy, the
+sampler, the policy's score pass and update. An offloaded role (host memory between its
+passes, where the backend has a host memory kind) is resident only for its own phases.
 
 LoRA (`lora`, `rl.policy_value`'s layouts): policy and value are adapters (and the
 value's head) with optimizer state over those only; the anchor is the frozen base of
@@ -27,69 +34,21 @@ import logging
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from rlaif_jax.models import lora as lora_lib
 from rlaif_jax.models import transformer
 from rlaif_jax.models.config import ModelConfig
-from rlaif_jax.rl import a2c
 from rlaif_jax.rl import learner as learner_lib
-from rlaif_jax.sharding import memory, partition, phase_memory
+from rlaif_jax.rl import plan_inputs
+from rlaif_jax.rl.plan_inputs import trainable_structs
+from rlaif_jax.sharding import memory, phase_memory
 from rlaif_jax.sharding import placement as placement_lib
 from rlaif_jax.sharding.phase_memory import Side
-from rlaif_jax.train import state as train_state
 
 PyTree = Any
 logger = logging.getLogger("rlaif_jax.rl")
 
 __all__ = ["Side", "plan_rl", "plan_scoring", "trainable_structs"]
-
-
-def trainable_structs(
-    config: ModelConfig,
-    value_config: ModelConfig,
-    side: Side,
-    lora: lora_lib.LoRAConfig | None = None,
-    value_on_policy_trunk: bool = False,
-) -> tuple[PyTree, PyTree]:
-    """(ShapeDtypeStructs, shardings) of the learner's `params = {"policy", "value"}` in
-    the layout `rl.policy_value.init_trainable` builds (full copies, adapters, or a head
-    on the policy's trunk), allocating nothing."""
-    mesh, rules = side.mesh, side.rules
-    lm, lm_sh = phase_memory.abstract_params(config, mesh, rules, "lm")
-    scalar, scalar_sh = phase_memory.abstract_params(value_config, mesh, rules, "scalar")
-    if lora is None and not value_on_policy_trunk:
-        return {"policy": lm, "value": scalar}, {"policy": lm_sh, "value": scalar_sh}
-    head = {"score_head": scalar["score_head"]}
-    head_sh = {"score_head": scalar_sh["score_head"]}
-    if lora is None:
-        return {"policy": lm, "value": head}, {"policy": lm_sh, "value": head_sh}
-    adapters, adapters_sh = partition.abstract_params(
-        lora_lib.init_fn(config, lora), mesh, rules, jax.random.key(0)
-    )
-    params = {"policy": adapters, "value": dict(head)}
-    shardings = {"policy": adapters_sh, "value": dict(head_sh)}
-    if not value_on_policy_trunk:
-        params["value"]["adapters"] = adapters
-        shardings["value"]["adapters"] = adapters_sh
-    return params, shardings
-
-
-def _merged(anchor: PyTree, adapters: PyTree, dtype: Any) -> tuple[PyTree, int]:
-    """(the tree the LoRA sampler reads: the anchor with every adapted kernel replaced by
-    a merged one in the compute `dtype`, bytes per device of those merged kernels)."""
-    kernels = lora_lib.kernel_shardings(anchor, adapters)
-    base = {
-        layer: {
-            parent: {t: anchor[layer][parent][t]["kernel"] for t in projs}
-            for parent, projs in mods.items()
-        }
-        for layer, mods in kernels.items()
-    }
-    merged = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, jnp.dtype(dtype), sharding=x.sharding), base
-    )
-    return lora_lib.with_kernels(anchor, merged), memory.tree_bytes_per_device(merged)
 
 
 def plan_rl(
@@ -138,16 +97,20 @@ def plan_rl(
         config, a.mesh, a.rules if aside else anchor_rules or rules, "lm"
     )
     anchor = memory.with_dtype(anchor, anchor_dtype)
-    params, param_sh = trainable_structs(config, value_config, learner, lora, value_on_policy_trunk)
+    params, param_sh = plan_inputs.trainable_structs(
+        config, value_config, learner, lora, value_on_policy_trunk
+    )
     if vside is not None:  # born on its own devices (`learner.create_state(value_mesh=)`)
         params["value"], param_sh["value"] = phase_memory.abstract_params(
             value_config, vside.mesh, vside.rules, "scalar"
         )
     main_parts = ("policy",) if vside else ("policy", "value")
-    state, state_sh = _state_structs(params, param_sh, main_parts, tx, learner, settings.seed)
+    state, state_sh = plan_inputs.state_structs(
+        params, param_sh, main_parts, tx, learner, settings.seed
+    )
     value_state = None
     if vside is not None:
-        value_state, value_sh = _state_structs(
+        value_state, value_sh = plan_inputs.state_structs(
             params, param_sh, ("value",), tx, vside, settings.seed
         )
         state_sh = state_sh.replace(
@@ -204,7 +167,7 @@ def plan_rl(
     sampled, merged_bytes = params["policy"], 0
     sampled_resident = policy_bytes
     if lora is not None:
-        sampled, merged_bytes = _merged(anchor, params["policy"], config.dtype)
+        sampled, merged_bytes = plan_inputs.merged_kernels(anchor, params["policy"], config.dtype)
         sampled_resident = memory.tree_bytes_per_device(sampled) - merged_bytes
     sample = phase_memory.decode_phase(
         "sample", "policy", config, sampled, learner, settings.batch_size, lp, t,
@@ -224,8 +187,8 @@ def plan_rl(
             score_roles,
             learner,
             programs.get("score"),
-            (main, _score_batch(learner, n, lp, t)) if aside else
-            (main, anchor, _score_batch(learner, n, lp, t)),
+            (main, plan_inputs.score_batch(learner, n, lp, t)) if aside else
+            (main, anchor, plan_inputs.score_batch(learner, n, lp, t)),
             memory.tree_bytes_per_device(main) + (0 if aside else anchor_bytes),
             analytic=lambda: (
                 forwards * phase_memory.analytic_forward(config, local_n, lp + t, local_n * t)
@@ -241,7 +204,7 @@ def plan_rl(
         value_config, micro, lp + t, 0, value_bytes
     )  # fmt: skip
     # The update reads the anchor too when it is the LoRA base (its bytes are resident).
-    update_args = (state, _update_batch(learner, n, lp, t))
+    update_args = (state, plan_inputs.update_batch(learner, n, lp, t))
     update_args += (anchor,) if lora is not None else ()
     phases.append(
         phase_memory.phase(
@@ -261,16 +224,10 @@ def plan_rl(
             compile=compile,
         )
     )
-    apart = []
-    if vside is not None:
-        apart += _value_phases(
-            vside, value_config, programs, params["value"], value_state, settings, lp, t, compile
-        )
-    if aside is not None:
-        apart.append(
-            _anchor_phase(aside, config, anchor, anchor_dtype, programs, n, lp, t, compile)
-        )
-    phases += _concurrent_scores(apart)
+    phases += _apart_phases(
+        vside, aside, programs, params, value_state, anchor, value_config, config,
+        anchor_dtype, settings, lp, t, compile,
+    )  # fmt: skip
     if reward is not None:
         role_r, phase_r = phase_memory.scoring_rows(reward, reward_side, compile)
         roles.append(
@@ -299,132 +256,74 @@ def _offloaded(role: str, offload: tuple[str, ...], side: Side) -> bool:
     )
 
 
-def _state_structs(
-    params: PyTree, param_sh: PyTree, parts: tuple[str, ...], tx: Any, side: Side, seed: int
-) -> tuple[Any, Any]:
-    """(RLState of ShapeDtypeStructs, its shardings) over `parts` of the params on `side`,
-    as `learner.create_state` lays each device set's part out."""
-    abstract, shardings, _ = train_state.sharded_state_layout(
-        {k: params[k] for k in parts},
-        {k: param_sh[k] for k in parts},
-        tx,
-        side.mesh,
-        seed,
-        state_cls=learner_lib.RLState,
-        reward_stats=a2c.RunningStats.zeros(),
-    )
-    structs = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings
-    )
-    return structs, shardings
-
-
-def _score_batch(
-    side: Side, n: int, lp: int, t: int, moved: bool = False
-) -> dict[str, jax.ShapeDtypeStruct]:
-    """The rollout batch a score pass reads on `side` (N rows, Lp prompt, T response);
-    `moved`: the fields that go to a role's own devices (`learner.SCORE_FIELDS`)."""
-    rows = phase_memory.rows
-    batch = {
-        "prompt_tokens": rows(side, (n, lp), jnp.int32),
-        "prompt_lengths": rows(side, (n,), jnp.int32),
-        "response_tokens": rows(side, (n, t), jnp.int32),
-        "response_mask": rows(side, (n, t), jnp.bool_),
-        "sampler_logprobs": rows(side, (n, t), jnp.float32),
-        "scores": rows(side, (n,), jnp.float32),
-    }
-    return {k: batch[k] for k in learner_lib.SCORE_FIELDS} if moved else batch
-
-
-def _update_batch(side: Side, n: int, lp: int, t: int) -> dict[str, jax.ShapeDtypeStruct]:
-    """The batch an update reads on `side` (`learner.UPDATE_FIELDS`)."""
-    batch = _score_batch(side, n, lp, t)
-    batch.update(
-        returns=phase_memory.rows(side, (n, t), jnp.float32),
-        advantages=phase_memory.rows(side, (n, t), jnp.float32),
-        batch_tokens=phase_memory.rows(side, (n,), jnp.float32),
-    )
-    return {k: batch[k] for k in learner_lib.UPDATE_FIELDS}
-
-
-def _value_phases(
-    side: Side,
-    config: ModelConfig,
-    programs: dict,
-    value: PyTree,
-    state: Any,
-    settings: Any,
-    lp: int,
-    t: int,
-    compile: bool,
-) -> list[memory.PhaseMemory]:
-    """The value model's score pass and update on its own devices."""
+def _apart_phases(
+    vside: Side | None, aside: Side | None, programs: dict, params: PyTree, value_state: Any,
+    anchor: PyTree, value_config: ModelConfig, config: ModelConfig, anchor_dtype: str,
+    settings: Any, lp: int, t: int, compile: bool,
+) -> list[memory.PhaseMemory]:  # fmt: skip
+    """The value's score pass and update on its own devices (`vside`) and the anchor's
+    score pass on its own (`aside`); both score passes on one device set are one phase
+    (the learner dispatches them together)."""
     n = settings.batch_size * settings.samples_per_prompt
-    local = phase_memory.local_rows(side, n)
-    micro = max(local // settings.microbatches, 1)
-    value_bytes = memory.tree_bytes_per_device(value)
-    forward = phase_memory.phase(
-        "value score", ("value",), side, programs.get("value_score"),
-        ({"value": value}, _score_batch(side, n, lp, t, moved=True)), value_bytes,
-        analytic=lambda: (
-            phase_memory.analytic_forward(config, local, lp + t, 0) // 2
-            + phase_memory.gathered(config, side, config.param_dtype),
-            local * (2 * lp + 2 * t) * 4,
-        ),
-        compile=compile,
-    )  # fmt: skip
-    update = phase_memory.phase(
-        "value update", ("value",), side, programs.get("value_update"),
-        (state, _update_batch(side, n, lp, t)), memory.tree_bytes_per_device(state),
-        donate=(0,),
-        analytic=lambda: (
-            phase_memory.analytic_backward(config, micro, lp + t, 0, value_bytes)
-            + phase_memory.gathered(config, side, config.param_dtype, train=True),
-            local * (2 * lp + 4 * t) * 4,
-        ),
-        compile=compile,
-    )  # fmt: skip
-    return [forward, update]
-
-
-def _anchor_phase(
-    side: Side,
-    config: ModelConfig,
-    anchor: PyTree,
-    dtype: str,
-    programs: dict,
-    n: int,
-    lp: int,
-    t: int,
-    compile: bool,
-) -> memory.PhaseMemory:
-    """The anchor's teacher-forced score pass on its own devices."""
-    local = phase_memory.local_rows(side, n)
-    return phase_memory.phase(
-        "anchor score", ("anchor",), side, programs.get("anchor_score"),
-        ({}, anchor, _score_batch(side, n, lp, t, moved=True)),
-        memory.tree_bytes_per_device(anchor),
-        analytic=lambda: (
-            phase_memory.analytic_forward(config, local, lp + t, local * t) // 2
-            + phase_memory.gathered(config, side, dtype),
-            local * (2 * lp + 4 * t) * 4,
-        ),
-        compile=compile,
-    )  # fmt: skip
-
-
-def _concurrent_scores(phases: list[memory.PhaseMemory]) -> list[memory.PhaseMemory]:
-    """The value's and the anchor's score passes on the same devices as one phase: the
-    learner dispatches both before either finishes, so their transients add up."""
-    scores = [p for p in phases if p.phase in ("value score", "anchor score")]
-    if len(scores) < 2 or set(scores[0].devices) != set(scores[1].devices):
-        return phases
-    v, a = scores
-    both = memory.PhaseMemory(
-        "value + anchor score", v.roles + a.roles, v.devices, v.temp + a.temp, v.io + a.io,
-        v.kv_cache + a.kv_cache, v.source if v.source == a.source else "compiled + analytic",
-    )  # fmt: skip
-    return [both] + [p for p in phases if p not in scores]
+    scores, out = [], []
+    if vside is not None:
+        local, cfg = phase_memory.local_rows(vside, n), value_config
+        micro = max(local // settings.microbatches, 1)
+        value_bytes = memory.tree_bytes_per_device(params["value"])
+        scores.append(
+            phase_memory.phase(
+                "value score",
+                ("value",),
+                vside,
+                programs.get("value_score"),
+                ({"value": params["value"]}, plan_inputs.score_batch(vside, n, lp, t, moved=True)),
+                value_bytes,
+                analytic=lambda: (
+                    phase_memory.analytic_forward(cfg, local, lp + t, 0) // 2
+                    + phase_memory.gathered(cfg, vside, cfg.param_dtype),
+                    local * (2 * lp + 2 * t) * 4,
+                ),
+                compile=compile,
+            )
+        )
+        out.append(
+            phase_memory.phase(
+                "value update",
+                ("value",),
+                vside,
+                programs.get("value_update"),
+                (value_state, plan_inputs.update_batch(vside, n, lp, t)),
+                memory.tree_bytes_per_device(value_state),
+                donate=(0,),
+                analytic=lambda: (
+                    phase_memory.analytic_backward(cfg, micro, lp + t, 0, value_bytes)
+                    + phase_memory.gathered(cfg, vside, cfg.param_dtype, train=True),
+                    local * (2 * lp + 4 * t) * 4,
+                ),
+                compile=compile,
+            )
+        )
+    if aside is not None:
+        a_local = phase_memory.local_rows(aside, n)
+        scores.append(
+            phase_memory.phase(
+                "anchor score",
+                ("anchor",),
+                aside,
+                programs.get("anchor_score"),
+                ({}, anchor, plan_inputs.score_batch(aside, n, lp, t, moved=True)),
+                memory.tree_bytes_per_device(anchor),
+                analytic=lambda: (
+                    phase_memory.analytic_forward(config, a_local, lp + t, a_local * t) // 2
+                    + phase_memory.gathered(config, aside, anchor_dtype),
+                    a_local * (2 * lp + 4 * t) * 4,
+                ),
+                compile=compile,
+            )
+        )
+    if len(scores) == 2 and set(scores[0].devices) == set(scores[1].devices):
+        scores = [phase_memory.concurrent("value + anchor score", scores)]
+    return scores + out  # fmt: skip
 
 
 def _with_merged(p: memory.PhaseMemory, merged: int) -> memory.PhaseMemory:

@@ -11,7 +11,8 @@ RL stage) build their plans from:
   sequence scores, a labeler's candidate log-probs);
 - `frozen_role`: a role's params without optimizer state;
 - `phase`: any program, compiled (`memory_analysis()`) or the analytic estimate
-  (`analytic_forward` / `analytic_backward` / `gathered`: hardware not here).
+  (`analytic_forward` / `analytic_backward` / `gathered`: hardware not here);
+  `concurrent`: programs dispatched together on one device set, as one phase.
 
 Shapes: B rows of a call (global over the mesh), L tokens per row, T new tokens, S
 samples per prompt.
@@ -116,6 +117,21 @@ def phase(
             return memory.PhaseMemory(name, roles, side.devices, m.temp, io, kv, "compiled")
     temp, io = analytic()
     return memory.PhaseMemory(name, roles, side.devices, temp, io, kv, "analytic")
+
+
+def concurrent(name: str, phases: list[memory.PhaseMemory]) -> memory.PhaseMemory:
+    """Phases dispatched together on the same devices as one: their roles, and their
+    transients summed (both programs' temporaries may be live at once)."""
+    sources = {p.source for p in phases}
+    return memory.PhaseMemory(
+        name,
+        tuple(r for p in phases for r in p.roles),
+        phases[0].devices,
+        sum(p.temp for p in phases),
+        sum(p.io for p in phases),
+        sum(p.kv_cache for p in phases),
+        sources.pop() if len(sources) == 1 else " + ".join(sorted(sources)),
+    )
 
 
 def analytic_forward(config: ModelConfig, n_rows: int, length: int, logits_rows: int) -> int:
