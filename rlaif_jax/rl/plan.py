@@ -129,12 +129,10 @@ def plan_rl(
         memory.RoleMemory(
             "value", (vside or learner).devices, value_bytes, value_opt,
             "head on the policy trunk" if value_on_policy_trunk else kind,
-            _offloaded("value", offload, vside or learner),
         ),
         memory.RoleMemory(
             "anchor", a.devices, anchor_bytes, 0,
             anchor_dtype + (", the frozen base of policy and value" if lora else ""),
-            _offloaded("anchor", offload, a),
         ),
     ]  # fmt: skip
 
@@ -230,13 +228,12 @@ def plan_rl(
     )  # fmt: skip
     if reward is not None:
         role_r, phase_r = phase_memory.scoring_rows(reward, reward_side, compile)
-        roles.append(
-            dataclasses.replace(role_r, exclusive=_offloaded("reward", offload, reward_side))
-        )
+        roles.append(role_r)
         phases.append(phase_r)
+    sides = {"value": vside or learner, "anchor": a, "reward": reward_side}
     return memory.MemoryPlan(
         stage="rl",
-        roles=tuple(roles),
+        roles=tuple(_offloaded(r, offload, sides.get(r.role)) for r in roles),
         phases=tuple(phases),
         capacity=capacity,
         headroom=headroom,
@@ -248,11 +245,16 @@ def _apart(side: Side | None, learner: Side) -> bool:
     return side is not None and not placement_lib.same_devices(side.mesh, learner.mesh)
 
 
-def _offloaded(role: str, offload: tuple[str, ...], side: Side) -> bool:
-    """Whether `role` waits in host memory between its phases (resident for them only):
-    asked for, and the side's backend has a host memory kind (else it stays on device)."""
-    return (
-        role in offload and side.concrete and placement_lib.host_memory_kind(side.mesh) is not None
+def _offloaded(row: memory.RoleMemory, offload: tuple[str, ...], side: Side | None):
+    """`row`, resident for its own phases only (`exclusive`) when its role waits in host
+    memory between them: asked for (`offload`), and the side's backend has a host memory
+    kind (else the role stays in device memory, as `rl.placement.place_roles` says)."""
+    if row.role not in offload or side is None or not side.concrete:
+        return row
+    if placement_lib.host_memory_kind(side.mesh) is None:
+        return row
+    return dataclasses.replace(
+        row, exclusive=True, exclusive_note="in host memory between its phases"
     )
 
 

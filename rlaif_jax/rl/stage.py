@@ -188,7 +188,8 @@ def run_stage(
     without one share mesh / rules; gin/placement/split_roles.gin puts the policy, the
     value, the anchor and the reward role on devices of their own). memory_plan: the memory plan checked before
     anything is loaded (`sharding.memory.MemoryPlanSettings`); plan_only (`rlaif-jax
-    plan`): print it and return {'peak_gb', 'fits'}.
+    plan`): write the model description (model.json, tokenizer; no weights), print
+    the plan and return {'peak_gb', 'fits'}.
     Output: a model artifact (model.json, tokenizer, ckpt with the policy params) and,
     with selection, selection.json (which step was picked and why).
     """

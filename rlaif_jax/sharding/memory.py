@@ -195,6 +195,8 @@ class RoleMemory:
     opt_state: int = 0
     note: str = ""
     exclusive: bool = False  # loaded for its own phases only (one role at a time)
+    # How the table says `exclusive` (RL's offloaded roles: host memory between phases).
+    exclusive_note: str = "one at a time"
 
     @property
     def total(self) -> int:
@@ -299,7 +301,7 @@ class MemoryPlan:
             "| --- | --- | --- | --- | --- |",
         ]
         for r in self.roles:
-            note = ", ".join(filter(None, (r.note, "one at a time" if r.exclusive else "")))
+            note = ", ".join(filter(None, (r.note, r.exclusive_note if r.exclusive else "")))
             name = r.role + (f" ({note})" if note else "")
             lines.append(
                 f"| {name} | {_span(r.devices)} | {_gb(r.params)} | {_gb(r.opt_state)} "

@@ -75,3 +75,19 @@ def test_a_lora_pipeline_plans_the_rl_steps_as_adapters(tmp_path, capsys):
         assert "the frozen base of policy and value" in anchor, step
         assert opt == pytest.approx(2 * params, rel=0.05), step  # Adam over the adapters
         assert params < float(anchor.split("|")[3]) / 2, step
+
+
+def test_split_roles_plans_value_and_anchor_on_their_devices(tmp_path, capsys):
+    """gin/placement/split_roles.gin: each RL step plans the policy on 0-3 and the value
+    (params, optimizer state, score pass, update), the anchor and the reward model on 4-7."""
+    assert _plan_cli("--gin_file=placement/split_roles.gin", f"--workdir={tmp_path}") == 0
+    out = capsys.readouterr().out
+    for step in ("rl_rlaif", "rl_rlhf"):
+        table = out[out.index(f"## step {step} (") :].split("## step ")[1]
+        for row in ("| policy | 0-3 |", "| value (in host memory between its phases) | 4-7 |",
+                    "| anchor (bfloat16, in host memory between its phases) | 4-7 |",
+                    "| reward (bfloat16, in host memory between its phases) | 4-7 |",
+                    "| value update | value | 4-7 |",
+                    "| value + anchor score | value, anchor | 4-7 |", "| update | policy | 0-3 |",
+                    "| 0-3 | policy |", "| 4-7 | value"):  # fmt: skip
+            assert row in table, (step, row)
