@@ -331,10 +331,25 @@ def make_sampler(
     SampleOutput` with the batch sharded over ('data', 'fsdp') and params as
     `param_shardings` (default: the model's logical rules). `static` are `sample`'s
     keywords (`eos_id` required, an int, a sequence of ints or None). Compiled once per
-    prompt shape (`decoding.buckets.BucketedSampler` calls it at a few static widths)."""
+    prompt shape (`decoding.buckets.BucketedSampler` calls it at a few static widths).
+    With the default shardings, equal arguments return the same sampler, so its
+    compilations are reused (evaluation decodes several policies of one config)."""
+    static = _static_settings(static)
     if param_shardings is None:
-        _, param_shardings = model_params.abstract_params(config, mesh, rules, "lm")
-    static = dict(
+        return _default_sampler(config, mesh, rules, tuple(sorted(static.items())))
+    return _build_sampler(config, mesh, rules, param_shardings, static)
+
+
+@functools.lru_cache(maxsize=16)
+def _default_sampler(config: ModelConfig, mesh: Mesh, rules: Rules, static: tuple):
+    _, param_shardings = model_params.abstract_params(config, mesh, rules, "lm")
+    return _build_sampler(config, mesh, rules, param_shardings, dict(static))
+
+
+def _static_settings(static: dict) -> dict:
+    """`make_sampler`'s keywords, normalised and hashable."""
+    static = dict(static)
+    out = dict(
         max_new_tokens=int(static.pop("max_new_tokens")),
         temperature=float(static.pop("temperature", 1.0)),
         top_k=int(static.pop("top_k", 0)),
@@ -344,6 +359,12 @@ def make_sampler(
         num_samples=int(static.pop("num_samples", 1)),
         force_full_length=bool(static.pop("force_full_length", False)),
     )
+    return out
+
+
+def _build_sampler(
+    config, mesh, rules, param_shardings, static: dict
+) -> Callable[..., SampleOutput]:
     b1, b2 = partition.batch_sharding(mesh, 1), partition.batch_sharding(mesh, 2)
     out_shardings = SampleOutput(b2, b2, b2, b2, b1, b1)
     impl = functools.partial(_sample_impl, config, **static)

@@ -95,3 +95,11 @@ def test_eval_label_buckets_is_a_bench_workload():
 
     assert bench._workloads("buckets,eval_label_buckets") == ("buckets", "eval_label_buckets")
     assert set(bench_rl.EVAL_LABEL_SHAPES) == set(bench_rl.BUCKET_SHAPES)
+
+
+def test_make_sampler_reuses_one_sampler_per_setting():
+    mesh, rules = make_mesh(1, 1, 1, devices=jax.devices()[:1]), get_rules("dp")
+    kw = dict(max_new_tokens=4, temperature=0.9, eos_id=[1, 1], pad_id=0)
+    first = sample_lib.make_sampler(CONFIG, mesh, rules, **kw)
+    assert sample_lib.make_sampler(CONFIG, mesh, rules, **{**kw, "eos_id": 1}) is first
+    assert sample_lib.make_sampler(CONFIG, mesh, rules, **{**kw, "temperature": 0.0}) is not first
