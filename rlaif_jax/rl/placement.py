@@ -204,14 +204,11 @@ def memory_plan(
     sides = (rp.learner, rp.value or rp.learner, rp.anchor or rp.learner, rp.reward)
     devices = list({d.id: d for s in sides for d in s.mesh.devices.flat}.values())
     capacity = plan_settings.capacity(devices)
+    # The reward role's offload (`rewards.OffloadedReward`) stays planned resident: a
+    # conservative row (its params counted beside the value's and the anchor's).
     offload = tuple(
-        role
-        for role, on in (
-            ("value", rp.offload_value), ("anchor", rp.offload_anchor),
-            ("reward", rp.offload_reward),
-        )
-        if on
-    )  # fmt: skip
+        role for role, on in (("value", rp.offload_value), ("anchor", rp.offload_anchor)) if on
+    )
     return plan_lib.plan_rl(
         rp.policy_config(config),
         settings,

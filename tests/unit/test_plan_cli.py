@@ -86,8 +86,8 @@ def test_split_roles_plans_value_and_anchor_on_their_devices(tmp_path, capsys):
         table = out[out.index(f"## step {step} (") :].split("## step ")[1]
         for row in ("| policy | 0-3 |", "| value (in host memory between its phases) | 4-7 |",
                     "| anchor (bfloat16, in host memory between its phases) | 4-7 |",
-                    "| reward (bfloat16, in host memory between its phases) | 4-7 |",
+                    "| reward (bfloat16) | 4-7 |",
                     "| value update | value | 4-7 |",
                     "| value + anchor score | value, anchor | 4-7 |", "| update | policy | 0-3 |",
-                    "| 0-3 | policy |", "| 4-7 | value"):  # fmt: skip
+                    "| 0-3 | policy |", "| 4-7 | reward"):  # fmt: skip
             assert row in table, (step, row)

@@ -118,8 +118,9 @@ def test_offloaded_roles_are_resident_for_their_own_phases_only():
     _, kept = _plan(config, compile=False)
     _, offloaded = _plan(config, offload=True, compile=False)
     exclusive = {r.role for r in offloaded.roles if r.exclusive}
-    assert exclusive == {"value", "anchor", "reward"}  # CPU has a pinned_host memory kind
+    assert exclusive == {"value", "anchor"}  # CPU has a pinned_host memory kind
     v_kept, v_off = kept.per_device()[4], offloaded.per_device()[4]
     assert v_off["resident"] < v_kept["resident"]
+    assert "reward" in v_off["roles"]  # its offload is not modelled: planned resident
     assert set(v_off["roles"]) < {"value", "anchor", "reward"}
     assert offloaded.per_device()[0] == kept.per_device()[0]
