@@ -349,8 +349,8 @@ class MemoryPlan:
                     "labeler_from_checkpoint.param_dtype = 'bfloat16' or the stage's "
                     "model_overrides = {'param_dtype': 'bfloat16'}; a smaller call batch "
                     "(labeler_from_checkpoint.batch_size, evaluate.batch_size, "
-                    "sample_pairs.batch_size); gin/sharding/fsdp.gin shards them over every "
-                    "chip"
+                    "sample_pairs.batch_size); the fsdp rules (get_rules.name = 'fsdp', "
+                    "make_mesh.fsdp = -1) shard them over every chip"
                 )
             return tips + list(self.hints)
         tips = []

@@ -173,10 +173,11 @@ def enforce(plan: memory.MemoryPlan, plan_only: bool = False) -> dict[str, float
 
 
 SUPERVISED_HINTS = (
-    "gin: <scope>/TrainSettings.microbatches = 2, 4, ... (activation memory of B/M rows), "
-    "<scope>/TrainSettings.batch_size, <stage>.model_overrides = {'remat': 'full'}, "
-    "gin/sharding/fsdp.gin or fsdp_tp.gin (shard params and optimizer state over every "
-    "chip), optimizer: make_optimizer.name = 'adafactor' (factored second moments)",
+    "bindings: <scope>/TrainSettings.microbatches = 2, 4, ... (activation memory of B/M "
+    "rows), <scope>/TrainSettings.batch_size, <stage>.model_overrides = {'remat': 'full'}, "
+    "get_rules.name = 'fsdp' or 'fsdp_tp' with make_mesh.fsdp = -1 (shard params and "
+    "optimizer state over every chip), make_optimizer.name = 'adafactor' (factored "
+    "second moments)",
 )
 
 
