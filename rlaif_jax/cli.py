@@ -21,7 +21,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 
-from rlaif_jax import configurables, gin_utils
+from rlaif_jax import configurables, gin_utils, host_malloc
 from rlaif_jax.model_artifact import ArtifactError
 from rlaif_jax.sharding.memory import MemoryPlanError
 
@@ -287,6 +287,8 @@ def _gin_workdir() -> str | None:
 
 
 def entry_point() -> None:
+    """The `rlaif-jax` command: host allocator settings first (`host_malloc`), then main."""
+    host_malloc.configure()
     sys.exit(main())
 
 

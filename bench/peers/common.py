@@ -39,6 +39,18 @@ def pin_threads_from_argv(argv: list[str] | None = None) -> int | None:
     return n
 
 
+def configure_host_malloc(argv: list[str] | None = None) -> bool:
+    """rlaif_jax's host allocator settings (`rlaif_jax.host_malloc`, which the `rlaif-jax`
+    command applies at start), unless `--default_malloc`. They are process-wide: the peer
+    timed in the same process runs under them too. Before jax or torch allocate."""
+    argv = sys.argv if argv is None else argv
+    if "--default_malloc" in argv:
+        return False
+    from rlaif_jax import host_malloc  # imports no jax
+
+    return host_malloc.configure()
+
+
 @dataclasses.dataclass(frozen=True)
 class Shape:
     """A random Llama-shaped model (SwiGLU, RMSNorm, RoPE, untied embeddings, no GQA)."""
@@ -98,6 +110,7 @@ def environment() -> dict:
         "loadavg_at_end": load,
         "machine": platform.machine(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "host_malloc": "default" if "--default_malloc" in sys.argv else "rlaif_jax",
         "python": platform.python_version(),
     }
 
@@ -120,6 +133,11 @@ def main(run: Callable[[str, int], dict], description: str, argv: list[str] | No
     parser.add_argument("--json", default=None)
     parser.add_argument(
         "--threads", type=int, default=None, help="Intra-op threads of both sides (default: all)."
+    )
+    parser.add_argument(
+        "--default_malloc",
+        action="store_true",
+        help="Both sides on glibc's default allocator settings (default: rlaif_jax's).",
     )
     args = parser.parse_args(argv)
     write(run(args.shape, args.repeats), args.json)

@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 THREADS = common.pin_threads_from_argv()  # before jax / torch are imported
+HOST_MALLOC = common.configure_host_malloc()  # before jax / torch allocate
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

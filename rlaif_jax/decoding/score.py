@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
+from rlaif_jax.models import logprob
 from rlaif_jax.models import model as model_lib
 from rlaif_jax.models.config import ModelConfig
 from rlaif_jax.sharding import model_params, partition
@@ -31,8 +32,7 @@ def token_logprobs(config: ModelConfig, params: PyTree, tokens, attention_mask) 
     tokens = tokens.astype(jnp.int32)
     mask = attention_mask.astype(bool)
     logits, _ = model_lib.apply(config, params, tokens, attention_mask=mask)
-    lp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
-    picked = jnp.take_along_axis(lp, tokens[:, 1:, None], axis=-1)[..., 0]
+    picked = logprob.token_logprobs(logits[:, :-1], tokens[:, 1:])
     out = jnp.concatenate([jnp.zeros_like(picked[:, :1]), picked], axis=1)
     return jnp.where(mask, out, 0.0)
 

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from rlaif_jax.models import lora
 from rlaif_jax.models.config import ModelConfig
+from rlaif_jax.models.projection import project
 from rlaif_jax.sharding import axes as ax
 
 _NEG_INF = -2.3819763e38  # large negative that stays finite in bf16/fp32
@@ -126,9 +127,9 @@ class Attention(nn.Module):
             "v", (ax.EMBED, ax.KV_HEADS, ax.HEAD_DIM), (d, k, dh), d, bias_k
         )
         # lora.adapt adds a low-rank update where the 'lora' collection has one.
-        q = lora.adapt(self, "q", x, jnp.einsum("bld,dhe->blhe", x, q_kernel.astype(dt)))
-        kk = lora.adapt(self, "k", x, jnp.einsum("bld,dke->blke", x, k_kernel.astype(dt)))
-        v = lora.adapt(self, "v", x, jnp.einsum("bld,dke->blke", x, v_kernel.astype(dt)))
+        q = lora.adapt(self, "q", x, project(x, q_kernel.astype(dt)))
+        kk = lora.adapt(self, "k", x, project(x, k_kernel.astype(dt)))
+        v = lora.adapt(self, "v", x, project(x, v_kernel.astype(dt)))
         if c.qkv_bias:
             q, kk, v = q + q_bias.astype(dt), kk + k_bias.astype(dt), v + v_bias.astype(dt)
         if c.qk_norm:
@@ -186,7 +187,7 @@ class Attention(nn.Module):
             out, (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_HEADS, ax.ACT_HEAD_DIM)
         )
         o_kernel, _ = self._proj("o", (ax.HEADS, ax.HEAD_DIM, ax.EMBED), (h, dh, d), h * dh)
-        y = lora.adapt(self, "o", out, jnp.einsum("blhe,hed->bld", out, o_kernel.astype(dt)))
+        y = lora.adapt(self, "o", out, project(out, o_kernel.astype(dt), 2))
         return y, new_cache
 
     def _proj(self, name: str, axes_names, shape, fan_in, bias_axes=None):
@@ -308,11 +309,11 @@ class MLP(nn.Module):
         gate, _ = _Proj((ax.EMBED, ax.MLP), (c.d_model, c.mlp_dim), c.d_model, pdt, name="gate")()
         up, _ = _Proj((ax.EMBED, ax.MLP), (c.d_model, c.mlp_dim), c.d_model, pdt, name="up")()
         down, _ = _Proj((ax.MLP, ax.EMBED), (c.mlp_dim, c.d_model), c.mlp_dim, pdt, name="down")()
-        g = lora.adapt(self, "gate", x, x @ gate.astype(dt))
-        u = lora.adapt(self, "up", x, x @ up.astype(dt))
+        g = lora.adapt(self, "gate", x, project(x, gate.astype(dt)))
+        u = lora.adapt(self, "up", x, project(x, up.astype(dt)))
         if c.mlp_activation == "silu":
             hdn = swiglu(g, u)
         else:
             hdn = jax.nn.gelu(g, approximate=c.mlp_activation == "gelu_tanh") * u
         hdn = nn.with_logical_constraint(hdn, (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_MLP))
-        return lora.adapt(self, "down", hdn, hdn @ down.astype(dt))
+        return lora.adapt(self, "down", hdn, project(hdn, down.astype(dt)))

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from rlaif_jax.models.config import ModelConfig
 from rlaif_jax.models.layers import MLP, Attention, RMSNorm, _dense_init
+from rlaif_jax.models.projection import project
 from rlaif_jax.sharding import axes as ax
 
 KVCache = tuple  # ((k [B, K, S, Dh], v [B, K, S, Dh]), ...) one pair per layer
@@ -167,14 +168,10 @@ class Transformer(nn.Module):
             out = (x.astype(jnp.float32) @ kernel.astype(jnp.float32))[..., 0]
         else:
             if c.tie_embeddings:
-                logits = jnp.einsum(
-                    "...d,vd->...v", x, embedding.astype(dt), preferred_element_type=jnp.float32
-                )
+                kernel = embedding.T  # [D, V]
             else:
                 kernel = _Unembed(c, name="unembed")()
-                logits = jnp.einsum(
-                    "...d,dv->...v", x, kernel.astype(dt), preferred_element_type=jnp.float32
-                )
+            logits = project(x, kernel.astype(dt), 1, jnp.float32)
             if c.logit_softcap is not None:
                 logits = c.logit_softcap * jnp.tanh(logits / c.logit_softcap)
             out = logits

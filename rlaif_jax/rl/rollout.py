@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rlaif_jax.models.logprob import token_logprobs
+
 Array = jax.Array
 
 
@@ -65,8 +67,7 @@ def pack_sequences(
 
 def gather_token_logprobs(logits: Array, tokens: Array) -> Array:
     """log softmax(logits)[tokens] in float32. logits [N, T, V], tokens [N, T] -> [N, T]."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return jnp.take_along_axis(logp, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    return token_logprobs(logits, tokens)
 
 
 def policy_outputs(

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from rlaif_jax.models import model as model_lib
+from rlaif_jax.models.logprob import token_logprobs
 
 
 def next_token_loss(logits, tokens, loss_mask, alt_tokens=None, alt_weight=None):
@@ -17,15 +18,20 @@ def next_token_loss(logits, tokens, loss_mask, alt_tokens=None, alt_weight=None)
     target where alt_weight > 0: position t's target is tokens[:, t] with probability
     1 − w and alt_tokens[:, t] with probability w (e.g. a rater's P("2") for "1"/"2").
     """
-    lp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
-    nll = -jnp.take_along_axis(lp, tokens[:, 1:, None].astype(jnp.int32), axis=-1)[..., 0]
+    # Position t's logits predict tokens[:, t + 1]: the targets are shifted rather than
+    # the [B, L, V] logits sliced (the last position's term carries weight 0).
+    nll = -token_logprobs(logits, _next(tokens))
     if alt_tokens is not None:
-        w = alt_weight[:, 1:].astype(jnp.float32)
-        alt = -jnp.take_along_axis(lp, alt_tokens[:, 1:, None].astype(jnp.int32), axis=-1)[..., 0]
-        nll = (1.0 - w) * nll + w * alt
-    mask = loss_mask[:, 1:].astype(jnp.float32)
+        w = _next(alt_weight).astype(jnp.float32)
+        nll = (1.0 - w) * nll - w * token_logprobs(logits, _next(alt_tokens))
+    mask = _next(loss_mask).astype(jnp.float32)
     count = jnp.maximum(mask.sum(), 1.0)
     return (nll * mask).sum() / count, mask.sum()
+
+
+def _next(x):
+    """x [B, L] -> [B, L]: x[:, t + 1] at t, 0 at the last position."""
+    return jnp.concatenate([x[:, 1:], jnp.zeros_like(x[:, :1])], axis=1)
 
 
 def lm_loss(config, params, batch, rng):
