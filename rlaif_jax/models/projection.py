@@ -18,20 +18,30 @@ from __future__ import annotations
 import functools
 
 import jax
+from jax.ad_checkpoint import checkpoint_name
 
 
 def _dims(lhs_axes, rhs_axes):
     return ((tuple(lhs_axes), tuple(rhs_axes)), ((), ()))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+# The name `project`'s outputs carry for `jax.checkpoint` policies: remat's 'dots' policy
+# saves them (a custom-VJP call is not a dot_general to `checkpoint_dots_*`).
+CHECKPOINT_NAME = "projection"
+
+
 def project(x, kernel, n: int = 1, out_dtype=None):
     """x [..., *IN] · kernel [*IN, *OUT] over the n IN dims -> [..., *OUT].
 
     out_dtype: the dot's accumulation / result dtype (`preferred_element_type`; None =
     the inputs'), e.g. float32 logits from bf16 activations. Gradients come back in the
-    dtypes of x and kernel.
+    dtypes of x and kernel. The output is named CHECKPOINT_NAME for remat policies.
     """
+    return checkpoint_name(_project(x, kernel, n, out_dtype), CHECKPOINT_NAME)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _project(x, kernel, n, out_dtype):
     lead = x.ndim - n
     return jax.lax.dot_general(
         x, kernel, _dims(range(lead, x.ndim), range(n)), preferred_element_type=out_dtype
@@ -39,7 +49,7 @@ def project(x, kernel, n: int = 1, out_dtype=None):
 
 
 def _project_fwd(x, kernel, n, out_dtype):
-    return project(x, kernel, n, out_dtype), (x, kernel)
+    return _project(x, kernel, n, out_dtype), (x, kernel)
 
 
 def _project_bwd(n, out_dtype, residuals, dy):
@@ -60,4 +70,4 @@ def _project_bwd(n, out_dtype, residuals, dy):
     return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 
-project.defvjp(_project_fwd, _project_bwd)
+_project.defvjp(_project_fwd, _project_bwd)

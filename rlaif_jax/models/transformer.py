@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rlaif_jax.models import projection
 from rlaif_jax.models.config import ModelConfig
 from rlaif_jax.models.layers import MLP, Attention, RMSNorm, _dense_init
 from rlaif_jax.models.projection import project
@@ -53,8 +54,11 @@ class Block(nn.Module):
 
 
 def _remat_policy(name: str):
-    if name == "dots":
-        return jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims
+    if name == "dots":  # the weight matmuls' outputs (`project`'s, and any plain dot's)
+        return jax.checkpoint_policies.save_from_both_policies(
+            jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+            jax.checkpoint_policies.save_only_these_names(projection.CHECKPOINT_NAME),
+        )
     return jax.checkpoint_policies.nothing_saveable
 
 
