@@ -6,7 +6,7 @@ array, scatters the cotangent into it, and differentiates log_softmax through it
 chain: several passes over the largest activation of the model (B·L·V floats). The
 backward here is one element-wise pass, d logits = g · (onehot(token) − softmax(logits)),
 from the row max and normaliser kept by the forward. Values are log_softmax's; gradients
-are autodiff's (tests/unit/test_logprob.py).
+are autodiff's (tests/unit/models/test_projection_logprob.py).
 """
 
 from __future__ import annotations
