@@ -8,8 +8,8 @@ arrow. `check` is a pure function over an import graph, so the tests below also 
 it synthetic graphs holding each arrow the issue names and assert that each is caught.
 
 Layers (by module; a package covers its submodules):
-  Face     cli, __main__, gin_utils, configurables, pipeline, runtime, bench, sweep,
-           sweep_table, paper_tables (+ paper_table_render, paper_numbers): they parse
+  Face     cli, __main__, gin_utils, configurables, pipeline, runtime, host_malloc, bench,
+           sweep, sweep_table, paper_tables (+ paper_table_render, paper_numbers): they parse
            flags and gin, set up processes and wire stages (a table step runs its rows'
            stages, as the pipeline does).
   Stages   stage packages sft, reward, export, pair_sampling, labeling, rl, evaluation,
@@ -52,7 +52,14 @@ PKG = "rlaif_jax"
 ROOT = pathlib.Path(__file__).resolve().parents[2] / PKG
 
 FACE = ("cli", "__main__", "gin_utils", "configurables", "pipeline", "runtime", "bench", "bench_rl")
-FACE += ("sweep", "sweep_table", "paper_tables", "paper_table_render", "paper_numbers")
+FACE += (
+    "host_malloc",
+    "sweep",
+    "sweep_table",
+    "paper_tables",
+    "paper_table_render",
+    "paper_numbers",
+)
 STAGE_PACKAGES = ("sft", "reward", "export", "pair_sampling", "labeling", "rl", "evaluation")
 STAGE_PACKAGES += ("toy",)
 SUPPORT = ("artifacts", "model_artifact", "policy_decode", "rates", "report_sections")
