@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from rlaif_jax.models import model as model_lib
-from rlaif_jax.models.logprob import token_logprobs
+from rlaif_jax.models.logprob import picked_logprobs, token_logprobs
 
 
 def next_token_loss(logits, tokens, loss_mask, alt_tokens=None, alt_weight=None):
@@ -20,10 +20,12 @@ def next_token_loss(logits, tokens, loss_mask, alt_tokens=None, alt_weight=None)
     """
     # Position t's logits predict tokens[:, t + 1]: the targets are shifted rather than
     # the [B, L, V] logits sliced (the last position's term carries weight 0).
-    nll = -token_logprobs(logits, _next(tokens))
-    if alt_tokens is not None:
+    if alt_tokens is None:
+        nll = -token_logprobs(logits, _next(tokens))
+    else:  # both targets under one normaliser
+        lp = picked_logprobs(logits, jnp.stack([_next(tokens), _next(alt_tokens)], axis=-1))
         w = _next(alt_weight).astype(jnp.float32)
-        nll = (1.0 - w) * nll - w * token_logprobs(logits, _next(alt_tokens))
+        nll = -((1.0 - w) * lp[..., 0] + w * lp[..., 1])
     mask = _next(loss_mask).astype(jnp.float32)
     count = jnp.maximum(mask.sum(), 1.0)
     return (nll * mask).sum() / count, mask.sum()

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlaif_jax.models.logprob import token_logprobs
+from rlaif_jax.models.logprob import picked_logprobs, token_logprobs
 from rlaif_jax.models.projection import project
 
 
@@ -105,3 +105,21 @@ def test_token_logprobs_bf16_logits_and_extreme_values():
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-5)
     g = jax.grad(lambda lg: token_logprobs(lg, tokens).sum())(logits)
     assert g.dtype == jnp.bfloat16 and bool(jnp.isfinite(g.astype(jnp.float32)).all())
+
+
+def test_picked_logprobs_two_targets_share_one_normaliser():
+    """K tokens per row (SFT's two-token soft targets): values and gradients of the
+    weighted sum equal autodiff of log_softmax picked at each."""
+    logits = _rand(0, (2, 4, 11)) * 3.0
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 4, 2), 0, 11)
+    weights = _rand(2, (2, 4, 2))
+
+    def reference(lg):
+        lp = jax.nn.log_softmax(lg, axis=-1)
+        return (jnp.take_along_axis(lp, tokens, -1) * weights).sum()
+
+    got = picked_logprobs(logits, tokens)
+    want = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), tokens, -1)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    grad = jax.grad(lambda lg: (picked_logprobs(lg, tokens) * weights).sum())(logits)
+    np.testing.assert_allclose(grad, jax.grad(reference)(logits), rtol=1e-5, atol=1e-6)
