@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from rlaif_jax.models import lora as lora_lib
+from rlaif_jax.models.logprob import token_logprobs
 from rlaif_jax.models.lora import LoRAConfig
 from rlaif_jax.rl import rollout
 
@@ -123,7 +124,7 @@ class PolicyValue:
         hidden = captured["__call__"][0]  # [N, L, D]
         h = jnp.take_along_axis(hidden, packed.state_positions[..., None], axis=1)  # [N, T, D]
         values = (h.astype(jnp.float32) @ head["kernel"].astype(jnp.float32))[..., 0]
-        return rollout.gather_token_logprobs(logits, tokens), logits, values
+        return token_logprobs(logits, tokens), logits, values
 
     def anchor_logprobs(self, frozen: PyTree, packed: rollout.Packed, tokens: Array) -> Array:
         """log π_anchor(a_t|x_t) [N, T]: the frozen tree as a plain LM."""

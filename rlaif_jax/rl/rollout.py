@@ -65,11 +65,6 @@ def pack_sequences(
     )
 
 
-def gather_token_logprobs(logits: Array, tokens: Array) -> Array:
-    """log softmax(logits)[tokens] in float32. logits [N, T, V], tokens [N, T] -> [N, T]."""
-    return token_logprobs(logits, tokens)
-
-
 def policy_outputs(
     model: Any, params: Any, packed: Packed, response_tokens: Array
 ) -> tuple[Array, Array]:
@@ -80,7 +75,7 @@ def policy_outputs(
         attention_mask=packed.attention_mask,
         logits_positions=packed.state_positions,
     )
-    return gather_token_logprobs(logits, response_tokens), logits
+    return token_logprobs(logits, response_tokens), logits
 
 
 def value_outputs(model: Any, params: Any, packed: Packed) -> Array:
