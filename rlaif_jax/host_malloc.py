@@ -11,11 +11,16 @@ faults and 0.28 s of kernel time per 2.9 s step on one core; none after these se
 pipelines and checkpoint copies allocate on the host the same way.
 
 The settings (glibc `mallopt`): one arena (every thread allocates from the main heap,
-which grows without the 64 MiB arena cap), no mmap-backed allocations, and no trimming
-of the heap's free top: the process holds its peak host memory for reuse, as a caching
-allocator does. Set RLAIF_JAX_MALLOC=default to keep glibc's behaviour. The console
-entry point applies them before the XLA client and its threads exist (library callers
-and tests, which import `rlaif_jax` into their own processes, are left alone).
+which grows without the 64 MiB cap of a thread's arena), a fixed mmap threshold at
+glibc's maximum, 32 MiB (only larger blocks are mapped, each on its own), and no
+trimming of the heap's free top: the process holds its peak heap for reuse, as a caching
+allocator does. The first version also turned mmap off entirely; the one heap then
+fragmented under many threads' interleaved large buffers, and a CoT labeling run over 8
+host-platform devices peaked at 9-13 GB of host memory (once killed at 24 GB) where
+glibc's defaults and these settings peak at ~5 GB (bench/RESULTS.md). Set
+RLAIF_JAX_MALLOC=default to keep glibc's behaviour. The console entry point applies them
+before the XLA client and its threads exist (library callers and tests, which import
+`rlaif_jax` into their own processes, are left alone).
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ ENV = "RLAIF_JAX_MALLOC"
 
 # glibc <malloc.h> parameter numbers.
 M_TRIM_THRESHOLD = -1
-M_MMAP_MAX = -4
+M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
-SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
+MMAP_THRESHOLD_MAX = 32 * 2**20  # glibc's cap on M_MMAP_THRESHOLD for 64-bit
+SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), (M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def configure() -> bool:

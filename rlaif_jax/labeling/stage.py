@@ -36,12 +36,12 @@ from jax.sharding import Mesh
 from rlaif_jax import artifacts, fs
 from rlaif_jax.data import records, tasks
 from rlaif_jax.labeling import alignment as align
-from rlaif_jax.labeling import render
+from rlaif_jax.labeling import render, scoring
 from rlaif_jax.labeling.labeler import Labeler, LabelerSettings
 from rlaif_jax.labeling.scoring import labeler_from_checkpoint
 from rlaif_jax.sharding import mesh as mesh_lib
+from rlaif_jax.sharding import partition, stage_memory
 from rlaif_jax.sharding import rules as rules_lib
-from rlaif_jax.sharding import stage_memory
 from rlaif_jax.sharding.memory import MemoryPlanSettings
 from rlaif_jax.sharding.rules import Rules
 
@@ -219,8 +219,9 @@ def _memory_plan(labeler_fn, workdir, mesh, rules, variant, settings, plan_setti
     mesh = mesh if mesh is not None else mesh_lib.make_mesh(devices=jax.local_devices())
     length = min(max_len, settings.max_len)
     calls = [stage_memory.Call("score", batch_size, length, name="score")]
-    if variant.cot:  # ModelScorer.generate: batch_size // S prompts per call, S samples each
-        per_call = max(batch_size // settings.num_samples, 1)
+    if variant.cot:  # ModelScorer.generate's prompts per call, S samples each
+        divisor = partition.batch_size_divisor(mesh_lib.local_mesh(mesh))
+        per_call = scoring.prompts_per_generate_call(batch_size, settings.num_samples, divisor)
         temperature = max(settings.temperature, 1e-3)
         cot = (per_call, length, settings.cot_max_tokens, settings.num_samples, temperature)
         calls.append(stage_memory.Call("decode", *cot, name="rationales"))

@@ -103,3 +103,27 @@ def test_make_sampler_reuses_one_sampler_per_setting():
     first = sample_lib.make_sampler(CONFIG, mesh, rules, **kw)
     assert sample_lib.make_sampler(CONFIG, mesh, rules, **{**kw, "eos_id": 1}) is first
     assert sample_lib.make_sampler(CONFIG, mesh, rules, **{**kw, "temperature": 0.0}) is not first
+
+
+def test_model_scorer_generate_over_8_devices_matches_one_device():
+    """Rationales sampled with the prompts sharded over 8 devices are the 1-device ones
+    (same random stream per prompt), and each prompt gets its samples when a call's share
+    (batch_size // num_samples) is under one prompt per device."""
+    rng = np.random.default_rng(4)
+    prefix = rng.integers(3, CONFIG.vocab_size, 10).tolist()
+    suffixes = [
+        rng.integers(3, CONFIG.vocab_size, int(n)).tolist() for n in rng.integers(2, 20, 11)
+    ]
+    gen = dict(max_new_tokens=4, temperature=0.9, top_k=0, num_samples=1, seed=5)
+    out = {}
+    for devices in (1, 8):
+        mesh, rules, params = _model(devices)
+        sc = ModelScorer(CONFIG, params, mesh, rules, batch_size=8, max_len=64)
+        out[devices] = sc.generate(prefix, suffixes, **gen)
+    assert out[8] == out[1]
+    assert [len(s) for s in out[1]] == [1] * len(suffixes)
+    mesh, rules, params = _model(8)
+    sc = ModelScorer(CONFIG, params, mesh, rules, batch_size=8, max_len=64)
+    four = sc.generate(prefix, suffixes, **{**gen, "num_samples": 4})  # 2 prompts/call -> 8
+    assert [len(s) for s in four] == [4] * len(suffixes)
+    assert all(len(t) <= 4 for s in four for t in s)
