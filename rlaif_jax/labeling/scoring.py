@@ -78,7 +78,8 @@ class ModelScorer:
     mesh/rules: where it runs (the label stage uses this host's devices).
     batch_size: prompts per device call (a multiple of the mesh's batch divisor); both
       orders of a pair share a call because `Labeler` passes them together and prompts
-      are sorted by length before chunking.
+      are sorted by length before chunking. `generate` samples num_samples rows per
+      prompt, so it takes `prompts_per_generate_call` prompts per call.
     shared_prefix: encode the shared prefix once per call
       (`score.candidate_distribution_shared_prefix`) instead of once per prompt.
     length_buckets: each call's rows (sorted by length) are padded to the power-of-two
