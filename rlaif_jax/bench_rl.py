@@ -6,10 +6,11 @@ static length buckets (`decoding.buckets`), alternating runs in one process, and
 that both give the same tokens. `--workload rl_step` times one RL step (`rl.runner`) on
 a random policy, value and anchor with a random reward model, and reports where its
 seconds go (rollout, reward scoring, teacher-forced forward passes, update).
-`--workload eval_label_buckets` times the two user paths that bucket by length outside
+`--workload eval_label_buckets` times the three user paths that bucket by length outside
 RL, each against its padded twin on the same prompts: evaluation decoding
-(`policy_decode.decode_policy`, bucketed=True vs False) and the labeler's candidate
-scoring (`labeling.scoring.ModelScorer.score`, length_buckets=True vs False).
+(`policy_decode.decode_policy`, bucketed=True vs False), the labeler's candidate
+scoring and its CoT rationale sampling (`labeling.scoring.ModelScorer.score` and
+`.generate`, length_buckets=True vs False).
 
 B batch, Lp padded prompt width, T new tokens, S samples per prompt.
 """
@@ -208,11 +209,13 @@ def bench_rl_step(config, params, repeats: int, shape=RL_STEP_SHAPES["small"]) -
 def bench_eval_label_buckets(
     config, params, repeats: int, shape: tuple[int, ...] = EVAL_LABEL_SHAPES["small"]
 ) -> dict:
-    """Evaluation decoding and labeler scoring, bucketed vs padded, on N prompts with
+    """Evaluation decoding and the labeler, bucketed vs padded, on N prompts with
     TL;DR-like lengths (`tldr_lengths`) in batches of B: decode_policy at T = 0.9 with
     up to T_new tokens (an EOS may end rows early, alike on both paths), and
-    ModelScorer.score of each prompt after a shared P-token preamble. Ratios are padded
-    time / bucketed time; outputs must match (same texts; scores within fp32 rounding)."""
+    ModelScorer.score and ModelScorer.generate (CoT rationales of up to T_new tokens at
+    T = 0.9) of each prompt after a shared P-token preamble. Ratios are padded time /
+    bucketed time; outputs must match (same texts and rationales; scores within fp32
+    rounding)."""
     n, batch, width, new, preamble = shape
     mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
     rules = get_rules("dp")
@@ -246,14 +249,24 @@ def bench_eval_label_buckets(
         )  # fmt: skip
         for b in (True, False)
     }
+
+    def rationales(bucketed: bool) -> list[list[list[int]]]:
+        return scorers[bucketed].generate(
+            prefix, suffixes, max_new_tokens=new, temperature=0.9, top_k=0, num_samples=1,
+            seed=0,
+        )  # fmt: skip
+
     texts = {b: decode(b) for b in (True, False)}
     scores = {b: scorers[b].score(prefix, suffixes, cands) for b in (True, False)}
+    samples = {b: rationales(b) for b in (True, False)}
     med = _alternate(
         {
             "decode_padded": lambda: decode(False),
             "decode_bucketed": lambda: decode(True),
             "score_padded": lambda: scorers[False].score(prefix, suffixes, cands),
             "score_bucketed": lambda: scorers[True].score(prefix, suffixes, cands),
+            "generate_padded": lambda: rationales(False),
+            "generate_bucketed": lambda: rationales(True),
         },
         repeats,
     )
@@ -263,7 +276,11 @@ def bench_eval_label_buckets(
         eval_decode_groups=buckets.groups_for(batch),
         eval_decode_identical_texts=texts[True] == texts[False],
         label_score_max_diff=float(np.max(np.abs(scores[True] - scores[False]))),
+        label_generate_identical_rationales=samples[True] == samples[False],
         **{f"eval_label_{k}_s": v for k, v in med.items()},
         eval_decode_bucketed_vs_padded_speedup=med["decode_padded"] / med["decode_bucketed"],
         label_score_bucketed_vs_padded_speedup=med["score_padded"] / med["score_bucketed"],
+        label_generate_bucketed_vs_padded_speedup=(
+            med["generate_padded"] / med["generate_bucketed"]
+        ),
     )

@@ -127,3 +127,18 @@ def test_model_scorer_generate_over_8_devices_matches_one_device():
     four = sc.generate(prefix, suffixes, **{**gen, "num_samples": 4})  # 2 prompts/call -> 8
     assert [len(s) for s in four] == [4] * len(suffixes)
     assert all(len(t) <= 4 for s in four for t in s)
+
+
+def test_eval_label_buckets_workload_runs_and_matches():
+    """The bench workload at its tiny shape: bucketed and padded give the same texts,
+    scores and rationales, and every timing is reported."""
+    mesh, rules, params = _model()
+    out = bench_rl.bench_eval_label_buckets(
+        CONFIG, params, repeats=1, shape=bench_rl.EVAL_LABEL_SHAPES["tiny"]
+    )
+    assert out["eval_decode_identical_texts"] and out["label_generate_identical_rationales"]
+    assert out["label_score_max_diff"] < 2e-5
+    for path in ("decode", "score", "generate"):
+        for mode in ("padded", "bucketed"):
+            assert out[f"eval_label_{path}_{mode}_s"] > 0
+    assert out["label_generate_bucketed_vs_padded_speedup"] > 0
