@@ -7,7 +7,7 @@ worker thread takes from its own arena above 64 MiB, is a fresh `mmap` that `fre
 returns to the kernel: each train step then page-faults through all of its activations
 again. Measured on the 4-layer d_model 512 train step (bench/RESULTS.md): 157k minor
 faults and 0.28 s of kernel time per 2.9 s step on one core; none after these settings
-(2.55 s). Accelerator hosts keep their activations in device memory, but their input
+(2.62 s with the current settings). Accelerator hosts keep their activations in device memory, but their input
 pipelines and checkpoint copies allocate on the host the same way.
 
 The settings (glibc `mallopt`): one arena (every thread allocates from the main heap,
