@@ -6,9 +6,9 @@ defaults every buffer above the mmap threshold (at most 32 MiB), and every buffe
 worker thread takes from its own arena above 64 MiB, is a fresh `mmap` that `free`
 returns to the kernel: each train step then page-faults through all of its activations
 again. Measured on the 4-layer d_model 512 train step (bench/RESULTS.md): 157k minor
-faults and 0.28 s of kernel time per 2.9 s step on one core; none after these settings
-(2.62 s with the current settings). Accelerator hosts keep their activations in device memory, but their input
-pipelines and checkpoint copies allocate on the host the same way.
+faults and 0.28 s of kernel time per 2.9 s step on one core; none under the settings
+below (2.62 s). Accelerator hosts keep their activations in device memory, but their
+input pipelines and checkpoint copies allocate on the host the same way.
 
 The settings (glibc `mallopt`): one arena (every thread allocates from the main heap,
 which grows without the 64 MiB cap of a thread's arena), a fixed mmap threshold at
