@@ -288,7 +288,10 @@ def _gin_workdir() -> str | None:
 
 def entry_point() -> None:
     """The `rlaif-jax` command: host allocator settings first (`host_malloc`), then main."""
-    host_malloc.configure()
+    try:
+        host_malloc.configure()
+    except ValueError as e:  # a bad RLAIF_JAX_MALLOC
+        sys.exit(f"rlaif-jax: {e}")
     sys.exit(main())
 
 

@@ -39,16 +39,17 @@ def pin_threads_from_argv(argv: list[str] | None = None) -> int | None:
     return n
 
 
-def configure_host_malloc(argv: list[str] | None = None) -> bool:
+def configure_host_malloc(argv: list[str] | None = None) -> str:
     """rlaif_jax's host allocator settings (`rlaif_jax.host_malloc`, which the `rlaif-jax`
-    command applies at start), unless `--default_malloc`. They are process-wide: the peer
-    timed in the same process runs under them too. Before jax or torch allocate."""
+    command applies at start: RLAIF_JAX_MALLOC, 'auto' by default), or glibc's defaults
+    with `--default_malloc`. They are process-wide: the peer timed in the same process
+    runs under them too. Before jax or torch allocate. Returns the mode in effect."""
     argv = sys.argv if argv is None else argv
     if "--default_malloc" in argv:
-        return False
+        return "default"
     from rlaif_jax import host_malloc  # imports no jax
 
-    return host_malloc.configure()
+    return host_malloc.configure() or "default"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,8 +102,9 @@ def summary(times: dict[str, list[float]], work: float, unit: str, ours: str, pe
     }
 
 
-def environment() -> dict:
-    """What the numbers were measured on (the load matters on a shared host)."""
+def environment(host_malloc: str) -> dict:
+    """What the numbers were measured on (the load matters on a shared host); host_malloc:
+    the allocator mode `configure_host_malloc` returned."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -110,7 +112,7 @@ def environment() -> dict:
         "loadavg_at_end": load,
         "machine": platform.machine(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "host_malloc": "default" if "--default_malloc" in sys.argv else "rlaif_jax",
+        "host_malloc": host_malloc,
         "python": platform.python_version(),
     }
 
@@ -123,10 +125,16 @@ def write(result: dict, path: str | None) -> None:
             f.write(text + "\n")
 
 
-def main(run: Callable[[str, int], dict], description: str, argv: list[str] | None = None) -> None:
+def main(
+    run: Callable[..., dict],
+    description: str,
+    argv: list[str] | None = None,
+    dtypes: tuple[str, ...] = (),
+) -> None:
     """The peer scripts' command line: --shape, --repeats, --json, --threads (read again
-    here for the help; `pin_threads_from_argv` applied it before the imports); writes
-    `run(shape, repeats)`."""
+    here for the help; `pin_threads_from_argv` applied it before the imports), and
+    --dtype where the script offers `dtypes` (the first is the default); writes
+    `run(shape, repeats)` (or `run(shape, repeats, dtype)`)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
     parser.add_argument("--repeats", type=int, default=7)
@@ -139,5 +147,8 @@ def main(run: Callable[[str, int], dict], description: str, argv: list[str] | No
         action="store_true",
         help="Both sides on glibc's default allocator settings (default: rlaif_jax's).",
     )
+    if dtypes:
+        parser.add_argument("--dtype", choices=dtypes, default=dtypes[0])
     args = parser.parse_args(argv)
-    write(run(args.shape, args.repeats), args.json)
+    extra = (args.dtype,) if dtypes else ()
+    write(run(args.shape, args.repeats, *extra), args.json)

@@ -169,7 +169,7 @@ def run(shape: str, repeats: int) -> dict:
         versions={k: version(k) for k in ("jax", "flax", "google-tunix")},
         device=jax.devices()[0].device_kind,
         threads=THREADS,
-        **environment(),
+        **environment(HOST_MALLOC),
     )
     return res
 
