@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import numpy as np
 
 from rlaif_jax import model_artifact
 from rlaif_jax.data.layout import InputLayout
@@ -91,14 +90,9 @@ def decode_policy(
         real = len(chunk)
         chunk += [chunk[-1]] * (batch_size - real)  # fixed shapes: one compilation
         tokens, lengths = layout.prompt_batch(chunk, vocab)
-        res = sampler(
-            params,
-            partition.global_batch({"t": tokens}, mesh)["t"],
-            partition.global_batch({"l": lengths}, mesh)["l"],
-            jax.random.fold_in(rng, i),
-        )
-        toks = np.asarray(jax.device_get(res.tokens))
-        lens = np.asarray(jax.device_get(res.lengths))
+        batch = partition.global_batch_from_full({"t": tokens, "l": lengths}, mesh)
+        res = sampler(params, batch["t"], batch["l"], jax.random.fold_in(rng, i))
+        toks, lens = partition.global_rows(res.tokens), partition.global_rows(res.lengths)
         for row in range(real * num_samples):
             ids = [int(t) for t in toks[row, : lens[row]] if int(t) not in stops]
             text = vocab.decode(ids)

@@ -71,9 +71,9 @@ def pairwise_agreements_on(
         real = len(chunk)
         chunk += [chunk[-1]] * (batch_size - real)
         b = batch_fn(chunk)
-        g = partition.global_batch(b, mesh)
-        r1 = np.asarray(scorer(params, g["tokens1"], g["lengths1"]))[:real]
-        r2 = np.asarray(scorer(params, g["tokens2"], g["lengths2"]))[:real]
+        g = partition.global_batch_from_full(b, mesh)
+        r1 = partition.global_rows(scorer(params, g["tokens1"], g["lengths1"]))[:real]
+        r2 = partition.global_rows(scorer(params, g["tokens2"], g["lengths2"]))[:real]
         agree = losses.pairwise_agreement(r1, r2, np.asarray(b["label"])[:real])
         out.append(np.asarray(agree, dtype=np.float64))
     return np.concatenate(out) if out else np.zeros(0)

@@ -43,3 +43,22 @@ def run_local_processes(worker: str, nproc: int, extra_args, timeout: float = 24
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log[-3000:]
     return logs
+
+
+def join_local_job(process_id: int, num_processes: int, port: str) -> None:
+    """In a worker started by `run_local_processes`: joins the jax.distributed job on
+    localhost:port with gloo CPU collectives (nothing to do for one process)."""
+    if num_processes == 1:
+        return
+    import jax
+
+    from rlaif_jax import runtime
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    runtime.initialize(
+        runtime.DistributedConfig(
+            coordinator_address=f"localhost:{port}",
+            num_processes=num_processes,
+            process_id=process_id,
+        )
+    )

@@ -18,10 +18,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rlaif_jax import runtime  # noqa: E402
 from rlaif_jax.sharding import mesh as mesh_lib  # noqa: E402
 from rlaif_jax.sharding import partition  # noqa: E402
 from rlaif_jax.sharding.rules import get_rules  # noqa: E402
+from tests.integration.local_processes import join_local_job  # noqa: E402
 
 
 class Linear(nn.Module):
@@ -34,13 +34,7 @@ class Linear(nn.Module):
 
 
 def main():
-    if NPROC > 1:
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        runtime.initialize(
-            runtime.DistributedConfig(
-                coordinator_address=f"localhost:{PORT}", num_processes=NPROC, process_id=PID
-            )
-        )
+    join_local_job(PID, NPROC, PORT)
     mesh = mesh_lib.make_mesh(2, 2, 2)
     rules = get_rules("fsdp_tp")
     params, shardings = partition.init_sharded(
