@@ -253,9 +253,7 @@ def attend(q, k, v, mask, softcap=None, impl: str = "xla", kv_lengths=None, head
         scores = softcap * jnp.tanh(scores / softcap)
     scores = jnp.where(mask[:, None, None, :, :], scores, _NEG_INF)
     probs = softmax(scores).astype(v.dtype)
-    # float32 accumulation: bf16 x bf16 -> float32 is the form XLA CPU's fast dots take.
-    out = jnp.einsum(f"bkgls,{kv}->blkgd", probs, v, preferred_element_type=jnp.float32)
-    out = out.astype(v.dtype)
+    out = jnp.einsum(f"bkgls,{kv}->blkgd", probs, v)
     return out.reshape(b, length, h, dh)
 
 

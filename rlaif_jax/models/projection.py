@@ -20,15 +20,7 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
-
-
-def _accumulation(x):
-    """The dtype a dot of x's dtype accumulates and returns in: float32 for bf16 / fp16
-    (their dots then run on CPU's bf16 kernels; TPU and GPU accumulate in float32 anyway),
-    x's own for float32 / float64."""
-    return jnp.promote_types(x.dtype, jnp.float32)
 
 
 def _dims(lhs_axes, rhs_axes):
@@ -43,14 +35,9 @@ CHECKPOINT_NAME = "projection"
 def project(x, kernel, n: int = 1, out_dtype=None):
     """x [..., *IN] · kernel [*IN, *OUT] over the n IN dims -> [..., *OUT].
 
-    out_dtype: the result dtype (None = the inputs'), e.g. float32 logits from bf16
-    activations. Every dot, forward and backward, accumulates in float32 at least and
-    returns float32 before the cast to the result dtype: XLA CPU runs bf16 dots on its
-    fast (YNNPACK) kernels only as bf16 x bf16 -> float32, and TPU / GPU accumulate in
-    float32 either way. The backward casts dy to the inputs' dtype first (a float32
-    logits gradient becomes bf16 under bf16 compute, as in PyTorch's autocast).
-    Gradients come back in the dtypes of x and kernel. The output is named
-    CHECKPOINT_NAME for remat policies.
+    out_dtype: the dot's accumulation / result dtype (`preferred_element_type`; None =
+    the inputs'), e.g. float32 logits from bf16 activations. Gradients come back in the
+    dtypes of x and kernel. The output is named CHECKPOINT_NAME for remat policies.
     """
     return checkpoint_name(_project(x, kernel, n, out_dtype), CHECKPOINT_NAME)
 
@@ -58,10 +45,9 @@ def project(x, kernel, n: int = 1, out_dtype=None):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _project(x, kernel, n, out_dtype):
     lead = x.ndim - n
-    y = jax.lax.dot_general(
-        x, kernel, _dims(range(lead, x.ndim), range(n)), preferred_element_type=_accumulation(x)
+    return jax.lax.dot_general(
+        x, kernel, _dims(range(lead, x.ndim), range(n)), preferred_element_type=out_dtype
     )
-    return y.astype(out_dtype or x.dtype)
 
 
 def _project_fwd(x, kernel, n, out_dtype):
@@ -70,8 +56,6 @@ def _project_fwd(x, kernel, n, out_dtype):
 
 def _project_bwd(n, out_dtype, residuals, dy):
     x, kernel = residuals
-    dy = dy.astype(jnp.result_type(x, kernel))  # e.g. float32 logits' gradient -> bf16
-    acc = _accumulation(x)
     lead = x.ndim - n
     n_out = kernel.ndim - n
     # dx [..., *IN] = dy [..., *OUT] · kernel^T over OUT.
@@ -79,10 +63,12 @@ def _project_bwd(n, out_dtype, residuals, dy):
         dy,
         kernel,
         _dims(range(lead, lead + n_out), range(n, kernel.ndim)),
-        preferred_element_type=acc,
+        preferred_element_type=out_dtype,
     )
     # dkernel [*IN, *OUT] = x^T · dy over every leading dim.
-    dk = jax.lax.dot_general(x, dy, _dims(range(lead), range(lead)), preferred_element_type=acc)
+    dk = jax.lax.dot_general(
+        x, dy, _dims(range(lead), range(lead)), preferred_element_type=out_dtype
+    )
     return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 

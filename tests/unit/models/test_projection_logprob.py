@@ -1,8 +1,6 @@
 """The model's hand-written backward passes equal autodiff's: `project` (every weight
 matmul) and `token_logprobs` (every loss's log-probability)."""
 
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -125,30 +123,3 @@ def test_picked_logprobs_two_targets_share_one_normaliser():
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     grad = jax.grad(lambda lg: (picked_logprobs(lg, tokens) * weights).sum())(logits)
     np.testing.assert_allclose(grad, jax.grad(reference)(logits), rtol=1e-5, atol=1e-6)
-
-
-def _dot_types(hlo_text: str) -> set[tuple[str, str, str]]:
-    """(lhs, rhs, result) element types of every dot in a lowered StableHLO module."""
-    pattern = r"dot_general[^\n]*:\s*\(tensor<[^>]*x(\w+)>, tensor<[^>]*x(\w+)>\)\s*->\s*tensor<[^>]*x(\w+)>"
-    return set(re.findall(pattern, hlo_text))
-
-
-def test_project_bf16_dots_accumulate_in_float32():
-    """Under bf16 compute every dot of `project`, forward and backward, is
-    bf16 x bf16 -> float32 (the form XLA CPU runs on its bf16 kernels and TPU / GPU
-    accumulate in anyway); the results are that float32 dot rounded once to bf16."""
-    x, k = _rand(0, (2, 5, 8), jnp.bfloat16), _rand(1, (8, 6), jnp.bfloat16)
-    ct = _rand(2, (2, 5, 6), jnp.float32)
-
-    def loss(x, k):
-        return (project(x, k).astype(jnp.float32) * ct).sum()
-
-    hlo = jax.jit(jax.grad(loss, (0, 1))).lower(x, k).as_text()
-    assert _dot_types(hlo) == {("bf16", "bf16", "f32")}
-    out = project(x, k)
-    assert out.dtype == jnp.bfloat16
-    want = jnp.einsum("bld,df->blf", x, k, preferred_element_type=jnp.float32)
-    np.testing.assert_array_equal(out, want.astype(jnp.bfloat16))
-    # The float32 logits' gradient enters the backward dots as bf16 (autocast's rule).
-    hlo = jax.jit(jax.grad(lambda x, k: project(x, k, 1, jnp.float32).sum(), (0, 1)))
-    assert _dot_types(hlo.lower(x, k).as_text()) == {("bf16", "bf16", "f32")}
