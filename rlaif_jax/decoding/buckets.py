@@ -146,6 +146,9 @@ def _reorder(parts: Sequence[Any], inverse: np.ndarray) -> jax.Array:
     mesh's batch axes), so callers get what the padded path would have returned."""
     sharding = getattr(parts[0], "sharding", None)
     named = sharding if isinstance(sharding, jax.sharding.NamedSharding) else None
+    if named is not None:  # the permutation replicated on the parts' mesh, not XLA's pick
+        replicated = jax.sharding.NamedSharding(named.mesh, jax.sharding.PartitionSpec())
+        inverse = jax.device_put(inverse, replicated)
     return _reorder_fn(named)(tuple(parts), inverse)
 
 

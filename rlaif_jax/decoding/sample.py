@@ -308,6 +308,8 @@ def sample(
     of ints (every one stops a row, e.g. `data.vocab.stop_ids(vocab)`) or None (no early stop).
     prompt_ids [B] int (default arange(B)): each prompt's random-stream id, also returned as
     `prompt_index`. Compiled once per (config, shapes, decoding settings). See `SampleOutput`.
+    Inputs are placed where XLA chooses: for params sharded over a mesh use `make_sampler`,
+    which declares the params' and the batch's shardings.
     """
     fn = _jitted(
         config,
