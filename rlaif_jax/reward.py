@@ -71,7 +71,8 @@ def pairwise_agreements_on(
         real = len(chunk)
         chunk += [chunk[-1]] * (batch_size - real)
         b = batch_fn(chunk)
-        g = partition.global_batch_from_full(b, mesh)
+        inputs = ("tokens1", "lengths1", "tokens2", "lengths2")
+        g = partition.global_batch_from_full({k: b[k] for k in inputs}, mesh)
         r1 = partition.global_rows(scorer(params, g["tokens1"], g["lengths1"]))[:real]
         r2 = partition.global_rows(scorer(params, g["tokens2"], g["lengths2"]))[:real]
         agree = losses.pairwise_agreement(r1, r2, np.asarray(b["label"])[:real])
