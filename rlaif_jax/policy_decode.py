@@ -22,6 +22,7 @@ from rlaif_jax.data.vocab import stop_ids
 from rlaif_jax.decoding import buckets
 from rlaif_jax.decoding import sample as sample_lib
 from rlaif_jax.models.config import ModelConfig
+from rlaif_jax.models.importers.safetensors_io import to_host
 from rlaif_jax.sharding import partition
 
 logger = logging.getLogger("rlaif_jax.policy_decode")
@@ -92,7 +93,7 @@ def decode_policy(
         tokens, lengths = layout.prompt_batch(chunk, vocab)
         batch = partition.global_batch_from_full({"t": tokens, "l": lengths}, mesh)
         res = sampler(params, batch["t"], batch["l"], jax.random.fold_in(rng, i))
-        toks, lens = partition.global_rows(res.tokens), partition.global_rows(res.lengths)
+        toks, lens = to_host(res.tokens), to_host(res.lengths)  # every row, on every process
         for row in range(real * num_samples):
             ids = [int(t) for t in toks[row, : lens[row]] if int(t) not in stops]
             text = vocab.decode(ids)

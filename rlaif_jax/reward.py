@@ -31,6 +31,7 @@ from rlaif_jax.data import batching, tasks, tokenizer_files
 from rlaif_jax.data.layout import task_layout
 from rlaif_jax.data.records import LABEL_DIR
 from rlaif_jax.decoding import score
+from rlaif_jax.models.importers.safetensors_io import to_host
 from rlaif_jax.sharding import mesh as mesh_lib
 from rlaif_jax.sharding import partition, stage_memory
 from rlaif_jax.sharding import rules as rules_lib
@@ -73,8 +74,8 @@ def pairwise_agreements_on(
         b = batch_fn(chunk)
         inputs = ("tokens1", "lengths1", "tokens2", "lengths2")
         g = partition.global_batch_from_full({k: b[k] for k in inputs}, mesh)
-        r1 = partition.global_rows(scorer(params, g["tokens1"], g["lengths1"]))[:real]
-        r2 = partition.global_rows(scorer(params, g["tokens2"], g["lengths2"]))[:real]
+        r1 = to_host(scorer(params, g["tokens1"], g["lengths1"]))[:real]
+        r2 = to_host(scorer(params, g["tokens2"], g["lengths2"]))[:real]
         agree = losses.pairwise_agreement(r1, r2, np.asarray(b["label"])[:real])
         out.append(np.asarray(agree, dtype=np.float64))
     return np.concatenate(out) if out else np.zeros(0)

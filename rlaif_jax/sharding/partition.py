@@ -146,13 +146,3 @@ def global_batch_from_full(
     each process contributes its `process_slice` of it."""
     rows = process_slice(len(next(iter(full_batch.values()))))
     return global_batch({k: np.asarray(v)[rows] for k, v in full_batch.items()}, mesh)
-
-
-def global_rows(x: jax.Array) -> np.ndarray:
-    """Every row of a (batch-sharded) global array as a host array, on every process: a
-    fetch on one process, an all-gather across processes when x spans several."""
-    if x.is_fully_addressable:
-        return np.asarray(jax.device_get(x))
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
