@@ -1,8 +1,9 @@
 """Shared pieces of the peer benchmarks: the two model shapes and alternating timing.
 
 Each script times rlaif_jax and one peer at the same model shape and batch, on the same
-device, in the same process; runs alternate (ours, peer, ours, peer, ...) after two
-untimed warm-up runs (compile) each, so load on a shared machine hits both sides alike.
+device, in the same process; runs alternate (ours, peer, ours, peer, ...) after three
+untimed rounds of the same (compile, heap growth), so load on a shared machine hits both
+sides alike.
 Ratios are peer median time / our median time (> 1: rlaif_jax is faster).
 """
 
@@ -75,13 +76,20 @@ SHAPES = {
 }
 
 
-def alternate(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Runs each fn twice untimed (compile, warm-up: a jitted step fed its own donated
-    outputs may compile once more on its second call), then `repeats` rounds that each
-    time every fn once, in turn. Each fn must block until its result is ready."""
-    for fn in fns.values():
-        fn()
-        fn()
+def alternate(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3
+) -> dict[str, list[float]]:
+    """Runs `warmup` untimed rounds, then `repeats` timed rounds; each round calls every
+    fn once, in turn. Each fn must block until its result is ready.
+
+    The warm-up rounds alternate as the timed ones do: they cover compilation (a jitted
+    step fed its own donated outputs may compile once more on its second call) and the
+    growth of the shared heap to its steady size under both sides' allocations (large
+    train step: rlaif_jax's step took 87k and 16k page faults in the third and fourth
+    alternating rounds, none from the fifth on; bench/RESULTS.md)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():

@@ -15,9 +15,8 @@ import jax.numpy as jnp
 from rlaif_jax.models import lora
 from rlaif_jax.models.config import ModelConfig
 from rlaif_jax.models.projection import project
+from rlaif_jax.models.softmax_attention import NEG_INF, softmax_attention
 from rlaif_jax.sharding import axes as ax
-
-_NEG_INF = -2.3819763e38  # large negative that stays finite in bf16/fp32
 
 
 def _dense_init(axes_names, fan_in: int):
@@ -83,14 +82,35 @@ def rope_inv_freq(config: ModelConfig, is_global: bool) -> jnp.ndarray:
     raise ValueError(f"ModelConfig.rope_scaling type {kind!r} is not supported.")
 
 
-def apply_rope(x, positions, inv_freq):
+def rope_tables(config: ModelConfig, positions, is_global: bool, num_positions=None):
+    """RoPE's (cos, sin), each [B, L, Dh/2] float32, for positions [B, L] int.
+
+    num_positions (static): a bound on every position. With it the angles are computed
+    once over [num_positions, Dh/2] and each row gathers its own. Without it they are
+    computed at [B, L, Dh/2] directly (a decode step's few positions). Compute the tables
+    once per forward and hand them to every layer: XLA CPU fuses a trigonometric table
+    built straight from iota or from positions into each consumer, recomputing sin and cos
+    for every head and both halves in all 2 x num_layers RoPE fusions of the forward and
+    again in the backward (~10x the time of RoPE on a stored table); a gathered table is
+    computed once.
+    """
+    inv_freq = rope_inv_freq(config, is_global)
+    half = inv_freq.shape[0]
+    if num_positions is None:
+        angles = positions.astype(jnp.float32)[..., None] * inv_freq
+        return jnp.cos(angles), jnp.sin(angles)
+    angles = jnp.arange(num_positions, dtype=jnp.float32)[:, None] * inv_freq
+    table = jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)  # [P, Dh]
+    rows = jnp.take(table, positions, axis=0, mode="fill", fill_value=jnp.nan)
+    return rows[..., :half], rows[..., half:]
+
+
+def apply_rope(x, cos, sin):
     """Rotary embedding, 'rotate_half' convention (dim j pairs with j + Dh/2).
 
-    x: [B, L, N, Dh]; positions: [B, L] int; inv_freq: [Dh/2].
+    x: [B, L, N, Dh]; cos, sin: [B, L, Dh/2] (`rope_tables`).
     """
-    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, L, Dh/2]
-    sin = jnp.sin(angles)[:, :, None, :]
-    cos = jnp.cos(angles)[:, :, None, :]
+    cos, sin = cos[:, :, None, :], sin[:, :, None, :]
     x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x.dtype)
@@ -103,8 +123,9 @@ class Attention(nn.Module):
     is_global: bool = True
 
     @nn.compact
-    def __call__(self, x, positions, mask, cache=None, cache_index=None, kv_lengths=None):
-        """x [B, L, D]; positions [B, L]; mask [B, L, S] bool (True = may attend).
+    def __call__(self, x, rope, mask, cache=None, cache_index=None, kv_lengths=None):
+        """x [B, L, D]; rope: (cos, sin) [B, L, Dh/2] (`rope_tables` of this layer's kind);
+        mask [B, L, S] bool (True = may attend).
 
         kv_lengths [B] (optional) says the mask is exactly causal over right-padded rows of
         these lengths (S == L), which lets fused kernels skip the masked blocks.
@@ -149,9 +170,8 @@ class Attention(nn.Module):
                 ax.HEAD_DIM,
                 name="k_norm",
             )(kk)
-        inv_freq = rope_inv_freq(c, self.is_global)
-        q = apply_rope(q, positions, inv_freq)
-        kk = apply_rope(kk, positions, inv_freq)
+        q = apply_rope(q, *rope)
+        kk = apply_rope(kk, *rope)
         q = nn.with_logical_constraint(
             q, (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_HEADS, ax.ACT_HEAD_DIM)
         )
@@ -226,7 +246,8 @@ def attend(q, k, v, mask, softcap=None, impl: str = "xla", kv_lengths=None, head
     ([B, K, S, Dh] with `heads_first`, the KV cache's layout); mask [B, L, S] bool.
     Returns [B, L, H, Dh]. Scores and softmax in float32.
 
-    impl 'xla': einsums over the explicit mask. impl 'cudnn' (cuDNN flash attention) or
+    impl 'xla': over the explicit mask, `softmax_attention` (its backward written out)
+    without a cache or soft-cap, else einsums. impl 'cudnn' (cuDNN flash attention) or
     'dpa' (`jax.nn.dot_product_attention`, backend's choice) when `kv_lengths` [B] is
     given (causal self-attention over right-padded rows: training, scoring, prefill) and
     there is no soft-cap; otherwise, e.g. one-token decode steps, the einsum path.
@@ -245,13 +266,15 @@ def attend(q, k, v, mask, softcap=None, impl: str = "xla", kv_lengths=None, head
             key_value_seq_lengths=kv_lengths,
             implementation="cudnn" if impl == "cudnn" else None,
         )
+    if not heads_first and softcap is None:
+        return softmax_attention(q, k, v, mask)
     kv = "bksd" if heads_first else "bskd"
     kh = k.shape[1 if heads_first else 2]
     qg = q.reshape(b, length, kh, h // kh, dh)
     scores = jnp.einsum(f"blkgd,{kv}->bkgls", qg, k, preferred_element_type=jnp.float32)
     if softcap is not None:
         scores = softcap * jnp.tanh(scores / softcap)
-    scores = jnp.where(mask[:, None, None, :, :], scores, _NEG_INF)
+    scores = jnp.where(mask[:, None, None, :, :], scores, NEG_INF)
     probs = softmax(scores).astype(v.dtype)
     out = jnp.einsum(f"bkgls,{kv}->blkgd", probs, v)
     return out.reshape(b, length, h, dh)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from rlaif_jax.models import projection
 from rlaif_jax.models.config import ModelConfig
-from rlaif_jax.models.layers import MLP, Attention, RMSNorm, _dense_init
+from rlaif_jax.models.layers import MLP, Attention, RMSNorm, _dense_init, rope_tables
 from rlaif_jax.models.projection import project
 from rlaif_jax.sharding import axes as ax
 
@@ -33,7 +33,8 @@ class Block(nn.Module):
     is_global: bool = True
 
     @nn.compact
-    def __call__(self, x, positions, mask, cache=None, cache_index=None, kv_lengths=None):
+    def __call__(self, x, rope, mask, cache=None, cache_index=None, kv_lengths=None):
+        """x [B, L, D]; rope (cos, sin) [B, L, Dh/2]; mask [B, L, S]: see `Attention`."""
         c = self.config
         dt, pdt = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
 
@@ -41,7 +42,7 @@ class Block(nn.Module):
             return RMSNorm(c.norm_eps, c.norm_plus_one, dt, pdt, name=name)
 
         h, new_cache = Attention(c, self.is_global, name="attn")(
-            norm("pre_attn_norm")(x), positions, mask, cache, cache_index, kv_lengths
+            norm("pre_attn_norm")(x), rope, mask, cache, cache_index, kv_lengths
         )
         if c.post_attn_norm:
             h = norm("post_attn_norm")(h)
@@ -124,8 +125,16 @@ class Transformer(nn.Module):
         c = self.config
         dt, pdt = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         b, length = tokens.shape
+        # A bound on every position, for RoPE's tables (`rope_tables`): L for the default
+        # positions, the cache's slot count with a cache (a token's position never exceeds
+        # its slot), none for explicit positions without a cache or a one-token step.
+        num_slots = None if cache is None else cache[0][0].shape[2]
+        num_positions = num_slots if cache is not None else None
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
+            num_positions = num_positions or length
+        if length == 1:
+            num_positions = None
         if attention_mask is None:
             attention_mask = jnp.ones((b, length), bool)
         embedding = _Embedder(c, name="embedder")()
@@ -134,8 +143,7 @@ class Transformer(nn.Module):
             x = x * jnp.asarray(math.sqrt(c.d_model), dt)
         x = nn.with_logical_constraint(x, (ax.ACT_BATCH, ax.ACT_LENGTH, ax.ACT_EMBED))
 
-        num_slots = None if cache is None else cache[0][0].shape[2]
-        masks = {}
+        masks, ropes = {}, {}
         block_cls = Block
         if c.remat != "none":
             block_cls = nn.remat(Block, policy=_remat_policy(c.remat), static_argnums=())
@@ -153,9 +161,11 @@ class Transformer(nn.Module):
                 masks[window] = attention_mask_for(
                     attention_mask, positions, window, cache_index, num_slots
                 )
+            if is_global not in ropes:
+                ropes[is_global] = rope_tables(c, positions, is_global, num_positions)
             layer_cache = None if cache is None else cache[i]
             x, lc = block_cls(c, is_global, name=f"layers_{i}")(
-                x, positions, masks[window], layer_cache, cache_index, kv_lengths
+                x, ropes[is_global], masks[window], layer_cache, cache_index, kv_lengths
             )
             new_cache.append(lc)
         x = RMSNorm(c.norm_eps, c.norm_plus_one, dt, pdt, name="final_norm")(x)
