@@ -15,8 +15,9 @@ import jax.numpy as jnp
 from rlaif_jax.models import lora
 from rlaif_jax.models.config import ModelConfig
 from rlaif_jax.models.projection import project
-from rlaif_jax.models.softmax_attention import NEG_INF, softmax_attention
 from rlaif_jax.sharding import axes as ax
+
+_NEG_INF = -2.3819763e38  # large negative that stays finite in bf16/fp32
 
 
 def _dense_init(axes_names, fan_in: int):
@@ -246,8 +247,7 @@ def attend(q, k, v, mask, softcap=None, impl: str = "xla", kv_lengths=None, head
     ([B, K, S, Dh] with `heads_first`, the KV cache's layout); mask [B, L, S] bool.
     Returns [B, L, H, Dh]. Scores and softmax in float32.
 
-    impl 'xla': over the explicit mask, `softmax_attention` (its backward written out)
-    without a cache or soft-cap, else einsums. impl 'cudnn' (cuDNN flash attention) or
+    impl 'xla': einsums over the explicit mask. impl 'cudnn' (cuDNN flash attention) or
     'dpa' (`jax.nn.dot_product_attention`, backend's choice) when `kv_lengths` [B] is
     given (causal self-attention over right-padded rows: training, scoring, prefill) and
     there is no soft-cap; otherwise, e.g. one-token decode steps, the einsum path.
@@ -266,15 +266,13 @@ def attend(q, k, v, mask, softcap=None, impl: str = "xla", kv_lengths=None, head
             key_value_seq_lengths=kv_lengths,
             implementation="cudnn" if impl == "cudnn" else None,
         )
-    if not heads_first and softcap is None:
-        return softmax_attention(q, k, v, mask)
     kv = "bksd" if heads_first else "bskd"
     kh = k.shape[1 if heads_first else 2]
     qg = q.reshape(b, length, kh, h // kh, dh)
     scores = jnp.einsum(f"blkgd,{kv}->bkgls", qg, k, preferred_element_type=jnp.float32)
     if softcap is not None:
         scores = softcap * jnp.tanh(scores / softcap)
-    scores = jnp.where(mask[:, None, None, :, :], scores, NEG_INF)
+    scores = jnp.where(mask[:, None, None, :, :], scores, _NEG_INF)
     probs = softmax(scores).astype(v.dtype)
     out = jnp.einsum(f"bkgls,{kv}->blkgd", probs, v)
     return out.reshape(b, length, h, dh)
