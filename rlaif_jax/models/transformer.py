@@ -129,10 +129,10 @@ class Transformer(nn.Module):
         # positions, the cache's slot count with a cache (a token's position never exceeds
         # its slot), none for explicit positions without a cache or a one-token step.
         num_slots = None if cache is None else cache[0][0].shape[2]
-        num_positions = num_slots if cache is not None else None
+        num_positions = num_slots
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
-            num_positions = num_positions or length
+            num_positions = num_slots or length
         if length == 1:
             num_positions = None
         if attention_mask is None:
