@@ -34,7 +34,10 @@ REQUIRED_KEYS = (
     "num_eval_prompts",
     "wall_seconds",
 )
-HUMAN_JUDGE_KEYS = ("win_rate_rlaif_vs_sft", "win_rate_rlhf_vs_sft", "win_rate_rlaif_vs_rlhf")
+# The comparisons behind them: the "human" judge's, and the AI judge's RLAIF vs SFT.
+HUMAN_JUDGE_PAIRS = (("rlaif", "sft"), ("rlhf", "sft"), ("rlaif", "rlhf"))
+AI_JUDGE_PAIRS = (("rlaif", "sft"),)
+HUMAN_JUDGE_KEYS = tuple(f"win_rate_{a}_vs_{b}" for a, b in HUMAN_JUDGE_PAIRS)
 
 
 def write_metrics(report_dir: str, metrics: Mapping[str, Any], human_judge: bool = True) -> str:

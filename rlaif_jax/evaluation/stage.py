@@ -185,6 +185,7 @@ def run_stage(
         max_context=max_context, max_response=max_response, prompt_suffix=prompt_suffix
     )
     ai_comparisons = list(comparisons if ai_judge_comparisons is None else ai_judge_comparisons)
+    _check_comparisons(policies, comparisons, ai_judge_comparisons, human_judge is not None)
     harmless_on = data.task == "harmless" if harmless_rate is None else harmless_rate
     use_ai = use_ai_judge and bool(ai_comparisons or harmless_on)
     plan = _memory_plan(
@@ -277,6 +278,34 @@ def _check_sampling(temperature: float, samples_per_prompt: int) -> None:
             f"{temperature}: greedy decoding gives one response per prompt; set "
             "evaluate.samples_per_prompt = 1 or a temperature above 0."
         )
+
+
+def _check_comparisons(policies, comparisons, ai_judge_comparisons, with_human: bool) -> None:
+    """Before any decoding: every compared name is one of `evaluate.policies`, and the
+    comparisons give metrics.json the win rates DESIGN §5 requires (`report.*_PAIRS`).
+    ai_judge_comparisons None: the AI judge's are `comparisons`."""
+    names = [str(name) for name, _ in policies]
+    human_required = report.HUMAN_JUDGE_PAIRS if with_human else ()
+    if ai_judge_comparisons is None:
+        checks = [("evaluate.comparisons", comparisons, human_required + report.AI_JUDGE_PAIRS)]
+    else:
+        checks = [
+            ("evaluate.comparisons", comparisons, human_required),
+            ("evaluate.ai_judge_comparisons", ai_judge_comparisons, report.AI_JUDGE_PAIRS),
+        ]
+    problems = []
+    for binding, pairs, required in checks:
+        pairs = [tuple(pair) for pair in pairs]
+        unknown = sorted({name for pair in pairs for name in pair} - set(names))
+        if unknown:
+            problems.append(f"{binding} compares {unknown}, which evaluate.policies {names} lacks")
+        missing = [pair for pair in dict.fromkeys(required) if pair not in pairs]
+        if missing:
+            problems.append(
+                f"{binding} lacks {missing}: metrics.json must hold their win rates (DESIGN §5)"
+            )
+    if problems:
+        raise ValueError("; ".join(problems) + " (checked before any decoding).")
 
 
 def _upstream_metrics(workdir, label_metrics, rm_dirs, rm_accuracy_key) -> dict[str, Any]:
